@@ -1,0 +1,43 @@
+//! Command-line front end: one file per subcommand.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod config;
+pub mod dhcpd;
+pub mod probe;
+
+/// cluster-lab turns Raspberry Pi-class machines into a Docker Swarm + Consul cluster on first boot.
+#[derive(Debug, Parser)]
+#[command(name = "cluster-lab", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace). CLUSTER_LAB_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check or print the cluster-lab.toml configuration.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Serve DHCP to the cluster's nodes on the VLAN interface only (runs on the master).
+    Dhcpd(dhcpd::DhcpdArgs),
+    /// Look for DHCP servers on an interface and tell whether one is this cluster's master.
+    Probe(probe::ProbeArgs),
+}
+
+impl Command {
+    /// Run the subcommand. The exit code is the subcommand's own; errors map to 2 in `main`.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Config(cmd) => cmd.run(),
+            Command::Dhcpd(args) => args.run(),
+            Command::Probe(args) => args.run(),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! cluster-lab: the first-boot agent that turns a handful of small machines into a Docker Swarm + Consul cluster.
+//!
+//! The binary (`src/main.rs`) is a thin clap front end; every subcommand lives in `cli/` and calls into the
+//! modules below, which are named after the things they manage.
+
+pub mod cli;
+pub mod config;
+pub mod dhcp;
+pub mod logging;

@@ -1,0 +1,40 @@
+//! cargo xtask: the project's build, image and test tasks. `cargo xtask --help` lists them.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use xshell::Shell;
+
+mod test;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "cluster-lab build, image and test tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run the whole test suite, tier by tier (fmt, clippy, plain, root in netns, image).
+    Test(test::Test),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match cli.task {
+        Task::Test(t) => t.run(&sh),
+    }
+}
+
+/// The workspace root (the parent of xtask/).
+pub fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
