@@ -1,24 +1,145 @@
 //! `cluster-lab probe --interface IF [--timeout SECS] [--json]`.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 
+use crate::config::Settings;
+use crate::dhcp::probe::{self, Report};
+
+/// Where the configuration lives on a node, in the order they are tried.
+pub const DEFAULT_CONFIG_PATHS: [&str; 2] =
+    ["/boot/firmware/cluster-lab.toml", "/boot/cluster-lab.toml"];
+
+/// Broadcast DHCPDISCOVER (never REQUEST: no lease is taken) and list the servers that offer.
+///
+/// Exit status: 0 a cluster-lab master of this cluster answered, 1 none did, 2 error.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
     /// Interface to send DHCPDISCOVER on.
     #[arg(long, short)]
     pub interface: String,
-    /// Seconds to collect offers.
-    #[arg(long, default_value_t = 3)]
+    /// Seconds to collect offers (the DISCOVER is repeated every second).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// cluster-lab.toml naming this node's cluster
+    /// [default: /boot/firmware/cluster-lab.toml, else /boot/cluster-lab.toml].
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Cluster name to look for (overrides the configuration file).
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 impl ProbeArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        anyhow::bail!("probe: not implemented yet")
+        let cluster = self.cluster_name()?;
+        let timeout = Duration::from_secs(self.timeout);
+        tracing::info!(interface = %self.interface, %cluster, timeout_secs = self.timeout,
+            "probing for DHCP servers");
+        let offers = probe::collect_offers(&self.interface, timeout)
+            .with_context(|| format!("probing for DHCP servers on {}", self.interface))?;
+        let report = Report::new(&self.interface, &cluster, timeout, &offers);
+        if self.json {
+            print!("{}", report.to_json());
+        } else {
+            print!("{}", report.to_text());
+        }
+        if report.servers.is_empty() {
+            tracing::info!(interface = %self.interface, "no DHCP server answered");
+        } else if !report.master_found {
+            tracing::info!(interface = %self.interface, %cluster,
+                "no cluster-lab master of this cluster answered");
+        }
+        Ok(ExitCode::from(report.exit_code()))
+    }
+
+    /// `--cluster`, else the name from `--config`, else from the first default configuration file found.
+    fn cluster_name(&self) -> anyhow::Result<String> {
+        if let Some(name) = &self.cluster {
+            anyhow::ensure!(
+                !name.is_empty(),
+                "--cluster: the cluster name must not be empty"
+            );
+            return Ok(name.clone());
+        }
+        let path = match &self.config {
+            Some(p) => p.clone(),
+            None => find_default_config(DEFAULT_CONFIG_PATHS.iter().map(Path::new)).with_context(
+                || {
+                    format!(
+                        "no configuration found at {}; pass --config FILE or --cluster NAME",
+                        DEFAULT_CONFIG_PATHS.join(" or ")
+                    )
+                },
+            )?,
+        };
+        let settings = Settings::load(&path)?;
+        Ok(settings.cluster.name)
+    }
+}
+
+/// The first of `candidates` that exists.
+fn find_default_config<'a>(candidates: impl IntoIterator<Item = &'a Path>) -> Option<PathBuf> {
+    candidates
+        .into_iter()
+        .find(|p| p.exists())
+        .map(Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_existing_default_config_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let firmware = dir.path().join("firmware.toml");
+        let boot = dir.path().join("boot.toml");
+        assert_eq!(
+            find_default_config([firmware.as_path(), boot.as_path()]),
+            None
+        );
+        std::fs::write(&boot, "").unwrap();
+        assert_eq!(
+            find_default_config([firmware.as_path(), boot.as_path()]),
+            Some(boot.clone())
+        );
+        std::fs::write(&firmware, "").unwrap();
+        assert_eq!(
+            find_default_config([firmware.as_path(), boot.as_path()]),
+            Some(firmware)
+        );
+    }
+
+    #[test]
+    fn cluster_flag_overrides_the_config() {
+        let args = ProbeArgs {
+            interface: "eth0".into(),
+            timeout: 1,
+            json: false,
+            config: Some("/nonexistent/cluster-lab.toml".into()),
+            cluster: Some("lab".into()),
+        };
+        assert_eq!(args.cluster_name().unwrap(), "lab");
+    }
+
+    #[test]
+    fn missing_explicit_config_is_an_error_naming_the_file() {
+        let args = ProbeArgs {
+            interface: "eth0".into(),
+            timeout: 1,
+            json: false,
+            config: Some("/nonexistent/cluster-lab.toml".into()),
+            cluster: None,
+        };
+        let err = format!("{:#}", args.cluster_name().unwrap_err());
+        assert!(err.contains("/nonexistent/cluster-lab.toml"), "{err}");
     }
 }
