@@ -95,7 +95,7 @@ impl Settings {
                 path: origin.to_path_buf(),
                 line,
                 column,
-                key: p.key.to_owned(),
+                key: p.key,
                 message: p.message,
             }
         })
@@ -117,6 +117,10 @@ fn toml_error(text: &str, origin: &Path, err: &toml::de::Error) -> ConfigError {
         message = format!("unknown key{rest}");
     } else if let Some(rest) = message.strip_prefix("unknown variant") {
         message = format!("unknown value{rest}");
+    }
+    message = message.replace("expected a sequence", "expected an array such as [\"...\"]");
+    if let Some(i) = message.find("expected struct Wire") {
+        message.replace_range(i.., "expected a table");
     }
     if syntax {
         message = format!("not valid TOML: {message}");

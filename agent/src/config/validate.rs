@@ -26,12 +26,16 @@ pub const DNS_MAX: usize = 8;
 pub struct Problem {
     /// Where in the file; `None` only if no key involved was written in the file.
     pub span: Option<Range<usize>>,
-    pub key: &'static str,
+    pub key: String,
     pub message: String,
 }
 
-fn problem(span: Option<Range<usize>>, key: &'static str, message: String) -> Problem {
-    Problem { span, key, message }
+fn problem(span: Option<Range<usize>>, key: impl Into<String>, message: String) -> Problem {
+    Problem {
+        span,
+        key: key.into(),
+        message,
+    }
 }
 
 fn span<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
@@ -106,9 +110,14 @@ pub fn default_range(net: Ipv4Network) -> AddrRange {
 }
 
 /// Inside the subnet and neither its network nor its broadcast address.
-fn usable_host(net: Ipv4Network, ip: Ipv4Addr) -> Result<(), String> {
+fn usable_host(net: Ipv4Network, ip: Ipv4Addr, subnet_is_default: bool) -> Result<(), String> {
     if !net.contains(ip) {
-        Err(format!("{ip} is outside the subnet {net}"))
+        let note = if subnet_is_default {
+            " (the default network.subnet)"
+        } else {
+            ""
+        };
+        Err(format!("{ip} is outside the subnet {net}{note}"))
     } else if ip == net.network() {
         Err(format!("{ip} is the network address of {net}, not a host"))
     } else if ip == net.broadcast() {
@@ -143,17 +152,12 @@ fn network(w: &WireNetwork, d: NetworkSettings) -> Result<NetworkSettings, Probl
         ));
     }
 
-    if let Err(why) = usable_host(subnet, master) {
-        let subnet_note = if w.subnet.is_none() {
-            " (the default network.subnet)"
-        } else {
-            ""
-        };
+    if let Err(why) = usable_host(subnet, master, w.subnet.is_none()) {
         return Err(problem(
             span(&w.master),
             "network.master",
             format!(
-                "{why}{subnet_note}; give a host address inside {subnet}, e.g. {}",
+                "{why}; give a host address inside {subnet}, e.g. {}",
                 first_host(subnet)
             ),
         ));
@@ -178,11 +182,18 @@ fn dhcp(
 
     if let Some(r) = &w.range {
         for ip in [range.start, range.end] {
-            if let Err(why) = usable_host(subnet, ip) {
+            if let Err(why) = usable_host(subnet, ip, wn.subnet.is_none()) {
                 let msg = if subnet.contains(ip) {
                     format!("{range}: {why}; give a range of host addresses inside {subnet}")
                 } else {
-                    format!("{range} is outside the subnet {subnet}; give a range inside it")
+                    format!(
+                        "{range} is outside the subnet {subnet}{}; give a range inside it",
+                        if wn.subnet.is_none() {
+                            " (the default network.subnet)"
+                        } else {
+                            ""
+                        }
+                    )
                 };
                 return Err(problem(Some(r.span()), "dhcp.range", msg));
             }
@@ -214,11 +225,13 @@ fn dhcp(
 
     let router = w.router.as_ref().map(|r| r.get_ref().0);
     if let (Some(ip), Some(at)) = (router, &w.router) {
-        let why = usable_host(subnet, ip).err().or_else(|| {
-            range
-                .contains(ip)
-                .then(|| format!("{ip} is inside the DHCP range {range}"))
-        });
+        let why = usable_host(subnet, ip, wn.subnet.is_none())
+            .err()
+            .or_else(|| {
+                range
+                    .contains(ip)
+                    .then(|| format!("{ip} is inside the DHCP range {range}"))
+            });
         if let Some(why) = why {
             return Err(problem(
                 Some(at.span()),
@@ -232,7 +245,11 @@ fn dhcp(
         }
     }
 
-    let dns: Vec<Ipv4Addr> = value(&w.dns, |v| v.into_iter().map(|a| a.0).collect(), d.dns);
+    let dns: Vec<Ipv4Addr> = value(
+        &w.dns,
+        |v| v.into_iter().map(|a| a.into_inner().0).collect(),
+        d.dns,
+    );
     if dns.len() > DNS_MAX {
         return Err(problem(
             span(&w.dns),
@@ -240,17 +257,17 @@ fn dhcp(
             format!("{} DNS servers given; give at most {DNS_MAX}", dns.len()),
         ));
     }
-    if let Some(bad) = dns
-        .iter()
-        .find(|ip| ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast())
-    {
-        return Err(problem(
-            span(&w.dns),
-            "dhcp.dns",
-            format!(
-                "{bad} cannot be a DNS server; give unicast addresses such as \"192.168.200.1\""
-            ),
-        ));
+    for (i, entry) in w.dns.iter().flat_map(|l| l.get_ref().iter()).enumerate() {
+        let ip = entry.get_ref().0;
+        if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+            return Err(problem(
+                Some(entry.span()),
+                format!("dhcp.dns[{i}]"),
+                format!(
+                    "{ip} cannot be a DNS server; give unicast addresses such as \"192.168.200.1\""
+                ),
+            ));
+        }
     }
 
     let lease_time = value(&w.lease_time, |t| t.0, d.lease_time);

@@ -53,7 +53,7 @@ pub struct WireDhcp {
     pub range: Option<Spanned<AddrRange>>,
     pub lease_time: Option<Spanned<HumanDuration>>,
     pub router: Option<Spanned<Addr>>,
-    pub dns: Option<Spanned<Vec<Addr>>>,
+    pub dns: Option<Spanned<Vec<Spanned<Addr>>>>,
     pub lease_file: Option<Spanned<AbsPath>>,
     pub decline_quarantine: Option<Spanned<HumanDuration>>,
 }
