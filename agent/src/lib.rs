@@ -5,5 +5,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod consul;
 pub mod dhcp;
+pub mod election;
+pub mod hostname;
 pub mod logging;
+pub mod networkd;
+pub mod render;

@@ -1,0 +1,211 @@
+//! The parts of Consul's HTTP API cluster-lab uses: members, leader, agent self, service registration, KV.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::http::{request, HttpError};
+
+/// Consul's default HTTP API address on the local machine.
+pub const LOCAL: &str = "127.0.0.1:8500";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsulError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("decoding consul response from {path}: {source}")]
+    Decode {
+        path: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Serf's member status: 1 is alive.
+pub const STATUS_ALIVE: u8 = 1;
+
+/// One entry of `/v1/agent/members`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Member {
+    pub name: String,
+    pub addr: String,
+    pub status: u8,
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+impl Member {
+    pub fn is_alive(&self) -> bool {
+        self.status == STATUS_ALIVE
+    }
+    /// Consul tags servers with `role=consul` and clients with `role=node`.
+    pub fn is_server(&self) -> bool {
+        self.tags.get("role").map(String::as_str) == Some("consul")
+    }
+}
+
+/// What `/v1/agent/self` says about the local agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentSelf {
+    pub node_name: String,
+    pub datacenter: String,
+    pub server: bool,
+    /// Whether LAN gossip is encrypted (`Stats.serf_lan.encrypted`).
+    pub gossip_encrypted: bool,
+}
+
+/// A service for `/v1/agent/service/register`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Service {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub tags: Vec<String>,
+}
+
+/// A client for one Consul agent's HTTP API.
+#[derive(Debug, Clone)]
+pub struct ConsulClient {
+    pub addr: SocketAddr,
+    pub timeout: Duration,
+}
+
+impl ConsulClient {
+    pub fn new(addr: SocketAddr) -> ConsulClient {
+        ConsulClient {
+            addr,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The agent on this machine.
+    pub fn local() -> ConsulClient {
+        ConsulClient::new(LOCAL.parse().expect("valid address"))
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ConsulError> {
+        let resp = request(self.addr, "GET", path, None, self.timeout).await?;
+        serde_json::from_slice(&resp.body).map_err(|source| ConsulError::Decode {
+            path: path.into(),
+            source,
+        })
+    }
+
+    /// LAN members as this agent sees them.
+    pub async fn members(&self) -> Result<Vec<Member>, ConsulError> {
+        self.get("/v1/agent/members").await
+    }
+
+    /// The Raft leader's address (`ip:8300`), or `None` while there is none.
+    pub async fn leader(&self) -> Result<Option<String>, ConsulError> {
+        let leader: String = self.get("/v1/status/leader").await?;
+        Ok((!leader.is_empty()).then_some(leader))
+    }
+
+    pub async fn agent_self(&self) -> Result<AgentSelf, ConsulError> {
+        let v: serde_json::Value = self.get("/v1/agent/self").await?;
+        let s = |p: &str| {
+            v.pointer(p)
+                .and_then(|x| x.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        Ok(AgentSelf {
+            node_name: s("/Config/NodeName"),
+            datacenter: s("/Config/Datacenter"),
+            server: v.pointer("/Config/Server").and_then(|x| x.as_bool()) == Some(true),
+            gossip_encrypted: s("/Stats/serf_lan/encrypted") == "true",
+        })
+    }
+
+    /// Register (or update: registration is idempotent by ID) a service on this agent.
+    pub async fn register_service(&self, service: &Service) -> Result<(), ConsulError> {
+        let body = serde_json::to_vec(service).expect("service serialises");
+        request(
+            self.addr,
+            "PUT",
+            "/v1/agent/service/register",
+            Some(&body),
+            self.timeout,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// IDs of the services registered on this agent.
+    pub async fn services(&self) -> Result<Vec<String>, ConsulError> {
+        let map: std::collections::BTreeMap<String, serde_json::Value> =
+            self.get("/v1/agent/services").await?;
+        Ok(map.into_keys().collect())
+    }
+
+    /// Store `value` under `key`.
+    pub async fn kv_put(&self, key: &str, value: &[u8]) -> Result<(), ConsulError> {
+        let path = format!("/v1/kv/{key}");
+        request(self.addr, "PUT", &path, Some(value), self.timeout).await?;
+        Ok(())
+    }
+
+    /// The value under `key`, or `None` if there is none.
+    pub async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, ConsulError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            value: Option<String>,
+        }
+        let path = format!("/v1/kv/{key}");
+        let entries: Vec<Entry> = match self.get(&path).await {
+            Ok(e) => e,
+            Err(ConsulError::Http(HttpError::Status { status: 404, .. })) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(value) = entries.into_iter().next().and_then(|e| e.value) else {
+            return Ok(Some(Vec::new()));
+        };
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(value.as_bytes())
+            .map_err(|e| ConsulError::Decode {
+                path,
+                source: serde::de::Error::custom(e),
+            })?;
+        Ok(Some(raw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_members() {
+        let json = r#"[{"Name":"master","Addr":"192.168.200.1","Port":8301,"Tags":{"role":"consul","dc":"lab"},
+            "Status":1,"ProtocolMin":1},{"Name":"node-1","Addr":"192.168.200.101","Port":8301,
+            "Tags":{"role":"node"},"Status":4}]"#;
+        let members: Vec<Member> = serde_json::from_str(json).unwrap();
+        assert_eq!(members.len(), 2);
+        assert!(members[0].is_alive() && members[0].is_server());
+        assert!(!members[1].is_alive() && !members[1].is_server());
+    }
+
+    #[test]
+    fn service_uses_consul_field_names() {
+        let s = Service {
+            id: "docker".into(),
+            name: "docker".into(),
+            address: None,
+            port: None,
+            tags: vec!["swarm-manager".into()],
+        };
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"ID":"docker","Name":"docker","Tags":["swarm-manager"]}"#
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! The Consul agent configuration cluster-lab writes to `/etc/consul.d/cluster-lab.json`.
+//!
+//! Only keys Consul 1.8.7 (Debian bullseye's package, the version in the image) understands: `ui` rather than the
+//! later `ui_config`, `retry_join`/`retry_interval`, `performance.raft_multiplier`.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::render::RenderedFile;
+
+/// Where Debian's consul.service reads its configuration (`-config-dir=/etc/consul.d`).
+pub const CONFIG_PATH: &str = "/etc/consul.d/cluster-lab.json";
+/// Debian's data directory, owned by the `consul` user.
+pub const DATA_DIR: &str = "/var/lib/consul";
+
+/// Address Consul binds to on the cluster VLAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindAddr {
+    /// A fixed address (the master's).
+    Addr(Ipv4Addr),
+    /// Whatever IPv4 address the interface holds when Consul starts (a node's DHCP lease); rendered as a
+    /// go-sockaddr template that Consul evaluates itself.
+    Interface(String),
+}
+
+impl BindAddr {
+    fn render(&self) -> String {
+        match self {
+            BindAddr::Addr(a) => a.to_string(),
+            BindAddr::Interface(name) => format!("{{{{ GetInterfaceIP \"{name}\" }}}}"),
+        }
+    }
+}
+
+/// What the configuration is made from.
+#[derive(Debug, Clone)]
+pub struct ConsulParams {
+    /// Consul datacenter: the cluster name, reduced to the characters Consul allows.
+    pub datacenter: String,
+    pub node_name: String,
+    pub data_dir: String,
+    pub bind: BindAddr,
+    /// The master's VLAN address, which clients join.
+    pub master: Ipv4Addr,
+    /// Base64 gossip key (see [`super::keys::gossip_key`]).
+    pub gossip_key: String,
+}
+
+/// Consul agent configuration (JSON form).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub datacenter: String,
+    pub node_name: String,
+    pub data_dir: String,
+    pub server: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_expect: Option<u32>,
+    pub ui: bool,
+    pub client_addr: String,
+    pub bind_addr: String,
+    pub advertise_addr: String,
+    pub encrypt: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retry_join: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub performance: Option<Performance>,
+    pub leave_on_terminate: bool,
+    pub disable_update_check: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Performance {
+    pub raft_multiplier: u32,
+}
+
+/// Consul datacenter names allow `a-z 0-9 _ -`.
+pub fn datacenter_name(cluster: &str) -> String {
+    let dc: String = cluster
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if dc.is_empty() {
+        "dc1".into()
+    } else {
+        dc
+    }
+}
+
+impl AgentConfig {
+    /// The master: the only server, bootstraps alone, serves the UI and HTTP API on every interface (the UI is
+    /// opened from the home LAN on :8500); gossip and RPC on the VLAN address.
+    pub fn server(p: &ConsulParams) -> AgentConfig {
+        let bind = p.bind.render();
+        AgentConfig {
+            datacenter: p.datacenter.clone(),
+            node_name: p.node_name.clone(),
+            data_dir: p.data_dir.clone(),
+            server: true,
+            bootstrap_expect: Some(1),
+            ui: true,
+            client_addr: "0.0.0.0".into(),
+            bind_addr: bind.clone(),
+            advertise_addr: bind,
+            encrypt: p.gossip_key.clone(),
+            retry_join: Vec::new(),
+            retry_interval: None,
+            performance: Some(Performance { raft_multiplier: 1 }),
+            leave_on_terminate: false,
+            disable_update_check: true,
+        }
+    }
+
+    /// A node: a client agent joining the master, retrying every few seconds until the master is up. Its HTTP API
+    /// stays on loopback.
+    pub fn client(p: &ConsulParams) -> AgentConfig {
+        let bind = p.bind.render();
+        AgentConfig {
+            datacenter: p.datacenter.clone(),
+            node_name: p.node_name.clone(),
+            data_dir: p.data_dir.clone(),
+            server: false,
+            bootstrap_expect: None,
+            ui: false,
+            client_addr: "127.0.0.1".into(),
+            bind_addr: bind.clone(),
+            advertise_addr: bind,
+            encrypt: p.gossip_key.clone(),
+            retry_join: vec![p.master.to_string()],
+            retry_interval: Some("5s".into()),
+            performance: None,
+            leave_on_terminate: false,
+            disable_update_check: true,
+        }
+    }
+
+    /// `/etc/consul.d/cluster-lab.json`, readable by the `consul` group only (it holds the gossip key).
+    pub fn render(&self) -> RenderedFile {
+        self.render_at(CONFIG_PATH, Some("consul"))
+    }
+
+    /// The same file at another path and group (tests run Consul from a temporary directory).
+    pub fn render_at(&self, path: &str, group: Option<&'static str>) -> RenderedFile {
+        let json = serde_json::to_string_pretty(self).expect("consul config serialises");
+        RenderedFile {
+            path: PathBuf::from(path),
+            contents: json + "\n",
+            mode: 0o640,
+            group,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datacenter_is_sanitised() {
+        assert_eq!(datacenter_name("My Lab.1"), "my-lab-1");
+        assert_eq!(datacenter_name(""), "dc1");
+    }
+
+    #[test]
+    fn interface_bind_is_a_sockaddr_template() {
+        let b = BindAddr::Interface("eth0.200".into());
+        assert_eq!(b.render(), "{{ GetInterfaceIP \"eth0.200\" }}");
+    }
+}
