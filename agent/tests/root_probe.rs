@@ -1,0 +1,239 @@
+//! Root tier: `cluster-lab probe` against real DHCP servers on a lab segment — dnsmasq and kea-dhcp4 as foreign
+//! servers, `cluster-lab dhcpd` as this cluster's master or another cluster's — and against silence.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use support::servers::{self, probe, Dhcpd, MASTER};
+use support::{Lab, Netns};
+
+const DNSMASQ_RANGE: (Ipv4Addr, Ipv4Addr) = (
+    Ipv4Addr::new(192, 168, 200, 51),
+    Ipv4Addr::new(192, 168, 200, 60),
+);
+const KEA_RANGE: (Ipv4Addr, Ipv4Addr) = (
+    Ipv4Addr::new(192, 168, 200, 61),
+    Ipv4Addr::new(192, 168, 200, 70),
+);
+
+/// A segment with a probing client `c1` (eth0) and server namespaces plugged in as `lab0` with the given
+/// addresses.
+fn segment(lab: &mut Lab, servers: &[(&str, &str)]) -> (Netns, Vec<Netns>) {
+    let sw = lab.switch("sw");
+    let client = lab.netns("c1");
+    lab.plug(&sw, "p-c1", &client, "eth0");
+    let mut nss = Vec::new();
+    for (role, cidr) in servers {
+        let ns = lab.netns(role);
+        lab.plug(&sw, &format!("p-{role}"), &ns, "lab0");
+        ns.add_addr("lab0", cidr);
+        nss.push(ns);
+    }
+    (client, nss)
+}
+
+fn assert_foreign(run: &servers::ProbeRun, server_id: &str, range: (Ipv4Addr, Ipv4Addr)) {
+    let s = run
+        .server(server_id)
+        .unwrap_or_else(|| panic!("no offer from {server_id} reported\n{run}"));
+    assert_eq!(s["kind"], "foreign", "{server_id}\n{run}");
+    assert_eq!(s["cluster"], serde_json::Value::Null, "{server_id}\n{run}");
+    let offered: Ipv4Addr = s["offered"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (range.0..=range.1).contains(&offered),
+        "{server_id} offered {offered}, outside its range {range:?}\n{run}"
+    );
+}
+
+#[test]
+fn probe_reports_dnsmasq_and_kea_as_foreign_servers() {
+    let mut lab = Lab::new("prbfor");
+    let (client, srv) = segment(
+        &mut lab,
+        &[("dns", "192.168.200.2/24"), ("kea", "192.168.200.3/24")],
+    );
+    let dnsmasq = servers::dnsmasq(&lab, &srv[0], "lab0", DNSMASQ_RANGE.0, DNSMASQ_RANGE.1);
+    let kea = servers::kea(&lab, &srv[1], "lab0", KEA_RANGE.0, KEA_RANGE.1);
+
+    let run = probe(&client, "eth0", "lab", 4);
+    let ctx = || format!("{run}\n{}\n{}", dnsmasq.report(), kea.report());
+    assert_eq!(
+        run.code,
+        Some(1),
+        "no master of this cluster: exit 1\n{}",
+        ctx()
+    );
+    let json = run.json();
+    assert_eq!(json["master_found"], false, "{}", ctx());
+    assert_eq!(
+        json["servers"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        ctx()
+    );
+    assert_foreign(&run, "192.168.200.2", DNSMASQ_RANGE);
+    assert_foreign(&run, "192.168.200.3", KEA_RANGE);
+
+    // The probe only DISCOVERs: neither server has handed out a lease.
+    let dnsmasq_leases =
+        std::fs::read_to_string(lab.dir().join("dnsmasq/leases")).unwrap_or_default();
+    assert_eq!(
+        dnsmasq_leases.trim(),
+        "",
+        "dnsmasq recorded a lease\n{}",
+        ctx()
+    );
+    assert!(
+        dnsmasq.log().contains("DHCPDISCOVER") && !dnsmasq.log().contains("DHCPREQUEST"),
+        "dnsmasq should have seen DISCOVERs only\n{}",
+        ctx()
+    );
+    let kea_leases = std::fs::read_to_string(lab.dir().join("kea/leases4.csv")).unwrap_or_default();
+    assert!(
+        kea_leases.lines().skip(1).all(|l| l.trim().is_empty()),
+        "kea recorded a lease:\n{kea_leases}\n{}",
+        ctx()
+    );
+    assert!(dnsmasq.is_running() && kea.is_running(), "{}", ctx());
+}
+
+#[test]
+fn probe_finds_this_clusters_master_among_foreign_servers() {
+    let mut lab = Lab::new("prbmst");
+    let (client, srv) = segment(
+        &mut lab,
+        &[
+            ("srv", MASTER),
+            ("dns", "192.168.200.2/24"),
+            ("kea", "192.168.200.3/24"),
+        ],
+    );
+    let dhcpd = Dhcpd::start(&lab, "dhcpd", &srv[0], "lab0", "lab");
+    let dnsmasq = servers::dnsmasq(&lab, &srv[1], "lab0", DNSMASQ_RANGE.0, DNSMASQ_RANGE.1);
+    let kea = servers::kea(&lab, &srv[2], "lab0", KEA_RANGE.0, KEA_RANGE.1);
+
+    let run = probe(&client, "eth0", "lab", 4);
+    let ctx = || {
+        format!(
+            "{run}\n{}\n{}\n{}",
+            dhcpd.report(),
+            dnsmasq.report(),
+            kea.report()
+        )
+    };
+    assert_eq!(
+        run.code,
+        Some(0),
+        "a master of this cluster answered: exit 0\n{}",
+        ctx()
+    );
+    assert_eq!(run.json()["master_found"], true, "{}", ctx());
+    assert_eq!(
+        run.json()["servers"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        ctx()
+    );
+    let master = run
+        .server("192.168.200.1")
+        .unwrap_or_else(|| panic!("cluster-lab dhcpd not reported\n{}", ctx()));
+    assert_eq!(master["kind"], "this-cluster", "{}", ctx());
+    assert_eq!(master["cluster"], "lab", "{}", ctx());
+    let offered: Ipv4Addr = master["offered"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (servers::RANGE.0..=servers::RANGE.1).contains(&offered),
+        "{}",
+        ctx()
+    );
+    assert_foreign(&run, "192.168.200.2", DNSMASQ_RANGE);
+    assert_foreign(&run, "192.168.200.3", KEA_RANGE);
+
+    // Human output: one line per server.
+    let mut cmd = client.command(
+        support::cluster_lab_bin(),
+        [
+            "probe",
+            "--interface",
+            "eth0",
+            "--cluster",
+            "lab",
+            "--timeout",
+            "3",
+        ],
+    );
+    let out = cmd.output().expect("running cluster-lab probe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", ctx());
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("192.168.200.1 offered ")
+            && l.ends_with("cluster-lab master of this cluster (lab)")),
+        "{text}"
+    );
+
+    // No lease was taken from the master either.
+    let mac = client.mac("eth0");
+    assert_eq!(dhcpd.leases().address_of(&mac), None, "{}", ctx());
+}
+
+#[test]
+fn probe_reports_a_master_of_another_cluster_but_exits_1() {
+    let mut lab = Lab::new("prboth");
+    let (client, srv) = segment(&mut lab, &[("srv", MASTER)]);
+    let dhcpd = Dhcpd::start(&lab, "dhcpd", &srv[0], "lab0", "other");
+
+    let run = probe(&client, "eth0", "lab", 4);
+    assert_eq!(
+        run.code,
+        Some(1),
+        "another cluster's master: exit 1\n{run}\n{}",
+        dhcpd.report()
+    );
+    let s = run.server("192.168.200.1").unwrap_or_else(|| {
+        panic!(
+            "the other cluster's master not reported\n{run}\n{}",
+            dhcpd.report()
+        )
+    });
+    assert_eq!(s["kind"], "other-cluster", "{run}");
+    assert_eq!(s["cluster"], "other", "{run}");
+    assert_eq!(run.json()["master_found"], false, "{run}");
+
+    // The same server is this cluster's master for a node of cluster "other".
+    let run = probe(&client, "eth0", "other", 4);
+    assert_eq!(run.code, Some(0), "{run}\n{}", dhcpd.report());
+}
+
+#[test]
+fn probe_with_no_server_exits_1_within_the_timeout() {
+    let mut lab = Lab::new("prbnone");
+    let (client, _) = segment(&mut lab, &[("quiet", "192.168.200.9/24")]);
+
+    let timeout = 2;
+    let run = probe(&client, "eth0", "lab", timeout);
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(run.json()["servers"], serde_json::json!([]), "{run}");
+    // It waits the whole timeout (a server may answer late) and not much longer. The slack covers process
+    // start-up on a loaded machine.
+    let slack = Duration::from_millis(1500);
+    assert!(
+        run.elapsed >= Duration::from_secs(timeout)
+            && run.elapsed <= Duration::from_secs(timeout) + slack,
+        "probe took {:.2} s with --timeout {timeout}\n{run}",
+        run.elapsed.as_secs_f64()
+    );
+}
+
+#[test]
+fn probe_of_a_missing_interface_is_an_error() {
+    let mut lab = Lab::new("prberr");
+    let client = lab.netns("c1");
+    let run = probe(&client, "nosuch0", "lab", 1);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(
+        run.stderr.contains("nosuch0"),
+        "the error names the interface\n{run}"
+    );
+}

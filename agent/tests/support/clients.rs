@@ -1,0 +1,302 @@
+//! Real DHCP clients in the lab: ISC dhclient, busybox udhcpc and dhcpcd. Each gets its own directory with its
+//! event script (which records every event in `events`), lease and pid files, so clients never share state
+//! with each other or with the host.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Output;
+
+use nix::sys::signal::Signal;
+
+use super::{describe, run, try_run, wait_for, Daemon, Lab, Netns, LEASE_TIMEOUT};
+
+const UDHCPC_SCRIPT: &str = include_str!("scripts/udhcpc.sh");
+const DHCLIENT_SCRIPT: &str = include_str!("scripts/dhclient.sh");
+const DHCPCD_SCRIPT: &str = include_str!("scripts/dhcpcd.sh");
+
+/// A client's own directory with its event script installed as `script`.
+fn client_dir(lab: &Lab, name: &str, script: &str) -> (PathBuf, PathBuf) {
+    let dir = lab.subdir(name);
+    let path = dir.join("script");
+    std::fs::write(&path, script).expect("writing a client script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("making a client script executable");
+    (dir, path)
+}
+
+/// What a client and its script have recorded.
+pub struct Client {
+    pub name: String,
+    pub ns: Netns,
+    pub interface: String,
+    pub dir: PathBuf,
+    pub script: PathBuf,
+    pub daemon: Option<Daemon>,
+}
+
+impl Client {
+    /// Lines the event script recorded (`<event> <address>...`).
+    pub fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("events"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Wait until the script has recorded more than `after` events and one of the new ones starts with one of
+    /// `kinds`; returns that line. `diagnose` adds context (server log) to the failure message.
+    pub fn wait_event(
+        &self,
+        after: usize,
+        kinds: &[&str],
+        diagnose: impl FnOnce() -> String,
+    ) -> String {
+        let what = format!("{} to report one of {kinds:?}", self.name);
+        wait_for(
+            LEASE_TIMEOUT,
+            &what,
+            || {
+                self.events()
+                    .into_iter()
+                    .skip(after)
+                    .find(|l| kinds.iter().any(|k| l.split_whitespace().next() == Some(k)))
+            },
+            || {
+                format!(
+                    "--- {} events: {:?}\n{}",
+                    self.name,
+                    self.events(),
+                    diagnose()
+                )
+            },
+        )
+    }
+
+    /// Failure context: the event log and the client's own output.
+    pub fn report(&self) -> String {
+        let addrs = self.ns.ipv4_addrs(&self.interface);
+        let mut s = format!(
+            "--- {} events: {:?}\n--- {} addresses on {}: {addrs:?}\n",
+            self.name,
+            self.events(),
+            self.name,
+            self.interface
+        );
+        if let Some(d) = &self.daemon {
+            s.push_str(&d.report());
+        }
+        s
+    }
+}
+
+/// busybox udhcpc.
+pub mod udhcpc {
+    use super::*;
+
+    /// Start udhcpc in the foreground, retrying until it gets a lease.
+    pub fn start(lab: &Lab, name: &str, ns: &Netns, interface: &str) -> Client {
+        let (dir, script) = client_dir(lab, name, UDHCPC_SCRIPT);
+        let pid = dir.join("pid");
+        let cmd = ns.command(
+            "udhcpc",
+            [
+                "-f",
+                "-i",
+                interface,
+                "-s",
+                script.to_str().unwrap(),
+                "-p",
+                pid.to_str().unwrap(),
+                "-t",
+                "5",
+                "-T",
+                "1",
+                "-A",
+                "1",
+            ],
+        );
+        let daemon = Daemon::spawn(name, cmd, &dir.join("log"));
+        Client {
+            name: name.to_owned(),
+            ns: ns.clone(),
+            interface: interface.to_owned(),
+            dir,
+            script,
+            daemon: Some(daemon),
+        }
+    }
+
+    /// Run `udhcpc -q -n` once (obtain a lease and quit; give up after `tries` DISCOVERs one second apart).
+    pub fn once(
+        lab: &Lab,
+        name: &str,
+        ns: &Netns,
+        interface: &str,
+        tries: u32,
+        extra: &[&str],
+    ) -> (Client, Output) {
+        let (dir, script) = client_dir(lab, name, UDHCPC_SCRIPT);
+        let tries = tries.to_string();
+        let mut args = vec![
+            "-f",
+            "-q",
+            "-n",
+            "-i",
+            interface,
+            "-s",
+            script.to_str().unwrap(),
+            "-t",
+            &tries,
+            "-T",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = ns.command("udhcpc", args);
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("`{}`: cannot start: {e}", describe(&cmd)));
+        let client = Client {
+            name: name.to_owned(),
+            ns: ns.clone(),
+            interface: interface.to_owned(),
+            dir,
+            script,
+            daemon: None,
+        };
+        (client, out)
+    }
+
+    /// SIGUSR1: renew the lease now (unicast REQUEST to the server).
+    pub fn renew(c: &Client) {
+        c.daemon
+            .as_ref()
+            .expect("udhcpc running")
+            .signal(Signal::SIGUSR1);
+    }
+
+    /// SIGUSR2: release the lease.
+    pub fn release(c: &Client) {
+        c.daemon
+            .as_ref()
+            .expect("udhcpc running")
+            .signal(Signal::SIGUSR2);
+    }
+}
+
+/// ISC dhclient.
+pub mod dhclient {
+    use super::*;
+
+    fn args(c: &Client) -> Vec<String> {
+        vec![
+            "-4".into(),
+            "-v".into(),
+            "-sf".into(),
+            c.script.display().to_string(),
+            "-lf".into(),
+            c.dir.join("leases").display().to_string(),
+            "-pf".into(),
+            c.dir.join("pid").display().to_string(),
+        ]
+    }
+
+    /// Start dhclient in the foreground (`-d`).
+    pub fn start(lab: &Lab, name: &str, ns: &Netns, interface: &str) -> Client {
+        let (dir, script) = client_dir(lab, name, DHCLIENT_SCRIPT);
+        let mut c = Client {
+            name: name.to_owned(),
+            ns: ns.clone(),
+            interface: interface.to_owned(),
+            dir,
+            script,
+            daemon: None,
+        };
+        let mut a = args(&c);
+        a.push("-d".into());
+        a.push(interface.into());
+        let daemon = Daemon::spawn(name, ns.command("dhclient", a), &c.dir.join("log"));
+        c.daemon = Some(daemon);
+        c
+    }
+
+    /// `dhclient -r`: stop the running dhclient and release its lease.
+    pub fn release(c: &Client) -> Result<Output, String> {
+        let mut a = args(c);
+        a.push("-r".into());
+        a.push(c.interface.clone());
+        try_run(&mut c.ns.command("dhclient", a))
+    }
+}
+
+/// dhcpcd, in a mount namespace of its own where /run/dhcpcd and /var/lib/dhcpcd are the client's directories.
+pub mod dhcpcd {
+    use super::*;
+
+    fn command(c: &Client, dhcpcd_args: &[&str]) -> std::process::Command {
+        let run_dir = c.dir.join("run");
+        let db_dir = c.dir.join("db");
+        for d in [&run_dir, &db_dir] {
+            std::fs::create_dir_all(d).expect("creating dhcpcd state directories");
+        }
+        let mut args: Vec<String> = [
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mkdir -p /run/dhcpcd && mount --bind \"$1\" /run/dhcpcd && \
+             mount --bind \"$2\" /var/lib/dhcpcd && shift 2 && exec \"$@\"",
+            "sh",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(run_dir.display().to_string());
+        args.push(db_dir.display().to_string());
+        args.push("dhcpcd".into());
+        args.extend(dhcpcd_args.iter().map(|s| s.to_string()));
+        c.ns.command("unshare", args)
+    }
+
+    /// Start dhcpcd in the foreground (`-B`), IPv4 only, no ARP probe, no hooks but the recording script.
+    pub fn start(lab: &Lab, name: &str, ns: &Netns, interface: &str) -> Client {
+        let (dir, script) = client_dir(lab, name, DHCPCD_SCRIPT);
+        let mut c = Client {
+            name: name.to_owned(),
+            ns: ns.clone(),
+            interface: interface.to_owned(),
+            dir,
+            script,
+            daemon: None,
+        };
+        let script = c.script.display().to_string();
+        let cmd = command(
+            &c,
+            &[
+                "-4",
+                "-B",
+                "-A",
+                "-f",
+                "/dev/null",
+                "-c",
+                &script,
+                "-t",
+                "0",
+                interface,
+            ],
+        );
+        c.daemon = Some(Daemon::spawn(name, cmd, &c.dir.join("log")));
+        c
+    }
+
+    /// `dhcpcd -n`: rebind the lease now.
+    pub fn rebind(c: &Client) -> String {
+        run(&mut command(c, &["-4", "-n", &c.interface]))
+    }
+
+    /// `dhcpcd -k`: release the lease (the running dhcpcd then exits).
+    pub fn release(c: &Client) -> String {
+        run(&mut command(c, &["-4", "-k", &c.interface]))
+    }
+}

@@ -1,0 +1,133 @@
+//! A long-running program of the lab, with its output in a log file. Dropping it kills it.
+
+use std::cell::{Cell, RefCell};
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::{describe, tail};
+
+pub struct Daemon {
+    name: String,
+    command: String,
+    child: RefCell<Child>,
+    pid: Pid,
+    log: PathBuf,
+    exited: Cell<Option<ExitStatus>>,
+}
+
+impl Daemon {
+    /// Start `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Daemon {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
+        let err = file.try_clone().expect("duplicating the log file handle");
+        let command = describe(&cmd);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("`{command}`: cannot start {name}: {e}"));
+        Daemon {
+            name: name.to_owned(),
+            command,
+            pid: Pid::from_raw(child.id() as i32),
+            child: RefCell::new(child),
+            log: log.to_path_buf(),
+            exited: Cell::new(None),
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).unwrap_or_else(|e| panic!("sending {sig} to {}: {e}", self.name));
+    }
+
+    /// The exit status, once the program has ended.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        if self.exited.get().is_none() {
+            self.exited.set(
+                self.child
+                    .borrow_mut()
+                    .try_wait()
+                    .expect("waiting for a child"),
+            );
+        }
+        self.exited.get()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.exit_status().is_none()
+    }
+
+    /// Wait up to `timeout` for the program to end.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(s) = self.exit_status() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.exit_status()
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&self) {
+        if self.is_running() {
+            let _ = kill(self.pid(), Signal::SIGKILL);
+            let status = self
+                .child
+                .borrow_mut()
+                .wait()
+                .expect("reaping a killed child");
+            self.exited.set(Some(status));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not ended after 10 s.
+    pub fn stop(&self) {
+        if self.is_running() {
+            let _ = kill(self.pid(), Signal::SIGTERM);
+            if self.wait_exit(Duration::from_secs(10)).is_none() {
+                self.kill9();
+            }
+        }
+    }
+
+    /// Everything the program wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A block for failure messages: the command, its state and the end of its log.
+    pub fn report(&self) -> String {
+        let state = match self.exit_status() {
+            None => "running".to_owned(),
+            Some(s) => format!("exited: {s}"),
+        };
+        format!(
+            "--- {} ({state}): `{}`\n{}",
+            self.name,
+            self.command,
+            tail(&self.log(), 40)
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
