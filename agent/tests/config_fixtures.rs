@@ -240,6 +240,15 @@ fn inline_tables_dotted_keys_and_integer_seconds() {
     assert_eq!(s.node.role, Role::Node);
 }
 
+#[test]
+fn vlan_bounds_and_windows_line_ends_are_accepted() {
+    let s = Settings::load(&data_dir("good").join("vlan-1.toml")).unwrap();
+    assert_eq!(s.network.vlan_interface(), "eth0.1");
+    let s = Settings::load(&data_dir("good").join("windows-editor.toml")).unwrap();
+    assert_eq!(s.network.vlan, 4094);
+    assert_eq!(s.node.hostname.as_deref(), Some("node3"));
+}
+
 /// The printed settings parse back to the same settings; only the secret is withheld.
 #[test]
 fn effective_settings_round_trip() {
