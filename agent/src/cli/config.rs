@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::config::{Settings, DEFAULT_TOML};
+use crate::config::{self, Settings, DEFAULT_TOML};
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -18,8 +18,9 @@ pub enum ConfigCommand {
     /// allowed, goes to stderr and the exit status is 2.
     #[command(after_help = "Example:\n  cluster-lab config check /boot/firmware/cluster-lab.toml")]
     Check {
-        /// Path to cluster-lab.toml (on a running node: /boot/firmware/cluster-lab.toml).
-        file: PathBuf,
+        /// Path to cluster-lab.toml [default on a running node: /boot/firmware/cluster-lab.toml, else
+        /// /boot/cluster-lab.toml].
+        file: Option<PathBuf>,
     },
     /// Print a complete, commented default cluster-lab.toml to stdout.
     ///
@@ -32,6 +33,15 @@ impl ConfigCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let text = match self {
             ConfigCommand::Check { file } => {
+                let file = match file {
+                    Some(file) => file,
+                    None => config::find_on_boot_partition().with_context(|| {
+                        format!(
+                            "no FILE given and none of {} exists; give the path of cluster-lab.toml",
+                            config::BOOT_PATHS.join(", ")
+                        )
+                    })?,
+                };
                 let settings = Settings::load(&file)?;
                 format!(
                     "# Effective settings from {} (defaults filled in)\n{}",

@@ -25,6 +25,18 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 /// Name of the file on the boot partition.
 pub const FILE_NAME: &str = "cluster-lab.toml";
 
+/// Where the file is looked for on a running node, in order: the boot partition as Debian's
+/// raspi-firmware mounts it, then a plain `/boot`.
+pub const BOOT_PATHS: [&str; 2] = ["/boot/firmware/cluster-lab.toml", "/boot/cluster-lab.toml"];
+
+/// The first of [`BOOT_PATHS`] that exists.
+pub fn find_on_boot_partition() -> Option<std::path::PathBuf> {
+    BOOT_PATHS
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+}
+
 /// A configuration error a person will read: which file, where, which key, and what is allowed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -102,6 +114,60 @@ impl Settings {
     }
 }
 
+/// serde's wording in TOML's terms, with a suggestion for a misspelt key or value.
+fn reword(message: &str) -> String {
+    let mut message = message.trim().replace('\n', "; ");
+    let unknown = ["unknown field", "unknown variant"]
+        .iter()
+        .find(|p| message.starts_with(*p));
+    if let Some(prefix) = unknown {
+        if let Some(hint) = did_you_mean(&message) {
+            message.push_str(&format!("; did you mean `{hint}`?"));
+        }
+        let word = if *prefix == "unknown field" {
+            "unknown key"
+        } else {
+            "unknown value"
+        };
+        message = format!("{word}{}", &message[prefix.len()..]);
+    }
+    message = message.replace("expected a sequence", "expected an array such as [\"...\"]");
+    if let Some(i) = message.find("expected struct Wire") {
+        message.replace_range(i.., "expected a table");
+    }
+    message
+}
+
+/// For "unknown field `vlna`, expected one of `vlan`, ...": the allowed name closest to the given one.
+fn did_you_mean(message: &str) -> Option<String> {
+    let mut quoted = message.split('`').skip(1).step_by(2);
+    let given = quoted.next()?;
+    quoted
+        .map(|c| (edit_distance(given, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_owned())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// A syntax, type or single-value error from the TOML deserializer, placed and named.
 fn toml_error(text: &str, origin: &Path, err: &toml::de::Error) -> ConfigError {
     let offset = err.span().map_or(0, |s| s.start);
@@ -112,16 +178,7 @@ fn toml_error(text: &str, origin: &Path, err: &toml::de::Error) -> ConfigError {
     } else {
         location::key_at(text, offset)
     };
-    let mut message = err.message().trim().replace('\n', "; ");
-    if let Some(rest) = message.strip_prefix("unknown field") {
-        message = format!("unknown key{rest}");
-    } else if let Some(rest) = message.strip_prefix("unknown variant") {
-        message = format!("unknown value{rest}");
-    }
-    message = message.replace("expected a sequence", "expected an array such as [\"...\"]");
-    if let Some(i) = message.find("expected struct Wire") {
-        message.replace_range(i.., "expected a table");
-    }
+    let mut message = reword(err.message());
     if syntax {
         message = format!("not valid TOML: {message}");
     }
@@ -139,5 +196,36 @@ fn toml_error(text: &str, origin: &Path, err: &toml::de::Error) -> ConfigError {
             column,
             message,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_the_closest_key() {
+        let m = "unknown field `vlna`, expected one of `interface`, `vlan`, `subnet`, `master`";
+        assert_eq!(
+            reword(m),
+            "unknown key `vlna`, expected one of `interface`, `vlan`, `subnet`, `master`; \
+             did you mean `vlan`?"
+        );
+        let m = "unknown variant `mater`, expected one of `auto`, `master`, `node`";
+        assert!(
+            reword(m).ends_with("did you mean `master`?"),
+            "{}",
+            reword(m)
+        );
+        let m = "unknown field `colour`, expected one of `interface`, `vlan`, `subnet`, `master`";
+        assert!(!reword(m).contains("did you mean"), "{}", reword(m));
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("vlna", "vlan"), 2);
+        assert_eq!(edit_distance("lease_tme", "lease_time"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
     }
 }
