@@ -1,15 +1,27 @@
 //! Disk-image code for cluster-lab: read and edit SD-card images without root or loop mounts.
 //!
 //! - [`mbr`]: the MBR partition table (mbrman).
-//! - [`fat`]: the FAT boot partition (fatfs), checked with `fsck.vfat -n`.
+//! - [`fat`]: the FAT boot partition (fatfs for file edits; mkfs.vfat + mcopy for whole trees),
+//!   checked with `fsck.vfat -n`.
 //! - [`ext4`]: the ext4 root partition (mke2fs -d, debugfs with read-back verification, `e2fsck -fn`).
 //! - [`assemble`]: a fresh image from a boot tree and a root tree ([`assemble::build_disk`]).
+//! - [`disk`]: opening a base image (.img, .img.xz, .img.zst, .zip) and finding its partitions.
+//! - [`inject`]: the agent, overlays and `cluster-lab.toml` written into an image.
+//! - [`boot_config`]: edits of `cluster-lab.toml` (secret, hostname, SSH keys).
+//! - [`output`]: OUT.img, OUT.img.zst|xz and OUT.sha256, renamed into place when complete.
+//! - [`flash`]: writing an image to a card or file, safely, with read-back verification.
 
 pub mod assemble;
+pub mod boot_config;
 pub mod command;
+pub mod disk;
 pub mod error;
 pub mod ext4;
 pub mod fat;
+pub mod flash;
+pub mod inject;
 pub mod mbr;
+pub mod output;
+pub mod progress;
 
 pub use error::{ImageError, Result};

@@ -1,6 +1,7 @@
 //! The MBR partition table, read and written through mbrman.
 
 use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::path::Path;
 
 use crate::error::{ImageError, IoContext, Result};
@@ -68,7 +69,9 @@ impl std::fmt::Display for Partition {
 /// Read the used primary partitions of the image at `path`, checking that each lies inside the file.
 pub fn read(path: &Path) -> Result<Vec<Partition>> {
     let mut f = File::open(path).at(path, "opening image")?;
-    let len = f.metadata().at(path, "reading image size")?.len();
+    // Seek to the end rather than stat: block devices report a length of 0.
+    let len = f.seek(SeekFrom::End(0)).at(path, "reading image size")?;
+    f.seek(SeekFrom::Start(0)).at(path, "reading image")?;
     if len < SECTOR {
         return Err(ImageError::PartitionTable {
             path: path.into(),

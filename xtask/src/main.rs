@@ -4,6 +4,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use xshell::Shell;
 
+mod flash;
+mod image;
 mod test;
 
 #[derive(Debug, Parser)]
@@ -20,6 +22,10 @@ struct Cli {
 enum Task {
     /// Run the whole test suite, tier by tier (fmt, clippy, plain, root in netns, image).
     Test(test::Test),
+    /// Make the flashable image: inject the agent, overlays and a cluster-lab.toml (fresh secret) into a base.
+    Image(image::Image),
+    /// Write an image to an SD card or file, verify it, and set the card's hostname and SSH keys.
+    Flash(flash::Flash),
 }
 
 fn main() -> Result<()> {
@@ -28,6 +34,8 @@ fn main() -> Result<()> {
     sh.change_dir(project_root());
     match cli.task {
         Task::Test(t) => t.run(&sh),
+        Task::Image(t) => t.run(&sh),
+        Task::Flash(t) => t.run(&sh),
     }
 }
 

@@ -1,0 +1,142 @@
+//! `cluster-lab.toml` on the boot partition: the per-image secret written at image build time and the
+//! per-card hostname and SSH keys written at flash time. Edits keep the user's comments and layout
+//! (toml_edit).
+
+use toml_edit::{value, Array, DocumentMut, Item, Table};
+
+use crate::error::{ImageError, Result};
+
+/// Name of the file at the root of the boot partition.
+pub const FILE_NAME: &str = "cluster-lab.toml";
+
+/// Used when the agent's commented default file is not available.
+pub const MINIMAL: &str = "\
+# cluster-lab.toml — the one file you edit to set up a cluster-lab node.
+# Every key is optional; `cluster-lab config default` prints all of them with their defaults.
+version = 1
+
+[cluster]
+name = \"cluster-lab\"
+
+[node]
+role = \"auto\"
+ssh_authorized_keys = []
+";
+
+/// A fresh cluster secret: 32 random bytes, hex-encoded (64 characters).
+pub fn random_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse(text: &str) -> Result<DocumentMut> {
+    text.parse::<DocumentMut>()
+        .map_err(|e| ImageError::Invalid(format!("{FILE_NAME} is not valid TOML: {e}")))
+}
+
+fn table<'d>(doc: &'d mut DocumentMut, name: &str) -> Result<&'d mut Table> {
+    let item = doc.entry(name).or_insert_with(|| {
+        let mut t = Table::new();
+        t.set_implicit(false);
+        Item::Table(t)
+    });
+    item.as_table_mut()
+        .ok_or_else(|| ImageError::Invalid(format!("{FILE_NAME}: [{name}] must be a table")))
+}
+
+/// Set `[cluster] secret` in `text`, keeping everything else as it is.
+pub fn set_secret(text: &str, secret: &str) -> Result<String> {
+    let mut doc = parse(text)?;
+    let cluster = table(&mut doc, "cluster")?;
+    let fresh = !cluster.contains_key("secret");
+    cluster.insert("secret", value(secret));
+    if fresh {
+        if let Some(mut key) = cluster.key_mut("secret") {
+            key.leaf_decor_mut().set_prefix(
+                "# Written by `cargo xtask image`: fresh for every image build, shared by every card\n\
+                 # flashed from that image.\n",
+            );
+        }
+    }
+    Ok(doc.to_string())
+}
+
+/// Read `[cluster] secret`, if set.
+pub fn secret(text: &str) -> Result<Option<String>> {
+    let doc = parse(text)?;
+    Ok(doc
+        .get("cluster")
+        .and_then(|c| c.get("secret"))
+        .and_then(|s| s.as_str())
+        .map(str::to_string))
+}
+
+/// Check a hostname: one RFC 1123 label (1–63 letters, digits and '-', not starting or ending with '-').
+pub fn validate_hostname(name: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(ImageError::Invalid(format!(
+            "hostname {name:?} {why}: use 1 to 63 letters, digits and '-', not starting or ending with '-' (e.g. node1)"
+        )))
+    };
+    if name.is_empty() || name.len() > 63 {
+        return bad("has the wrong length");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return bad("contains characters other than letters, digits and '-'");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return bad("starts or ends with '-'");
+    }
+    Ok(())
+}
+
+/// Parse an OpenSSH public key file: one key per non-empty, non-comment line.
+pub fn parse_ssh_keys(text: &str) -> Result<Vec<String>> {
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    for k in &keys {
+        let kind = k.split_whitespace().next().unwrap_or_default();
+        let known = kind.starts_with("ssh-")
+            || kind.starts_with("ecdsa-")
+            || kind.starts_with("sk-ssh-")
+            || kind.starts_with("sk-ecdsa-");
+        if !known || k.split_whitespace().count() < 2 {
+            return Err(ImageError::Invalid(format!(
+                "{k:?} is not an OpenSSH public key line (expected e.g. \"ssh-ed25519 AAAA… user@host\"; give the .pub file)"
+            )));
+        }
+    }
+    if keys.is_empty() {
+        return Err(ImageError::Invalid(
+            "the SSH key file holds no key (give an OpenSSH .pub file)".into(),
+        ));
+    }
+    Ok(keys)
+}
+
+/// Set `[node] hostname` and, when given, replace `[node] ssh_authorized_keys`.
+pub fn set_node(text: &str, hostname: &str, ssh_keys: Option<&[String]>) -> Result<String> {
+    validate_hostname(hostname)?;
+    let mut doc = parse(text)?;
+    let node = table(&mut doc, "node")?;
+    node.insert("hostname", value(hostname));
+    if let Some(keys) = ssh_keys {
+        let mut arr = Array::new();
+        for k in keys {
+            arr.push(k.as_str());
+        }
+        if keys.len() > 1 {
+            for v in arr.iter_mut() {
+                v.decor_mut().set_prefix("\n  ");
+            }
+            arr.set_trailing("\n");
+            arr.set_trailing_comma(true);
+        }
+        node.insert("ssh_authorized_keys", value(arr));
+    }
+    Ok(doc.to_string())
+}

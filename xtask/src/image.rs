@@ -1,0 +1,240 @@
+//! `cargo xtask image`: the flashable image — a base image with the agent, its units, the overlay files
+//! and a `cluster-lab.toml` (with a fresh cluster secret) injected, without root or loop mounts.
+//!
+//! Steps: unpack the base into a working copy next to the output → write the root-filesystem entries
+//! with debugfs (each verified) and the boot config with fatfs → `e2fsck -fn` + `fsck.vfat -n` →
+//! compress and hash → rename `OUT.img`, `OUT.img.zst` and `OUT.sha256` into place.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use cluster_lab_image::{boot_config, disk, inject, output};
+use xshell::{cmd, Shell};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compress {
+    /// OUT.img.zst: multi-threaded zstd (fast; Raspberry Pi Imager, balenaEtcher and `zstd -d` read it).
+    Zst,
+    /// OUT.img.xz: multi-threaded xz (smaller, several times slower).
+    Xz,
+    /// No compressed copy (OUT.img and OUT.sha256 only).
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct Image {
+    /// Target architecture: armhf, arm64 or amd64.
+    #[arg(long, value_parser = ["armhf", "arm64", "amd64"])]
+    pub arch: String,
+    /// Base image to inject into: .img, .img.xz, .img.zst or .zip holding one .img, with an MBR, a FAT
+    /// boot partition and an ext4 root (Raspberry Pi OS, Debian raspi images, ours).
+    /// Default: build/base/<arch>.img from `cargo xtask base`.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Output path without extension: writes OUT.img, OUT.img.zst (or .xz) and OUT.sha256.
+    /// Default: build/image/cluster-lab-<arch>.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// Use this agent binary instead of building it with `cargo xtask agent --arch A --release`.
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// Directory mirrored into the root filesystem (default: overlays/).
+    #[arg(long)]
+    pub overlays: Option<PathBuf>,
+    /// Compressed copy to produce.
+    #[arg(long, value_enum, default_value = "zst")]
+    pub compress: Compress,
+    /// Compression level (zstd 1–19, default 12; xz 0–9, default 6).
+    #[arg(long)]
+    pub level: Option<i32>,
+}
+
+impl Image {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let root = crate::project_root();
+        let base = match &self.base {
+            Some(b) => b.clone(),
+            None => default_base(&root, &self.arch)?,
+        };
+        if !base.is_file() {
+            bail!(
+                "base image {} does not exist; build one with `cargo xtask base --arch {}` or pass --base FILE",
+                base.display(),
+                self.arch
+            );
+        }
+        let out = self
+            .out
+            .clone()
+            .unwrap_or_else(|| root.join(format!("build/image/cluster-lab-{}", self.arch)));
+        let out = strip_img_ext(&out);
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let overlays = self
+            .overlays
+            .clone()
+            .unwrap_or_else(|| root.join("overlays"));
+        let agent = match &self.agent {
+            Some(a) => a.clone(),
+            None => build_agent(sh, &self.arch)?,
+        };
+        let compression = match (self.compress, self.level) {
+            (Compress::Zst, l) => output::Compression::Zstd(l.unwrap_or(12).clamp(1, 19)),
+            (Compress::Xz, l) => output::Compression::Xz(l.unwrap_or(6).clamp(0, 9) as u32),
+            (Compress::None, _) => output::Compression::None,
+        };
+
+        // Payload first: a bad overlay or missing agent fails before any big copy.
+        let mut payload = inject::Payload::default();
+        payload
+            .add_agent(&agent)
+            .context("adding the agent binary")?;
+        payload.add_overlay(&overlays).context("reading overlays")?;
+        let config = default_config(&root)?;
+        let secret = boot_config::random_secret();
+        let config =
+            boot_config::set_secret(&config, &secret).context("writing the cluster secret")?;
+        payload.add_boot_file(boot_config::FILE_NAME, config.into_bytes());
+
+        output::remove_previous(&out).context("removing previous outputs")?;
+        let work = inject::temp_path(&out, "img");
+        let result = (|| -> Result<output::Published> {
+            let t = Instant::now();
+            step(&format!("unpacking base {}", base.display()));
+            let size = disk::unpack(&base, &work).context("unpacking base image")?;
+            eprintln!(
+                "    {} MiB in {:.1} s",
+                size >> 20,
+                t.elapsed().as_secs_f64()
+            );
+
+            let t = Instant::now();
+            step("injecting agent, overlays and cluster-lab.toml");
+            let done = inject::inject(&work, &payload).context("injecting into the image")?;
+            eprintln!(
+                "    {} root entries, {} boot file(s); boot {}, root {}; inject + fsck {:.1} s",
+                done.root_entries,
+                done.boot_files,
+                done.located.boot,
+                done.located.root,
+                t.elapsed().as_secs_f64()
+            );
+
+            let t = Instant::now();
+            step("compressing and hashing");
+            let published = output::publish(&work, &out, compression).context("writing outputs")?;
+            eprintln!("    {:.1} s", t.elapsed().as_secs_f64());
+            Ok(published)
+        })();
+        let published = match result {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_file(&work);
+                return Err(e);
+            }
+        };
+        step("done");
+        eprintln!(
+            "    {}  ({} MiB)",
+            published.image.display(),
+            published.image_size >> 20
+        );
+        if let (Some(c), Some(s)) = (&published.compressed, published.compressed_size) {
+            eprintln!("    {}  ({} MiB)", c.display(), s >> 20);
+        }
+        eprintln!("    {}", published.checksums.display());
+        eprintln!(
+            "    flash with: cargo xtask flash --hostname node1 --ssh-key ~/.ssh/id_ed25519.pub {} /dev/sdX",
+            published.image.display()
+        );
+        println!("{}", published.image.display());
+        Ok(())
+    }
+}
+
+fn step(what: &str) {
+    eprintln!("==> {what}");
+}
+
+/// `OUT.img` given as OUT: drop the extension so outputs are not named `x.img.img`.
+fn strip_img_ext(out: &Path) -> PathBuf {
+    let s = out.to_string_lossy();
+    for ext in [".img.zst", ".img.xz", ".img"] {
+        if let Some(stem) = s.strip_suffix(ext) {
+            return PathBuf::from(stem);
+        }
+    }
+    out.to_path_buf()
+}
+
+/// `build/base/<arch>.img` (the newest base `cargo xtask base` built), else the newest
+/// `build/base/<arch>-*.img`.
+fn default_base(root: &Path, arch: &str) -> Result<PathBuf> {
+    let dir = root.join("build/base");
+    let latest = dir.join(format!("{arch}.img"));
+    if latest.exists() {
+        return Ok(latest);
+    }
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with(&format!("{arch}-")) && n.ends_with(".img") && !n.ends_with(".initrd.img")
+        })
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, p)) => Ok(p),
+        None => bail!(
+            "no base image for {arch} in {}: run `cargo xtask base --arch {arch}` first, or pass --base FILE \
+             (a Raspberry Pi OS or Debian .img/.img.xz/.zip works too)",
+            dir.display()
+        ),
+    }
+}
+
+/// The agent's commented default `cluster-lab.toml`, or a minimal one when it is not in the tree.
+fn default_config(root: &Path) -> Result<String> {
+    let path = root.join("agent/src/config/default.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "    {} not found: using a minimal cluster-lab.toml",
+                path.display()
+            );
+            Ok(boot_config::MINIMAL.to_string())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Build the release agent for `arch` with `cargo xtask agent`, which prints the binary's path last.
+fn build_agent(sh: &Shell, arch: &str) -> Result<PathBuf> {
+    step(&format!(
+        "building the agent for {arch} (cargo xtask agent --arch {arch} --release)"
+    ));
+    let me = std::env::current_exe().context("finding the xtask binary")?;
+    let stdout = cmd!(sh, "{me} agent --arch {arch} --release")
+        .read()
+        .context("building the agent (pass --agent PATH to use an existing binary)")?;
+    let path = stdout
+        .lines()
+        .last()
+        .map(|l| PathBuf::from(l.trim()))
+        .context("`cargo xtask agent` printed no binary path")?;
+    if !path.is_file() {
+        bail!(
+            "`cargo xtask agent` reported {}, which does not exist",
+            path.display()
+        );
+    }
+    Ok(path)
+}
