@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use xshell::Shell;
 
+mod bench;
 mod flash;
 mod image;
 mod test;
@@ -26,6 +27,8 @@ enum Task {
     Image(image::Image),
     /// Write an image to an SD card or file, verify it, and set the card's hostname and SSH keys.
     Flash(flash::Flash),
+    /// Benchmarks that print numbers and record them in docs/benchmarks.md (`bench dhcp`).
+    Bench(bench::Bench),
 }
 
 fn main() -> Result<()> {
@@ -36,6 +39,7 @@ fn main() -> Result<()> {
         Task::Test(t) => t.run(&sh),
         Task::Image(t) => t.run(&sh),
         Task::Flash(t) => t.run(&sh),
+        Task::Bench(t) => t.run(&sh),
     }
 }
 

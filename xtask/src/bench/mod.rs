@@ -1,0 +1,47 @@
+//! `cargo xtask bench <what>`: benchmarks that print numbers and record them in docs/benchmarks.md.
+//! They are measurements, not tests: nothing here passes or fails on a speed.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use xshell::Shell;
+
+mod dhcp;
+mod machine;
+mod netns;
+mod perfdhcp;
+mod report;
+mod servers;
+
+#[derive(Debug, Args)]
+pub struct Bench {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Debug, Subcommand)]
+enum What {
+    /// DORA exchanges per second (at ≤ 1 % drops) and mean latency of `cluster-lab dhcpd`, kea-dhcp4 and
+    /// dnsmasq, measured with perfdhcp in network namespaces (needs root). Takes a few minutes; writes the
+    /// "DHCP server" section of docs/benchmarks.md.
+    Dhcp(dhcp::Dhcp),
+}
+
+impl Bench {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        match self.what {
+            What::Dhcp(d) => d.run(sh),
+        }
+    }
+}
+
+/// Effective uid 0, read from /proc/self/status (no libc call needed).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,269 @@
+//! The DHCP bench's markdown: printed to stdout and written as the "DHCP server" section of
+//! docs/benchmarks.md (other sections of that file belong to other commands and are kept as they are).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::dhcp::{self, Outcome, Point, BISECT_STEPS, MAX_DROP, START_RATE};
+use super::machine::Machine;
+use super::netns::{CLIENT_NS, SERVER_NS};
+use super::servers::{Server, CLIENT_ADDR, SUBNET};
+
+/// The section's heading; everything from it to the next `## ` heading is ours.
+pub const HEADING: &str = "## DHCP server (`cargo xtask bench dhcp`)";
+
+pub struct Run<'a> {
+    /// When the bench ran, e.g. "2026-11-22 01:40 UTC".
+    pub date: &'a str,
+    pub machine: &'a Machine,
+    pub perfdhcp: &'a str,
+    pub command: &'a str,
+    pub period: Duration,
+    pub quick: bool,
+    pub outcomes: &'a [Outcome],
+}
+
+pub fn render(run: &Run<'_>) -> String {
+    let m = run.machine;
+    let mut s = String::new();
+    let _ = writeln!(s, "{HEADING}\n");
+    let _ = writeln!(
+        s,
+        "Measured {} with `{}` on {} cores ({}), {:.1} GiB, Linux {}; 1-minute load average {} at the start \
+         (other work on the machine lowers and scatters the numbers). perfdhcp {}.\n",
+        run.date, run.command, m.cores, m.cpu, m.mem_gib, m.kernel, m.load, run.perfdhcp
+    );
+    if run.quick {
+        let _ = writeln!(
+            s,
+            "**Smoke test (`--quick`)**: one {} s point at 200 offered DORA/s per server; not a throughput measurement.\n",
+            run.period.as_secs()
+        );
+    }
+    let kea = run
+        .outcomes
+        .iter()
+        .find(|o| o.server == Server::Kea)
+        .and_then(|o| o.best().map(|b| b.dora_per_sec));
+    let _ = writeln!(
+        s,
+        "| Server | Version | DORA/s at ≤ {} % drops | Drops | Mean DISCOVER→OFFER | Mean REQUEST→ACK | vs Kea |",
+        MAX_DROP * 100.0
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+    for o in run.outcomes {
+        let _ = writeln!(s, "{}", row(o, kea));
+    }
+    let _ = writeln!(
+        s,
+        "\nRates tried (offered DORA/s → completed DORA/s, drops):\n"
+    );
+    for o in run.outcomes {
+        let tried: Vec<String> = o
+            .points
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} → {:.0} ({:.1} %)",
+                    p.rate,
+                    p.dora_per_sec,
+                    p.drop * 100.0
+                )
+            })
+            .collect();
+        let tried = if tried.is_empty() {
+            "none".to_string()
+        } else {
+            tried.join(", ")
+        };
+        let _ = writeln!(s, "- {}: {tried}", o.server.label());
+    }
+    let _ = writeln!(
+        s,
+        "\nHow: each server runs alone in network namespace `{SERVER_NS}`, linked by a veth pair to `{CLIENT_NS}` \
+         where perfdhcp runs; no packet leaves these namespaces. perfdhcp acts as a relay agent on the same link \
+         (giaddr {}, port 67) and broadcasts DISCOVERs for {}, in subnet {SUBNET} (a /20 around the default \
+         192.168.200.0/24 so that every simulated client fits), lease time 1 h. Each server starts with an empty \
+         lease file on {}. Each rate runs {} s; the offered rate doubles from {START_RATE}/s while at most {} % of \
+         exchanges go unfinished, then {BISECT_STEPS} bisection steps. DORA/s = ACKs received ÷ sending time at \
+         the best such rate; drops = 1 − ACKs ÷ DISCOVERs; latencies are perfdhcp's mean delays at that rate.\n",
+        CLIENT_ADDR.split('/').next().unwrap_or(CLIENT_ADDR),
+        dhcp::pool(),
+        m.lease_fs,
+        run.period.as_secs(),
+        MAX_DROP * 100.0
+    );
+    let _ = writeln!(s, "Leases on disk:\n");
+    for o in run.outcomes {
+        let _ = writeln!(s, "- {}: {}", o.server.label(), o.server.storage());
+    }
+    s
+}
+
+fn row(o: &Outcome, kea: Option<f64>) -> String {
+    let name = o.server.label();
+    if let Some(e) = &o.error {
+        let first = e.lines().next().unwrap_or(e);
+        return format!(
+            "| {name} | {} | failed: {} | | | | |",
+            o.version,
+            first.replace('|', "\\|")
+        );
+    }
+    let Some(b) = o.best() else {
+        return format!(
+            "| {name} | {} | < {} (no rate kept drops ≤ {} %) | | | | |",
+            o.version,
+            o.points.iter().map(|p| p.rate).min().unwrap_or(0),
+            MAX_DROP * 100.0
+        );
+    };
+    let rate = if o.capped() {
+        format!("≥ {:.0} (bench maximum)", b.dora_per_sec)
+    } else {
+        format!("{:.0}", b.dora_per_sec)
+    };
+    let vs = kea.map_or("n/a".into(), |k| format!("{:.2}×", b.dora_per_sec / k));
+    format!(
+        "| {name} | {} | {rate} | {:.2} % | {} | {} | {vs} |",
+        o.version,
+        b.drop * 100.0,
+        ms(b),
+        ms_ra(b)
+    )
+}
+
+fn ms(p: &Point) -> String {
+    p.do_ms.map_or("n/a".into(), |v| format!("{v:.3} ms"))
+}
+
+fn ms_ra(p: &Point) -> String {
+    p.ra_ms.map_or("n/a".into(), |v| format!("{v:.3} ms"))
+}
+
+/// Replace our section of `doc` with `section` (re-reading the file right before writing), or append it.
+pub fn write_section(doc: &Path, section: &str) -> Result<()> {
+    let text =
+        std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
+    let new = replace_section(&text, section);
+    std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))
+}
+
+fn replace_section(text: &str, section: &str) -> String {
+    let section = section.trim_end();
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(start) = lines.iter().position(|l| l.starts_with("## DHCP server")) else {
+        return format!("{}\n\n{section}\n", text.trim_end());
+    };
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.starts_with("## "))
+        .map_or(lines.len(), |i| start + 1 + i);
+    let mut out = lines[..start].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(section);
+    out.push('\n');
+    if end < lines.len() {
+        out.push('\n');
+        out.push_str(&lines[end..].join("\n"));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_only_the_dhcp_section() {
+        let doc = "# Benchmarks\n\nintro\n\n## DHCP server (`cargo xtask bench dhcp`)\n\n(old)\n\n## Agent\n\nkeep\n";
+        let out = replace_section(doc, &format!("{HEADING}\n\nnew table\n"));
+        assert_eq!(
+            out,
+            "# Benchmarks\n\nintro\n\n## DHCP server (`cargo xtask bench dhcp`)\n\nnew table\n\n## Agent\n\nkeep\n"
+        );
+    }
+
+    #[test]
+    fn replaces_a_last_section_and_appends_a_missing_one() {
+        let doc = "# B\n\n## DHCP server (`cargo xtask bench dhcp`)\n\n(old)\n";
+        assert_eq!(
+            replace_section(doc, "## DHCP server x\n\nnew"),
+            "# B\n\n## DHCP server x\n\nnew\n"
+        );
+        assert_eq!(
+            replace_section("# B\n", "## DHCP server x\n\nnew\n"),
+            "# B\n\n## DHCP server x\n\nnew\n"
+        );
+    }
+
+    fn point(rate: u32, done: f64) -> Point {
+        Point {
+            rate,
+            dora_per_sec: done,
+            drop: 1.0 - done / rate as f64,
+            do_ms: Some(0.25),
+            ra_ms: Some(0.5),
+        }
+    }
+
+    #[test]
+    fn table_has_ratio_to_kea_and_failures() {
+        let outcomes = [
+            Outcome {
+                server: Server::ClusterLab,
+                version: "0.1.0".into(),
+                points: vec![point(100, 100.0), point(200, 200.0), point(400, 300.0)],
+                error: None,
+            },
+            Outcome {
+                server: Server::Kea,
+                version: "2.2.0".into(),
+                points: vec![point(100, 100.0), point(200, 100.0)],
+                error: None,
+            },
+            Outcome {
+                server: Server::Dnsmasq,
+                version: "2.90".into(),
+                points: vec![],
+                error: Some("dnsmasq exited (exit status: 2)\nlog".into()),
+            },
+        ];
+        let text = render(&Run {
+            date: "2026-11-22 01:40 UTC",
+            machine: &Machine::default(),
+            perfdhcp: "2.2.0",
+            command: "cargo xtask bench dhcp",
+            period: Duration::from_secs(5),
+            quick: false,
+            outcomes: &outcomes,
+        });
+        assert!(text.starts_with(HEADING), "{text}");
+        assert!(
+            text.contains(
+                "| cluster-lab dhcpd | 0.1.0 | 200 | 0.00 % | 0.250 ms | 0.500 ms | 2.00× |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| kea-dhcp4 | 2.2.0 | 100 | 0.00 % | 0.250 ms | 0.500 ms | 1.00× |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| dnsmasq | 2.90 | failed: dnsmasq exited (exit status: 2) |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "- cluster-lab dhcpd: 100 → 100 (0.0 %), 200 → 200 (0.0 %), 400 → 300 (25.0 %)"
+            ),
+            "{text}"
+        );
+    }
+}
