@@ -12,3 +12,4 @@ pub mod hostname;
 pub mod logging;
 pub mod networkd;
 pub mod render;
+pub mod swarm;

@@ -21,7 +21,8 @@ pub enum BindAddr {
     /// A fixed address (the master's).
     Addr(Ipv4Addr),
     /// Whatever IPv4 address the interface holds when Consul starts (a node's DHCP lease); rendered as a
-    /// go-sockaddr template that Consul evaluates itself.
+    /// go-sockaddr template that Consul evaluates itself. Not `GetInterfaceIP`: that one drops addresses
+    /// go-sockaddr deems not forwardable (documentation and other special ranges a user may pick).
     Interface(String),
 }
 
@@ -29,7 +30,14 @@ impl BindAddr {
     fn render(&self) -> String {
         match self {
             BindAddr::Addr(a) => a.to_string(),
-            BindAddr::Interface(name) => format!("{{{{ GetInterfaceIP \"{name}\" }}}}"),
+            BindAddr::Interface(name) => {
+                // The name is a regular expression to go-sockaddr; the only metacharacter in VLAN names is '.'.
+                let re = name.replace('.', "[.]");
+                format!(
+                    "{{{{ GetAllInterfaces | include \"name\" \"^{re}$\" | include \"type\" \"IPv4\" \
+                     | limit 1 | attr \"address\" }}}}"
+                )
+            }
         }
     }
 }
@@ -174,6 +182,10 @@ mod tests {
     #[test]
     fn interface_bind_is_a_sockaddr_template() {
         let b = BindAddr::Interface("eth0.200".into());
-        assert_eq!(b.render(), "{{ GetInterfaceIP \"eth0.200\" }}");
+        assert_eq!(
+            b.render(),
+            "{{ GetAllInterfaces | include \"name\" \"^eth0[.]200$\" | include \"type\" \"IPv4\" \
+             | limit 1 | attr \"address\" }}"
+        );
     }
 }

@@ -1,0 +1,269 @@
+//! Docker Swarm through the Docker Engine API (bollard over the local unix socket; never TCP).
+//!
+//! Every action inspects the swarm state first: `swarm init` and `swarm join` are not idempotent, and after a power
+//! cut the agent must finish the job without creating a second swarm or joining twice.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bollard::models::{NodeSpec, SwarmInitRequest, SwarmJoinRequest};
+use bollard::query_parameters::{ListNodesOptions, UpdateNodeOptions};
+use bollard::Docker;
+use serde::Serialize;
+
+/// The Docker socket on the target.
+pub const SOCKET: &str = "/run/docker.sock";
+/// Swarm's cluster-management port.
+pub const MANAGER_PORT: u16 = 2377;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error("{action}: {source}")]
+    Docker {
+        action: &'static str,
+        source: bollard::errors::Error,
+    },
+    #[error("docker socket {socket} not answering after {waited:?}: {last}")]
+    NotReady {
+        socket: String,
+        waited: Duration,
+        last: String,
+    },
+    #[error("swarm on this machine is {state}: {detail}")]
+    BadState { state: String, detail: String },
+}
+
+fn docker_err(action: &'static str) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
+    move |source| SwarmError::Docker { action, source }
+}
+
+/// This engine's part in a swarm, as `GET /info` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalState {
+    /// `inactive`, `pending`, `active`, `error` or `locked`.
+    pub state: String,
+    pub node_id: Option<String>,
+    pub node_addr: Option<String>,
+    /// True on managers.
+    pub manager: bool,
+}
+
+impl LocalState {
+    pub fn is_active(&self) -> bool {
+        self.state == "active"
+    }
+}
+
+/// What an idempotent step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Done,
+    AlreadyDone,
+}
+
+/// One swarm node, as a manager lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeSummary {
+    pub id: String,
+    pub hostname: String,
+    pub role: String,
+    /// `ready`, `down`, `disconnected` or `unknown`.
+    pub state: String,
+    pub availability: String,
+    pub addr: String,
+    pub labels: HashMap<String, String>,
+}
+
+fn text<T: Serialize>(v: &Option<T>) -> String {
+    v.as_ref()
+        .and_then(|v| serde_json::to_value(v).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// A connection to one Docker engine.
+#[derive(Debug, Clone)]
+pub struct Swarm {
+    docker: Docker,
+}
+
+impl Swarm {
+    /// Connect to the engine at `socket`, waiting up to `timeout` for it to answer (dockerd starts in parallel with
+    /// the agent at boot), and agree on an API version both sides speak.
+    pub async fn connect(socket: &Path, timeout: Duration) -> Result<Swarm, SwarmError> {
+        let started = Instant::now();
+        let path = socket.to_string_lossy().into_owned();
+        loop {
+            let attempt = async {
+                let docker = Docker::connect_with_unix(&path, 30, bollard::API_DEFAULT_VERSION)?;
+                let docker = docker.negotiate_version().await?;
+                docker.ping().await?;
+                Ok::<_, bollard::errors::Error>(docker)
+            };
+            match attempt.await {
+                Ok(docker) => return Ok(Swarm { docker }),
+                Err(e) if started.elapsed() >= timeout => {
+                    return Err(SwarmError::NotReady {
+                        socket: path,
+                        waited: started.elapsed(),
+                        last: e.to_string(),
+                    })
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    pub async fn local_state(&self) -> Result<LocalState, SwarmError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(docker_err("reading docker info"))?;
+        let swarm = info.swarm.unwrap_or_default();
+        Ok(LocalState {
+            state: text(&swarm.local_node_state),
+            node_id: swarm.node_id.filter(|s| !s.is_empty()),
+            node_addr: swarm.node_addr.filter(|s| !s.is_empty()),
+            manager: swarm.control_available == Some(true),
+        })
+    }
+
+    /// Create a swarm with this engine as manager, advertising, listening and carrying overlay traffic on `addr`
+    /// (the VLAN address). No-op when this engine already manages a swarm.
+    pub async fn init(&self, addr: Ipv4Addr) -> Result<Outcome, SwarmError> {
+        let state = self.local_state().await?;
+        match state.state.as_str() {
+            "active" if state.manager => return Ok(Outcome::AlreadyDone),
+            "inactive" | "" => {}
+            other => {
+                return Err(SwarmError::BadState {
+                    state: other.into(),
+                    detail: "expected no swarm or a swarm this engine manages; \
+                             `docker swarm leave --force` resets it"
+                        .into(),
+                })
+            }
+        }
+        let request = SwarmInitRequest {
+            listen_addr: Some(format!("{addr}:{MANAGER_PORT}")),
+            advertise_addr: Some(format!("{addr}:{MANAGER_PORT}")),
+            data_path_addr: Some(addr.to_string()),
+            ..Default::default()
+        };
+        self.docker
+            .init_swarm(request)
+            .await
+            .map_err(docker_err("initialising swarm"))?;
+        Ok(Outcome::Done)
+    }
+
+    /// The token a worker needs to join (managers only).
+    pub async fn worker_token(&self) -> Result<String, SwarmError> {
+        let swarm = self
+            .docker
+            .inspect_swarm()
+            .await
+            .map_err(docker_err("inspecting swarm"))?;
+        swarm
+            .join_tokens
+            .and_then(|t| t.worker)
+            .ok_or_else(|| SwarmError::BadState {
+                state: "active".into(),
+                detail: "the manager reported no worker join token".into(),
+            })
+    }
+
+    /// Join the swarm managed at `manager` as a worker, using `addr` (the VLAN address) for swarm and overlay
+    /// traffic. No-op when this engine is already part of a swarm.
+    pub async fn join(
+        &self,
+        addr: Ipv4Addr,
+        manager: Ipv4Addr,
+        token: &str,
+    ) -> Result<Outcome, SwarmError> {
+        let state = self.local_state().await?;
+        match state.state.as_str() {
+            "active" | "pending" => return Ok(Outcome::AlreadyDone),
+            "inactive" | "" => {}
+            other => {
+                return Err(SwarmError::BadState {
+                    state: other.into(),
+                    detail: "cannot join; `docker swarm leave --force` resets it".into(),
+                })
+            }
+        }
+        let request = SwarmJoinRequest {
+            listen_addr: Some(format!("{addr}:{MANAGER_PORT}")),
+            advertise_addr: Some(format!("{addr}:{MANAGER_PORT}")),
+            data_path_addr: Some(addr.to_string()),
+            remote_addrs: Some(vec![format!("{manager}:{MANAGER_PORT}")]),
+            join_token: Some(token.to_string()),
+        };
+        self.docker
+            .join_swarm(request)
+            .await
+            .map_err(docker_err("joining swarm"))?;
+        Ok(Outcome::Done)
+    }
+
+    /// Every node of the swarm (managers only).
+    pub async fn nodes(&self) -> Result<Vec<NodeSummary>, SwarmError> {
+        let nodes = self
+            .docker
+            .list_nodes(None::<ListNodesOptions>)
+            .await
+            .map_err(docker_err("listing swarm nodes"))?;
+        let mut out: Vec<NodeSummary> = nodes
+            .into_iter()
+            .map(|n| {
+                let spec = n.spec.unwrap_or_default();
+                let status = n.status.unwrap_or_default();
+                NodeSummary {
+                    id: n.id.unwrap_or_default(),
+                    hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
+                    role: text(&spec.role),
+                    state: text(&status.state),
+                    availability: text(&spec.availability),
+                    addr: status.addr.unwrap_or_default(),
+                    labels: spec.labels.unwrap_or_default(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        Ok(out)
+    }
+
+    /// Set `labels` on node `id` (managers only), keeping its other labels. No-op when they are already set.
+    pub async fn label_node(
+        &self,
+        id: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Outcome, SwarmError> {
+        let node = self
+            .docker
+            .inspect_node(id)
+            .await
+            .map_err(docker_err("inspecting swarm node"))?;
+        let mut spec: NodeSpec = node.spec.unwrap_or_default();
+        let current = spec.labels.get_or_insert_with(HashMap::new);
+        if labels
+            .iter()
+            .all(|(k, v)| current.get(*k).map(String::as_str) == Some(*v))
+        {
+            return Ok(Outcome::AlreadyDone);
+        }
+        for (k, v) in labels {
+            current.insert(k.to_string(), v.to_string());
+        }
+        let version = node.version.and_then(|v| v.index).unwrap_or_default() as i64;
+        self.docker
+            .update_node(id, spec, UpdateNodeOptions { version })
+            .await
+            .map_err(docker_err("labelling swarm node"))?;
+        Ok(Outcome::Done)
+    }
+}
