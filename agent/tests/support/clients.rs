@@ -5,10 +5,11 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Output;
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::{describe, run, try_run, wait_for, Daemon, Lab, Netns, LEASE_TIMEOUT};
+use super::{describe, run, try_run, wait_for, Daemon, Lab, Netns};
 
 const UDHCPC_SCRIPT: &str = include_str!("scripts/udhcpc.sh");
 const DHCLIENT_SCRIPT: &str = include_str!("scripts/dhclient.sh");
@@ -48,13 +49,14 @@ impl Client {
     /// `kinds`; returns that line. `diagnose` adds context (server log) to the failure message.
     pub fn wait_event(
         &self,
+        timeout: Duration,
         after: usize,
         kinds: &[&str],
         diagnose: impl FnOnce() -> String,
     ) -> String {
         let what = format!("{} to report one of {kinds:?}", self.name);
         wait_for(
-            LEASE_TIMEOUT,
+            timeout,
             &what,
             || {
                 self.events()
