@@ -140,3 +140,58 @@ pub fn set_node(text: &str, hostname: &str, ssh_keys: Option<&[String]>) -> Resu
     }
     Ok(doc.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_fresh_hex_and_inserted_once() {
+        let a = random_secret();
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, random_secret());
+        let t = set_secret(MINIMAL, &a).unwrap();
+        assert_eq!(secret(&t).unwrap().as_deref(), Some(a.as_str()));
+        let t2 = set_secret(&t, "other").unwrap();
+        assert_eq!(t2.matches("secret =").count(), 1, "{t2}");
+        assert_eq!(secret(&t2).unwrap().as_deref(), Some("other"));
+    }
+
+    #[test]
+    fn secret_lands_in_cluster_table_of_a_file_without_one() {
+        let t = set_secret("version = 1\n", "abc").unwrap();
+        assert!(t.contains("[cluster]"), "{t}");
+        assert_eq!(secret(&t).unwrap().as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn invalid_toml_is_an_error() {
+        assert!(set_secret("[cluster\n", "x").is_err());
+        assert!(set_node("cluster = 3\nnode = 1\n", "n1", None).is_err());
+    }
+
+    #[test]
+    fn agent_default_config_takes_a_secret_and_a_hostname() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../agent/src/config/default.toml"
+        );
+        let Ok(text) = std::fs::read_to_string(path) else {
+            panic!("{path} missing: the image builder ships it as cluster-lab.toml")
+        };
+        let t = set_secret(&text, "s3cr3t-s3cr3t-s3cr3t").unwrap();
+        let t = set_node(&t, "node1", Some(&["ssh-ed25519 AAAA x".into()])).unwrap();
+        let doc: DocumentMut = t.parse().unwrap();
+        assert_eq!(
+            doc["cluster"]["secret"].as_str(),
+            Some("s3cr3t-s3cr3t-s3cr3t")
+        );
+        assert_eq!(doc["node"]["hostname"].as_str(), Some("node1"));
+        assert_eq!(
+            doc["node"]["ssh_authorized_keys"][0].as_str(),
+            Some("ssh-ed25519 AAAA x")
+        );
+        // Comments of the original survive.
+        assert!(t.contains("# Shared secret of the cluster"), "{t}");
+    }
+}

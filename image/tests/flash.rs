@@ -1,0 +1,185 @@
+//! Flashing to a file: bytes verified, hostname and SSH keys set in cluster-lab.toml, the rest of the
+//! file kept; disks in use are refused.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use cluster_lab_image::flash::{self, Target};
+use cluster_lab_image::inject::{self, Payload};
+use cluster_lab_image::output::sha256_file;
+use cluster_lab_image::{boot_config, disk, ext4, fat};
+use common::*;
+
+const KEY1: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk3m7b0v7h8H0pZ2m1fN2Yq0v3Lr4x0C5Zb0S2vQZ1x alice@laptop";
+const KEY2: &str =
+    "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBJ bob@desk";
+
+fn image_with_config(fx: &Fixture) -> String {
+    let text = boot_config::set_secret(
+        "# my comment stays\nversion = 1\n\n[cluster]\nname = \"lab\"\n\n[node]\n# pick a role\nrole = \"auto\"\nssh_authorized_keys = []\n",
+        "00112233445566778899aabbccddeeff",
+    )
+    .unwrap();
+    let mut p = Payload::default();
+    p.add_boot_file(boot_config::FILE_NAME, text.clone().into_bytes());
+    inject::inject(&fx.image, &p).unwrap();
+    text
+}
+
+#[test]
+fn flash_to_file_sets_hostname_and_keys() {
+    let fx = small_disk();
+    let before = image_with_config(&fx);
+    let target_path = fx.dir.path().join("card.img");
+    let target = flash::check_target(&target_path, &fx.image).unwrap();
+    assert_eq!(
+        target,
+        Target::File {
+            path: target_path.clone()
+        }
+    );
+    let written = flash::write(&fx.image, &target).unwrap();
+    assert_eq!(written.bytes, fx.layout.size);
+    assert_eq!(written.sha256, sha256_file(&fx.image).unwrap());
+
+    let keys = boot_config::parse_ssh_keys(&format!("{KEY1}\n\n# comment\n{KEY2}\n")).unwrap();
+    flash::personalise(&target_path, "node-7", Some(&keys)).unwrap();
+
+    let located = disk::locate(&target_path).unwrap();
+    let vol = fat::FatVolume::open(&target_path, &located.boot, false).unwrap();
+    let text = String::from_utf8(vol.read(boot_config::FILE_NAME).unwrap().unwrap()).unwrap();
+    let doc: toml_edit::DocumentMut = text.parse().unwrap();
+    assert_eq!(doc["node"]["hostname"].as_str(), Some("node-7"));
+    let got: Vec<&str> = doc["node"]["ssh_authorized_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![KEY1, KEY2]);
+    // Everything else is as it was: comments, the secret, other keys.
+    assert!(text.starts_with("# my comment stays\n"), "{text}");
+    assert!(text.contains("# pick a role\nrole = \"auto\""), "{text}");
+    assert_eq!(
+        boot_config::secret(&text).unwrap(),
+        boot_config::secret(&before).unwrap()
+    );
+    assert_eq!(doc["cluster"]["name"].as_str(), Some("lab"));
+    fat::check(&target_path, &located.boot).unwrap();
+    ext4::check(&target_path, &located.root).unwrap();
+
+    // A second flash over the same file starts clean.
+    let target = flash::check_target(&target_path, &fx.image).unwrap();
+    flash::write(&fx.image, &target).unwrap();
+    flash::personalise(&target_path, "node8", None).unwrap();
+    let vol = fat::FatVolume::open(&target_path, &located.boot, false).unwrap();
+    let text = String::from_utf8(vol.read(boot_config::FILE_NAME).unwrap().unwrap()).unwrap();
+    assert!(
+        text.contains("hostname = \"node8\"") && text.contains("ssh_authorized_keys = []"),
+        "{text}"
+    );
+}
+
+#[test]
+fn flash_from_zstd_image() {
+    let fx = small_disk();
+    image_with_config(&fx);
+    let raw = std::fs::read(&fx.image).unwrap();
+    let zst = fx.dir.path().join("x.img.zst");
+    std::fs::write(&zst, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
+    let t = fx.dir.path().join("card.img");
+    let w = flash::write(&zst, &flash::check_target(&t, &zst).unwrap()).unwrap();
+    assert_eq!(w.sha256, sha256_file(&fx.image).unwrap());
+}
+
+#[test]
+fn bad_hostnames_are_refused_before_anything_is_written() {
+    let fx = small_disk();
+    image_with_config(&fx);
+    for bad in [
+        "",
+        "-node",
+        "node-",
+        "no_de",
+        "node.lab",
+        "nöde",
+        &"a".repeat(64),
+    ] {
+        let e = flash::personalise(&fx.image, bad, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hostname"), "{bad:?}: {e}");
+    }
+    for good in ["a", "node1", "Node-1", &"a".repeat(63), "1node"] {
+        boot_config::validate_hostname(good).unwrap();
+    }
+}
+
+#[test]
+fn bad_ssh_key_file_is_refused() {
+    assert!(boot_config::parse_ssh_keys("").is_err());
+    assert!(boot_config::parse_ssh_keys("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n").is_err());
+    assert_eq!(
+        boot_config::parse_ssh_keys(KEY1).unwrap(),
+        vec![KEY1.to_string()]
+    );
+}
+
+/// The block device `/` lives on, from /proc/self/mounts (or /dev/block/MAJ:MIN of `/`).
+fn root_device() -> std::path::PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 1 && f[1] == "/" && f[0].starts_with("/dev/") {
+            return f[0].into();
+        }
+    }
+    let dev = std::fs::metadata("/").unwrap().dev();
+    let p = std::path::PathBuf::from(format!(
+        "/dev/block/{}:{}",
+        (dev >> 8) & 0xfff,
+        (dev & 0xff) | ((dev >> 12) & !0xff)
+    ));
+    assert!(
+        p.exists(),
+        "cannot find the block device of / (no /dev source in /proc/self/mounts, no {})",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn the_system_disk_is_refused() {
+    let dev = root_device();
+    let fx = small_disk();
+    let e = flash::check_target(&dev, &fx.image)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("refusing to overwrite a disk in use"),
+        "{}: {e}",
+        dev.display()
+    );
+}
+
+#[test]
+fn the_image_itself_and_odd_targets_are_refused() {
+    let fx = small_disk();
+    let e = flash::check_target(&fx.image, &fx.image)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the target is the image itself"), "{e}");
+    let e = flash::check_target(fx.dir.path(), &fx.image)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a block device or a regular file"), "{e}");
+    let e = flash::check_target(
+        std::path::Path::new("/dev/cluster-lab-no-such-disk"),
+        &fx.image,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no such device"), "{e}");
+}
