@@ -237,3 +237,43 @@ fn probe_of_a_missing_interface_is_an_error() {
         "the error names the interface\n{run}"
     );
 }
+
+#[test]
+fn probe_hears_a_server_that_starts_late() {
+    let mut lab = Lab::new("prblate");
+    let (client, srv) = segment(&mut lab, &[("dns", "192.168.200.2/24")]);
+    // The probe repeats its DISCOVER every second, so a server that comes up mid-probe is still heard.
+    let mut cmd = client.command(
+        support::cluster_lab_bin(),
+        [
+            "probe",
+            "--interface",
+            "eth0",
+            "--cluster",
+            "lab",
+            "--timeout",
+            "8",
+            "--json",
+        ],
+    );
+    let command = support::describe(&cmd);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("`{command}`: cannot start: {e}"));
+    std::thread::sleep(Duration::from_secs(2));
+    let dnsmasq = servers::dnsmasq(&lab, &srv[0], "lab0", DNSMASQ_RANGE.0, DNSMASQ_RANGE.1);
+    let out = child.wait_with_output().expect("waiting for the probe");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ctx = format!(
+        "`{command}` exited {:?}\nstdout:\n{stdout}\nstderr:\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr),
+        dnsmasq.report()
+    );
+    assert_eq!(out.status.code(), Some(1), "{ctx}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect(&ctx);
+    assert_eq!(json["servers"][0]["server_id"], "192.168.200.2", "{ctx}");
+    assert_eq!(json["servers"][0]["kind"], "foreign", "{ctx}");
+}
