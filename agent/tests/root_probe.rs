@@ -217,7 +217,7 @@ fn probe_with_no_server_exits_1_within_the_timeout() {
     assert_eq!(run.json()["servers"], serde_json::json!([]), "{run}");
     // It waits the whole timeout (a server may answer late) and not much longer. The slack covers process
     // start-up on a loaded machine.
-    let slack = Duration::from_millis(1500);
+    let slack = Duration::from_secs(2);
     assert!(
         run.elapsed >= Duration::from_secs(timeout)
             && run.elapsed <= Duration::from_secs(timeout) + slack,

@@ -33,6 +33,8 @@ pub struct Client {
     pub dir: PathBuf,
     pub script: PathBuf,
     pub daemon: Option<Daemon>,
+    /// The command line of a one-shot run (daemons carry their own).
+    pub command: Option<String>,
 }
 
 impl Client {
@@ -85,6 +87,9 @@ impl Client {
             self.name,
             self.interface
         );
+        if let Some(c) = &self.command {
+            s.push_str(&format!("--- {} ran `{c}`\n", self.name));
+        }
         if let Some(d) = &self.daemon {
             s.push_str(&d.report());
         }
@@ -126,6 +131,7 @@ pub mod udhcpc {
             dir,
             script,
             daemon: Some(daemon),
+            command: None,
         }
     }
 
@@ -165,6 +171,7 @@ pub mod udhcpc {
             dir,
             script,
             daemon: None,
+            command: Some(describe(&cmd)),
         };
         (client, out)
     }
@@ -213,6 +220,7 @@ pub mod dhclient {
             dir,
             script,
             daemon: None,
+            command: None,
         };
         let mut a = args(&c);
         a.push("-d".into());
@@ -271,6 +279,7 @@ pub mod dhcpcd {
             dir,
             script,
             daemon: None,
+            command: None,
         };
         let script = c.script.display().to_string();
         let cmd = command(
