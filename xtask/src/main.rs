@@ -4,10 +4,15 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use xshell::Shell;
 
+mod agent;
+mod arch;
+mod base;
 mod bench;
+mod elf;
 mod flash;
 mod image;
 mod test;
+mod tools;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +28,10 @@ struct Cli {
 enum Task {
     /// Run the whole test suite, tier by tier (fmt, clippy, plain, root in netns, image).
     Test(test::Test),
+    /// Cross-compile the cluster-lab agent for a board (armhf, arm64, amd64) and check the binary.
+    Agent(agent::Agent),
+    /// Build a base image (Debian trixie, Docker, Consul, SSH, Avahi) for an architecture; cached by recipe hash.
+    Base(base::Base),
     /// Make the flashable image: inject the agent, overlays and a cluster-lab.toml (fresh secret) into a base.
     Image(image::Image),
     /// Write an image to an SD card or file, verify it, and set the card's hostname and SSH keys.
@@ -37,6 +46,8 @@ fn main() -> Result<()> {
     sh.change_dir(project_root());
     match cli.task {
         Task::Test(t) => t.run(&sh),
+        Task::Agent(t) => t.run(&sh),
+        Task::Base(t) => t.run(&sh),
         Task::Image(t) => t.run(&sh),
         Task::Flash(t) => t.run(&sh),
         Task::Bench(t) => t.run(&sh),

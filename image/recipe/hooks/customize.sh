@@ -1,0 +1,70 @@
+#!/bin/sh
+# mmdebstrap --customize-hook: runs after all packages are installed. $1 is the root directory.
+# Accounts (no usable password anywhere), services, identity cleanup, and the boot partition's files
+# under /boot/firmware (xtask moves them to the FAT partition).
+set -eu
+root="$1"
+recipe="${CLUSTER_LAB_RECIPE:?}"
+arch="${CLUSTER_LAB_ARCH:?}"
+in_root() { chroot "$root" "$@"; }
+
+# Consul from a HashiCorp release archive instead of Debian's package (already verified by xtask).
+if [ -n "${CLUSTER_LAB_CONSUL_BIN:-}" ]; then
+    install -m 0755 -o 0 -g 0 "$CLUSTER_LAB_CONSUL_BIN" "$root/usr/bin/consul"
+fi
+in_root getent group consul >/dev/null || in_root groupadd --system consul
+in_root getent passwd consul >/dev/null ||
+    in_root useradd --system --gid consul --home-dir /var/lib/consul --shell /usr/sbin/nologin consul
+install -d -m 0750 -o 0 -g 0 "$root/etc/consul.d"
+in_root install -d -m 0750 -o consul -g consul /var/lib/consul
+
+# Accounts: root locked; `cluster` (sudo, docker) logs in with SSH keys set at flash time.
+in_root usermod --lock root
+in_root getent passwd cluster >/dev/null ||
+    in_root useradd --create-home --shell /bin/bash --groups sudo,docker cluster
+in_root usermod --lock cluster
+install -d -m 0700 -o 1000 -g 1000 "$root/home/cluster/.ssh"
+in_root chown -R cluster:cluster /home/cluster
+
+# Services.
+in_root systemctl enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
+    ssh.service avahi-daemon.service docker.service \
+    cluster-lab-growroot.service cluster-lab-ssh-hostkeys.service
+in_root systemctl mask systemd-networkd-wait-online.service
+echo cluster-lab > "$root/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tcluster-lab\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
+
+# Per-machine identity must not be baked in: every card makes its own on first boot.
+rm -f "$root"/etc/ssh/ssh_host_*
+printf 'uninitialized\n' > "$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id"
+rm -f "$root/var/lib/systemd/random-seed"
+
+# Boot partition contents.
+root_label="${CLUSTER_LAB_ROOT_LABEL:?}"
+render() { sed -e "s|@ROOT_LABEL@|$root_label|g" -e "s|@KVER@|$kver|g" "$1"; }
+kver=$(ls "$root/lib/modules" | sort -V | tail -n 1)
+fw="$root/boot/firmware"
+case "$arch" in
+amd64)
+    cp "$root/boot/vmlinuz-$kver" "$fw/vmlinuz"
+    cp "$root/boot/initrd.img-$kver" "$fw/initrd.img"
+    mkdir -p "$fw/EFI/BOOT" "$fw/loader/entries"
+    cp "$root/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$fw/EFI/BOOT/BOOTX64.EFI"
+    render "$recipe/boot/loader.conf" > "$fw/loader/loader.conf"
+    cmdline=$(render "$recipe/boot/cmdline-amd64.txt" | grep -v '^#')
+    printf 'title   cluster-lab (Debian %s)\nlinux   /vmlinuz\ninitrd  /initrd.img\noptions %s\n' \
+        "$kver" "$cmdline" > "$fw/loader/entries/cluster-lab.conf"
+    printf '%s\n' "$cmdline" > "$fw/cmdline.txt"
+    ;;
+arm64 | armhf)
+    # raspi-firmware's kernel hook copied firmware, kernel, initrd and device trees here.
+    render "$recipe/boot/config-$arch.txt" > "$fw/config.txt"
+    render "$recipe/boot/cmdline-raspi.txt" | grep -v '^#' > "$fw/cmdline.txt"
+    # Later kernel upgrades on the device regenerate these files with the same root.
+    sed -i "s|^#\?ROOTPART=.*|ROOTPART=LABEL=$root_label|" "$root/etc/default/raspi-firmware"
+    ;;
+esac
+
+# Caches that only make the image bigger.
+rm -rf "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/*_Packages* "$root"/var/log/*.log

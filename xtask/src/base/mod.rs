@@ -1,0 +1,418 @@
+//! `cargo xtask base`: a HypriotOS-style base image built from Debian packages.
+//!
+//! Steps: recipe hash → cache lookup (`build/base/<arch>-<hash>.img`) → Consul source → binfmt for foreign
+//! architectures → mmdebstrap (trixie, hooks from `image/recipe/hooks/`) → checks → boot tree split off
+//! `/boot/firmware` → disk image (MBR: FAT32 `CLBOOT` + ext4 `clroot`) → manifest. Everything is built
+//! under `build/base/.work-*` and renamed into place at the end, so an interrupted build never leaves a
+//! file that looks finished.
+
+mod bootcheck;
+mod consul;
+mod manifest;
+mod recipe;
+mod rootfs;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use xshell::Shell;
+
+use crate::arch::Arch;
+use crate::tools;
+pub use consul::ConsulSource;
+pub use manifest::Manifest;
+use recipe::Recipe;
+
+/// Size of the FAT boot partition: Pi firmware, kernel, initrd, device trees (or the EFI loader) with room
+/// for a kernel upgrade.
+const BOOT_PARTITION_BYTES: u64 = 320 << 20;
+pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+
+#[derive(Debug, Args)]
+pub struct Base {
+    /// Target architecture.
+    #[arg(long, value_enum)]
+    pub arch: Arch,
+    /// Use this HashiCorp release archive (consul_<v>_linux_<arch>.zip) instead of Debian's consul package.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "consul_sha256sums",
+        conflicts_with = "consul_version"
+    )]
+    pub consul_zip: Option<PathBuf>,
+    /// The release's SHA256SUMS file; the zip must match its line there.
+    #[arg(long, value_name = "PATH", requires = "consul_zip")]
+    pub consul_sha256sums: Option<PathBuf>,
+    /// Download this HashiCorp Consul release (needs internet) instead of Debian's consul package.
+    #[arg(long, value_name = "VERSION")]
+    pub consul_version: Option<String>,
+    /// Debian mirror for trixie (and bullseye, for consul).
+    #[arg(long, default_value = DEFAULT_MIRROR)]
+    pub mirror: String,
+    /// Build even when a cached base with the same recipe hash exists.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// Boot the result in QEMU (amd64, TCG) and wait for the login prompt on the serial console.
+    #[arg(long)]
+    pub boot_check: bool,
+    /// Seconds to wait for the login prompt with --boot-check.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub boot_timeout: u64,
+    /// Also copy the image here (the cached copy stays in build/base/).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
+}
+
+/// What a base build produced (or found in the cache).
+#[derive(Debug, Clone)]
+pub struct BaseOutput {
+    pub image: PathBuf,
+    pub manifest_path: PathBuf,
+    pub manifest: Manifest,
+    /// Kernel and initrd extracted for QEMU's direct boot (`-kernel`/`-initrd`, `-append manifest.cmdline`).
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cached: bool,
+}
+
+impl Base {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let out = self.build(sh)?;
+        if let Some(dest) = &self.output {
+            let step = Step::start(format!("copying image to {}", dest.display()));
+            let tmp = dest.with_extension("img.partial");
+            std::fs::copy(&out.image, &tmp)
+                .with_context(|| format!("copying {} to {}", out.image.display(), tmp.display()))?;
+            std::fs::rename(&tmp, dest)
+                .with_context(|| format!("renaming to {}", dest.display()))?;
+            step.done();
+        }
+        let m = &out.manifest;
+        eprintln!(
+            "base: {} {} — image {} MiB (boot {} MiB FAT32 `{}`, root {} MiB ext4 `{}`), Debian {} with kernel {}",
+            m.arch,
+            if out.cached { "(cached)" } else { "built" },
+            m.image_bytes >> 20,
+            m.partitions[0].size >> 20,
+            m.partitions[0].label,
+            m.partitions[1].size >> 20,
+            m.partitions[1].label,
+            m.suite,
+            m.kernel_version
+        );
+        eprintln!("base: manifest {}", rel(&out.manifest_path).display());
+        eprintln!(
+            "base: QEMU direct boot: -kernel {} -initrd {} -append '{}'",
+            rel(&out.kernel).display(),
+            rel(&out.initrd).display(),
+            m.cmdline
+        );
+        if self.boot_check {
+            let step = Step::start("boot check: QEMU TCG, waiting for the serial login prompt");
+            let report =
+                bootcheck::boot_check(&out, std::time::Duration::from_secs(self.boot_timeout))?;
+            step.done();
+            eprintln!(
+                "base: boot check passed — login prompt {:.1} s after QEMU start, {} failed unit(s)",
+                report.login_after.as_secs_f64(),
+                report.failed_units.len()
+            );
+            if !report.failed_units.is_empty() {
+                bail!(
+                    "units failed during boot:\n{}",
+                    report.failed_units.join("\n")
+                );
+            }
+        }
+        println!("{}", self.output.as_ref().unwrap_or(&out.image).display());
+        Ok(())
+    }
+
+    fn consul_source(&self) -> ConsulSource {
+        match (
+            &self.consul_zip,
+            &self.consul_sha256sums,
+            &self.consul_version,
+        ) {
+            (Some(zip), Some(sums), _) => ConsulSource::Zip {
+                zip: zip.clone(),
+                sums: sums.clone(),
+            },
+            (_, _, Some(v)) => ConsulSource::Version(v.clone()),
+            _ => ConsulSource::Debian,
+        }
+    }
+
+    /// Build the base for `self.arch`, or return the cached one.
+    pub fn build(&self, _sh: &Shell) -> Result<BaseOutput> {
+        let total = Instant::now();
+        let root = crate::project_root();
+        let recipe = Recipe::new(root.join("image/recipe"))?;
+        let arch = self.arch;
+        let out_dir = root.join("build/base");
+        std::fs::create_dir_all(&out_dir)
+            .with_context(|| format!("creating {}", out_dir.display()))?;
+
+        // Consul first: its digest is part of the cache key.
+        let staging = out_dir.join(format!(".consul-{arch}"));
+        std::fs::create_dir_all(&staging)?;
+        let consul = self.consul_source().prepare(arch, &staging)?;
+        let consul_key = match &consul {
+            None => "debian-bullseye".to_string(),
+            Some(c) => format!("hashicorp-sha256:{}", c.sha256),
+        };
+        let hash = recipe.hash(&[
+            ("arch", arch.debian()),
+            ("consul", &consul_key),
+            ("mirror", &self.mirror),
+        ])?;
+        let stem = format!("{arch}-{hash}");
+        let paths = Paths::new(&out_dir, &stem);
+        eprintln!("base: {arch}, recipe hash {hash}, consul from {consul_key}");
+
+        if !self.rebuild && paths.manifest.exists() && paths.image.exists() {
+            let manifest = Manifest::load(&paths.manifest)?;
+            link_latest(&out_dir, arch, &paths)?;
+            eprintln!(
+                "base: cached {} is up to date ({:.1} s)",
+                rel(&paths.image).display(),
+                total.elapsed().as_secs_f64()
+            );
+            return Ok(paths.output(manifest, true));
+        }
+
+        if !tools::is_root() {
+            bail!("building a base image needs root (mmdebstrap --mode=root); run `sudo -E cargo xtask base --arch {arch}`");
+        }
+        tools::require(&[
+            tools::MMDEBSTRAP,
+            tools::MKE2FS,
+            tools::E2FSCK,
+            tools::FSCK_VFAT,
+            tools::MKFS_VFAT,
+        ])?;
+        rootfs::ensure_binfmt(arch)?;
+
+        let work = out_dir.join(format!(".work-{stem}"));
+        rootfs::remove_stale(&work)?;
+        std::fs::create_dir_all(&work)?;
+        let tree = work.join("rootfs");
+        let mut packages = recipe.packages(arch)?;
+        if consul.is_some() {
+            packages.retain(|p| p != "consul");
+        }
+
+        let step = Step::start(format!(
+            "mmdebstrap trixie {arch}: {} packages (log: {})",
+            packages.len(),
+            rel(&paths.log).display()
+        ));
+        rootfs::Bootstrap {
+            recipe: &recipe,
+            arch,
+            mirror: &self.mirror,
+            packages,
+            consul_bin: consul.as_ref().map(|c| c.binary.clone()),
+            root_label: cluster_lab_image::assemble::ROOT_LABEL,
+            log: paths.log.clone(),
+        }
+        .run(&tree, &work)?;
+        let t_bootstrap = step.done();
+
+        let step = Step::start("checking the root tree (passwords, host keys, consul)");
+        rootfs::check(&tree, arch)?;
+        let boot = work.join("boot");
+        split_boot_tree(&tree, &boot)?;
+        let kernel_version = newest_kernel(&tree)?;
+        let cmdline = std::fs::read_to_string(boot.join("cmdline.txt"))
+            .context("reading the boot partition's cmdline.txt")?
+            .trim()
+            .to_string();
+        std::fs::copy(
+            tree.join(format!("boot/vmlinuz-{kernel_version}")),
+            work.join("vmlinuz"),
+        )
+        .context("copying the kernel")?;
+        std::fs::copy(
+            tree.join(format!("boot/initrd.img-{kernel_version}")),
+            work.join("initrd.img"),
+        )
+        .context("copying the initrd")?;
+        let packages = manifest::installed_packages(&tree)?;
+        let root_used = manifest::tree_bytes(&tree)?;
+        let boot_used = manifest::tree_bytes(&boot)?;
+        step.done();
+
+        let step = Step::start("assembling the disk image (FAT32 boot + ext4 root, MBR)");
+        let disk = work.join("disk.img");
+        let layout = assemble(&disk, &boot, &tree)?;
+        let t_disk = step.done();
+
+        let manifest = Manifest {
+            arch: arch.debian().into(),
+            recipe_hash: hash.clone(),
+            suite: "trixie".into(),
+            mirror: self.mirror.clone(),
+            consul: consul_key,
+            kernel_version,
+            cmdline,
+            image_bytes: layout.size,
+            root_tree_bytes: root_used,
+            boot_tree_bytes: boot_used,
+            partitions: manifest::partitions(&layout),
+            timings_s: manifest::Timings {
+                bootstrap: t_bootstrap,
+                disk: t_disk,
+                total: total.elapsed().as_secs_f64(),
+            },
+            built_at_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            packages,
+        };
+
+        // Into place: image, kernel and initrd first, the manifest last (a manifest means "complete").
+        std::fs::rename(&disk, &paths.image)?;
+        std::fs::rename(work.join("vmlinuz"), &paths.kernel)?;
+        std::fs::rename(work.join("initrd.img"), &paths.initrd)?;
+        manifest.save(&paths.manifest)?;
+        link_latest(&out_dir, arch, &paths)?;
+        rootfs::remove_stale(&work)?;
+        std::fs::remove_dir_all(&staging).ok();
+        eprintln!(
+            "base: {} in {:.1} s",
+            rel(&paths.image).display(),
+            total.elapsed().as_secs_f64()
+        );
+        Ok(paths.output(manifest, false))
+    }
+}
+
+/// The one place the disk image is put together: cluster-lab-image's assembler (mbrman, fatfs, mke2fs -d,
+/// fsck checks) builds it from the boot tree and the root tree.
+fn assemble(disk: &Path, boot: &Path, tree: &Path) -> Result<cluster_lab_image::assemble::Layout> {
+    cluster_lab_image::assemble::build_disk(
+        disk,
+        boot,
+        BOOT_PARTITION_BYTES,
+        tree,
+        None,
+        &cluster_lab_image::assemble::Labels::default(),
+    )
+    .context("assembling the disk image")
+}
+
+/// Move the contents of `<tree>/boot/firmware` (the FAT partition's files) to `boot`, leaving the empty
+/// mount point in the root tree.
+fn split_boot_tree(tree: &Path, boot: &Path) -> Result<()> {
+    let fw = tree.join("boot/firmware");
+    std::fs::create_dir_all(boot)?;
+    for entry in std::fs::read_dir(&fw).with_context(|| format!("listing {}", fw.display()))? {
+        let entry = entry?;
+        std::fs::rename(entry.path(), boot.join(entry.file_name()))
+            .with_context(|| format!("moving {} to the boot tree", entry.path().display()))?;
+    }
+    if !boot.join("cmdline.txt").is_file() {
+        bail!("the recipe's customize hook left no cmdline.txt in /boot/firmware");
+    }
+    Ok(())
+}
+
+fn newest_kernel(tree: &Path) -> Result<String> {
+    let mut versions: Vec<String> = std::fs::read_dir(tree.join("boot"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("vmlinuz-")
+                .map(str::to_string)
+        })
+        .collect();
+    versions.sort();
+    versions.pop().context(
+        "no kernel (boot/vmlinuz-*) in the root tree: is a linux-image package in the recipe?",
+    )
+}
+
+struct Paths {
+    image: PathBuf,
+    manifest: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    log: PathBuf,
+}
+
+impl Paths {
+    fn new(dir: &Path, stem: &str) -> Paths {
+        Paths {
+            image: dir.join(format!("{stem}.img")),
+            manifest: dir.join(format!("{stem}.json")),
+            kernel: dir.join(format!("{stem}.vmlinuz")),
+            initrd: dir.join(format!("{stem}.initrd.img")),
+            log: dir.join(format!("{stem}.log")),
+        }
+    }
+
+    fn output(&self, manifest: Manifest, cached: bool) -> BaseOutput {
+        BaseOutput {
+            image: self.image.clone(),
+            manifest_path: self.manifest.clone(),
+            manifest,
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            cached,
+        }
+    }
+}
+
+/// `build/base/<arch>.img` (and .json, .vmlinuz, .initrd.img) point at the newest build for that arch.
+fn link_latest(dir: &Path, arch: Arch, paths: &Paths) -> Result<()> {
+    for (target, ext) in [
+        (&paths.image, "img"),
+        (&paths.manifest, "json"),
+        (&paths.kernel, "vmlinuz"),
+        (&paths.initrd, "initrd.img"),
+    ] {
+        let link = dir.join(format!("{arch}.{ext}"));
+        let tmp = dir.join(format!(".{arch}.{ext}.link"));
+        std::fs::remove_file(&tmp).ok();
+        let name = target.file_name().context("output without a file name")?;
+        std::os::unix::fs::symlink(name, &tmp)?;
+        std::fs::rename(&tmp, &link).with_context(|| format!("updating {}", link.display()))?;
+    }
+    Ok(())
+}
+
+/// `p` relative to the workspace root, for messages.
+fn rel(p: &Path) -> PathBuf {
+    p.strip_prefix(crate::project_root())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// One progress line per step on stderr, with elapsed time.
+pub struct Step {
+    what: String,
+    started: Instant,
+}
+
+impl Step {
+    pub fn start(what: impl Into<String>) -> Step {
+        let what = what.into();
+        eprintln!("base: {what} …");
+        Step {
+            what,
+            started: Instant::now(),
+        }
+    }
+
+    /// Print the step's time and return it in seconds.
+    pub fn done(self) -> f64 {
+        let s = self.started.elapsed().as_secs_f64();
+        eprintln!("base: {} — done in {s:.1} s", self.what);
+        s
+    }
+}
