@@ -28,6 +28,8 @@ const MIN_RATE: u32 = 25;
 pub const BISECT_STEPS: u32 = 2;
 /// Highest share of unfinished exchanges at which a rate counts as sustained.
 pub const MAX_DROP: f64 = 0.01;
+/// A rate that misses [`MAX_DROP`] by less than this is tried a second time.
+const RETRY_BELOW: f64 = 0.10;
 /// Rate and period of `--quick`.
 const QUICK_RATE: u32 = 200;
 const QUICK_PERIOD: u64 = 2;
@@ -241,9 +243,7 @@ pub fn search(probe: &mut impl FnMut(u32) -> Result<Point>, points: &mut Vec<Poi
     let mut good = None;
     let mut rate = START_RATE;
     let mut bad = loop {
-        let p = probe(rate)?;
-        points.push(p);
-        if !p.sustained() {
+        if !sustains(probe, points, rate)? {
             break Some(rate);
         }
         good = Some(rate);
@@ -255,9 +255,7 @@ pub fn search(probe: &mut impl FnMut(u32) -> Result<Point>, points: &mut Vec<Poi
     if good.is_none() {
         let mut rate = START_RATE / 2;
         while rate >= MIN_RATE {
-            let p = probe(rate)?;
-            points.push(p);
-            if p.sustained() {
+            if sustains(probe, points, rate)? {
                 good = Some(rate);
                 break;
             }
@@ -273,15 +271,30 @@ pub fn search(probe: &mut impl FnMut(u32) -> Result<Point>, points: &mut Vec<Poi
         if mid <= lo || mid >= hi {
             break;
         }
-        let p = probe(mid)?;
-        points.push(p);
-        if p.sustained() {
+        if sustains(probe, points, mid)? {
             lo = mid;
         } else {
             hi = mid;
         }
     }
     Ok(())
+}
+
+/// Whether the server keeps drops ≤ [`MAX_DROP`] at `rate`. A narrow miss (below [`RETRY_BELOW`]) is run once
+/// more, so that one burst of other work on the machine does not end the search early.
+fn sustains(
+    probe: &mut impl FnMut(u32) -> Result<Point>,
+    points: &mut Vec<Point>,
+    rate: u32,
+) -> Result<bool> {
+    let p = probe(rate)?;
+    points.push(p);
+    if p.sustained() || p.drop >= RETRY_BELOW {
+        return Ok(p.sustained());
+    }
+    let again = probe(rate)?;
+    points.push(again);
+    Ok(again.sustained())
 }
 
 /// Round to two significant digits so the table shows readable rates (5600, not 5575).
@@ -415,14 +428,27 @@ mod tests {
     #[test]
     fn doubles_then_bisects_towards_the_limit() {
         let (tried, best) = best_of(5000);
+        // 6400 drops 22 %: clearly over, no second try; 5600 drops 11 %.
         assert_eq!(tried, [100, 200, 400, 800, 1600, 3200, 6400, 4800, 5600]);
+        assert_eq!(best, Some(4800));
+    }
+
+    #[test]
+    fn a_narrow_miss_is_tried_twice() {
+        // With a limit of 5300, 5600 drops 5.4 %.
+        let (tried, best) = best_of(5300);
+        assert_eq!(
+            tried,
+            [100, 200, 400, 800, 1600, 3200, 6400, 4800, 5600, 5600]
+        );
         assert_eq!(best, Some(4800));
     }
 
     #[test]
     fn goes_below_the_start_rate_when_it_already_drops() {
         let (tried, best) = best_of(60);
-        assert_eq!(tried, [100, 50, 75, 62]);
+        // 62 misses by 3.2 %: tried twice.
+        assert_eq!(tried, [100, 50, 75, 62, 62]);
         assert_eq!(best, Some(50));
     }
 
