@@ -283,20 +283,39 @@ fn lease_all(t: &Topo, round: &str, order: &[usize]) -> Vec<(usize, Ipv4Addr)> {
 
 #[test]
 fn a_restarted_server_gives_every_known_client_its_old_address() {
-    let mut t = topo("rest", 3);
+    let mut t = topo("rest", 4);
+    // Client 4 is dhclient, which keeps its lease across its own restarts and comes back with INIT-REBOOT.
+    let mut dhc = dhclient::start(&t.lab, "dhclient", &t.clients[3], "eth0");
+    dhc.wait_event(LEASE_TIMEOUT, 0, &["BOUND"], || t.dhcpd.report());
+    let dhc_ip = wait_address(&dhc, &t.dhcpd);
+    // Clients 1-3 run udhcpc once each (DISCOVER from scratch, no requested address).
     let mut first = lease_all(&t, "first", &[0, 1, 2]);
     first.sort();
-    let distinct: std::collections::BTreeSet<_> = first.iter().map(|(_, ip)| *ip).collect();
+    let distinct: std::collections::BTreeSet<_> =
+        first.iter().map(|(_, ip)| *ip).chain([dhc_ip]).collect();
     assert_eq!(
         distinct.len(),
-        3,
-        "three clients, three addresses: {first:?}"
+        4,
+        "four clients, four addresses: {first:?} and {dhc_ip}"
     );
 
     // kill -9 right after the ACKs: the leases must already be on disk. Clients come back in reverse order, so
     // a server that lost its state would hand out the addresses differently.
     t.dhcpd.daemon.kill9();
+    dhclient::stop(&mut dhc);
     t.dhcpd.restart(&t.lab, "dhcpd");
+    let seen = dhc.events().len();
+    dhclient::restart(&mut dhc);
+    let ev = dhc.wait_event(LEASE_TIMEOUT, seen, &["REBOOT", "BOUND"], || {
+        t.dhcpd.report()
+    });
+    assert_eq!(
+        ev.split_whitespace().take(2).collect::<Vec<_>>(),
+        ["REBOOT", &dhc_ip.to_string()],
+        "dhclient's INIT-REBOOT for {dhc_ip} should be ACKed after kill -9\n{}\n{}",
+        dhc.report(),
+        t.dhcpd.report()
+    );
     let mut after_kill = lease_all(&t, "after-kill", &[2, 1, 0]);
     after_kill.sort();
     assert_eq!(

@@ -150,15 +150,16 @@ fn probe_finds_this_clusters_master_among_foreign_servers() {
     assert_foreign(&run, "192.168.200.2", DNSMASQ_RANGE);
     assert_foreign(&run, "192.168.200.3", KEA_RANGE);
 
-    // Human output: one line per server.
+    // Human output, one line per server; the cluster name comes from a cluster-lab.toml this time (the
+    // master's own).
     let mut cmd = client.command(
         support::cluster_lab_bin(),
         [
             "probe",
             "--interface",
             "eth0",
-            "--cluster",
-            "lab",
+            "--config",
+            dhcpd.config.to_str().unwrap(),
             "--timeout",
             "3",
         ],

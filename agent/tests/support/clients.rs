@@ -230,6 +230,31 @@ pub mod dhclient {
         c
     }
 
+    /// `dhclient -x`: stop the running dhclient without releasing (as at a reboot), keeping its lease file.
+    pub fn stop(c: &mut Client) {
+        let mut a = args(c);
+        a.push("-x".into());
+        a.push(c.interface.clone());
+        let out = try_run(&mut c.ns.command("dhclient", a));
+        if let Err(e) = out {
+            panic!("{e}\n{}", c.report());
+        }
+        if let Some(d) = &c.daemon {
+            if d.wait_exit(std::time::Duration::from_secs(30)).is_none() {
+                panic!("dhclient -x did not stop dhclient\n{}", c.report());
+            }
+        }
+    }
+
+    /// Start dhclient again with the lease file of its earlier run: it asks for its old address (INIT-REBOOT).
+    pub fn restart(c: &mut Client) {
+        let mut a = args(c);
+        a.push("-d".into());
+        a.push(c.interface.clone());
+        let daemon = Daemon::spawn(&c.name, c.ns.command("dhclient", a), &c.dir.join("log"));
+        c.daemon = Some(daemon);
+    }
+
     /// `dhclient -r`: stop the running dhclient and release its lease.
     pub fn release(c: &Client) -> Result<Output, String> {
         let mut a = args(c);
