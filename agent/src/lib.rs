@@ -3,13 +3,23 @@
 //! The binary (`src/main.rs`) is a thin clap front end; every subcommand lives in `cli/` and calls into the
 //! modules below, which are named after the things they manage.
 
+pub mod arp;
+pub mod claims;
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod consul;
 pub mod dhcp;
+pub mod docker_labels;
 pub mod election;
+pub mod firstboot;
 pub mod hostname;
 pub mod logging;
 pub mod networkd;
 pub mod render;
+pub mod stamp;
+pub mod status;
 pub mod swarm;
+pub mod systemd;
+pub mod token;
+pub mod vlan;

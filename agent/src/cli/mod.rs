@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand};
 
 pub mod config;
 pub mod dhcpd;
+pub mod firstboot;
 pub mod probe;
+pub mod status;
 
 /// cluster-lab turns Raspberry Pi-class machines into a Docker Swarm + Consul cluster on first boot.
 #[derive(Debug, Parser)]
@@ -27,8 +29,12 @@ pub enum Command {
     Config(config::ConfigCommand),
     /// Serve DHCP to the cluster's nodes on the VLAN interface only (runs on the master).
     Dhcpd(dhcpd::DhcpdArgs),
+    /// Set up this machine as master or node of the cluster (run once by cluster-lab-firstboot.service).
+    Firstboot(firstboot::FirstbootArgs),
     /// Look for DHCP servers on an interface and tell whether one is this cluster's master.
     Probe(probe::ProbeArgs),
+    /// Show role, VLAN address, Consul members and Swarm nodes, and what is wrong.
+    Status(status::StatusArgs),
 }
 
 impl Command {
@@ -37,7 +43,9 @@ impl Command {
         match self {
             Command::Config(cmd) => cmd.run(),
             Command::Dhcpd(args) => args.run(),
+            Command::Firstboot(args) => args.run(),
             Command::Probe(args) => args.run(),
+            Command::Status(args) => args.run(),
         }
     }
 }

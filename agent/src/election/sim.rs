@@ -21,8 +21,8 @@ struct Node {
 
 struct Sim {
     nodes: Vec<Node>,
-    /// Whether claims from node `from` reach node `to`.
-    delivers: fn(usize, usize) -> bool,
+    /// Whether a claim sent at `t` from node `from` reaches node `to`.
+    delivers: fn(usize, usize, u64) -> bool,
 }
 
 fn mac(last: u8) -> Mac {
@@ -30,7 +30,7 @@ fn mac(last: u8) -> Mac {
 }
 
 impl Sim {
-    fn new(starts: &[(u8, u64)], delivers: fn(usize, usize) -> bool) -> Sim {
+    fn new(starts: &[(u8, u64)], delivers: fn(usize, usize, u64) -> bool) -> Sim {
         let nodes = starts
             .iter()
             .map(|&(m, start_at)| Node {
@@ -51,17 +51,18 @@ impl Sim {
             .any(|n| matches!(n.decided, Some((ClusterRole::Master, t)) if t + DHCP_DELAY <= at))
     }
 
-    fn holds_or_probes_master_addr(&self, me: usize, from: u64, to: u64) -> bool {
-        self.nodes.iter().enumerate().any(|(i, n)| {
-            i != me
-                && (matches!(n.decided, Some((ClusterRole::Master, t)) if t <= to)
-                    || n.arp.is_some_and(|(s, e)| s <= to && from <= e))
-        })
+    /// An ARP probe (`arping -D`) sees a reply only from a machine that holds the address; it does not notice
+    /// another candidate probing at the same moment.
+    fn holds_master_addr(&self, me: usize, to: u64) -> bool {
+        self.nodes
+            .iter()
+            .enumerate()
+            .any(|(i, n)| i != me && matches!(n.decided, Some((ClusterRole::Master, t)) if t < to))
     }
 
     fn broadcast(&mut self, from: usize, now: u64, claim: Claim) {
         for to in 0..self.nodes.len() {
-            if to != from && (self.delivers)(from, to) {
+            if to != from && (self.delivers)(from, to, now) {
                 self.nodes[to]
                     .inbox
                     .push((now + LATENCY, Input::Claim(claim.clone())));
@@ -99,9 +100,9 @@ impl Sim {
                 if self.nodes[i].start_at == now {
                     inputs.push(Input::Start);
                 }
-                if let Some((s, e)) = self.nodes[i].arp {
+                if let Some((_, e)) = self.nodes[i].arp {
                     if e == now {
-                        let taken = self.holds_or_probes_master_addr(i, s, e);
+                        let taken = self.holds_master_addr(i, e);
                         self.nodes[i].arp = None;
                         inputs.push(Input::ArpResult { taken });
                     }
@@ -143,7 +144,7 @@ fn masters(roles: &[Option<ClusterRole>]) -> usize {
         .count()
 }
 
-fn all(_: usize, _: usize) -> bool {
+fn all(_: usize, _: usize, _: u64) -> bool {
     true
 }
 
@@ -178,15 +179,34 @@ fn a_late_lower_mac_joins_an_election_in_progress_as_node_or_winner_but_never_a_
 }
 
 #[test]
-fn candidates_that_never_hear_each_other_still_end_with_one_master() {
-    // Claims are lost entirely: only the ARP probe (which sees a concurrent probe) and back-off separate them.
-    fn none(_: usize, _: usize) -> bool {
+fn half_of_all_claims_lost_still_ends_with_one_master() {
+    // A deterministic 50 % loss, different for every sender/receiver pair and moment.
+    fn lossy(from: usize, to: usize, t: u64) -> bool {
+        (t / 500 + from as u64 * 3 + to as u64) % 2 == 0
+    }
+    for starts in [
+        [(0x30, 0), (0x10, 0), (0x20, 0)],
+        [(0x30, 0), (0x10, 700), (0x20, 1_300)],
+        [(0x01, 2_000), (0x10, 0), (0x20, 0)],
+    ] {
+        let mut sim = Sim::new(&starts, lossy);
+        let roles = sim.run(300_000);
+        assert!(roles.iter().all(Option::is_some), "{starts:?}: {roles:?}");
+        assert_eq!(masters(&roles), 1, "{starts:?}: {roles:?}");
+    }
+}
+
+#[test]
+fn the_simulation_can_fail_two_masters_when_candidates_never_hear_each_other() {
+    // Guard for the simulation itself: with every claim lost and ARP unable to see a concurrent probe, two
+    // candidates powered on together both claim the address. The runtime's last line of defence is networkd's
+    // IPv4 duplicate address detection on the master address (DuplicateAddressDetection=ipv4).
+    fn none(_: usize, _: usize, _: u64) -> bool {
         false
     }
-    let mut sim = Sim::new(&[(0x30, 0), (0x10, 0), (0x20, 0)], none);
-    let roles = sim.run(600_000);
-    assert!(roles.iter().all(Option::is_some), "{roles:?}");
-    assert_eq!(masters(&roles), 1, "{roles:?}");
+    let mut sim = Sim::new(&[(0x30, 0), (0x10, 0)], none);
+    let roles = sim.run(60_000);
+    assert_eq!(masters(&roles), 2, "{roles:?}");
 }
 
 #[test]

@@ -1,0 +1,116 @@
+//! `cluster-lab firstboot`: run by cluster-lab-firstboot.service on first boot.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::{self, Settings};
+use crate::firstboot::Firstboot;
+use crate::hostname::{self, Hostname};
+
+/// Exit status for a bad configuration: the unit does not restart on it (RestartPreventExitStatus=3).
+pub const EXIT_BAD_CONFIG: u8 = 3;
+
+/// Set up this machine as master or node of the cluster: hostname, VLAN, election, Consul, Docker Swarm.
+///
+/// Every step checks the current state first; running it again (after a power cut, say) finishes the job without
+/// re-electing. When done it writes /var/lib/cluster-lab/firstboot.done and disables its unit.
+#[derive(Debug, Args)]
+pub struct FirstbootArgs {
+    /// cluster-lab.toml [default: /boot/firmware/cluster-lab.toml, else /boot/cluster-lab.toml].
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Show what would be written and done, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run again even if the firstboot stamp exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl FirstbootArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let root = PathBuf::from("/");
+        if crate::stamp::is_done(&root) && !self.force && !self.dry_run {
+            println!(
+                "cluster-lab: first boot already done ({}); nothing to do",
+                crate::stamp::DONE
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        let fb = match self.load(&root) {
+            Ok(fb) => fb,
+            Err(e) => {
+                // On the console and in the journal, before anything was changed.
+                eprintln!("cluster-lab: error: {e:#}");
+                eprintln!("cluster-lab: nothing was changed; fix the file and reboot (or run `cluster-lab firstboot`)");
+                return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        if let Some(summary) = runtime.block_on(fb.run())? {
+            println!("{}", summary.console_line());
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Read and check everything first boot needs; any error here means nothing was touched.
+    fn load(&self, root: &Path) -> anyhow::Result<Firstboot> {
+        let path = match &self.config {
+            Some(p) => p.clone(),
+            None => config::find_on_boot_partition().with_context(|| {
+                format!(
+                    "no {} on the boot partition ({})",
+                    config::FILE_NAME,
+                    config::BOOT_PATHS.join(" or ")
+                )
+            })?,
+        };
+        let config_text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let settings = Settings::parse(&config_text, &path)?;
+        let user_data = path.with_file_name("user-data");
+        let from_user_data = std::fs::read_to_string(&user_data)
+            .ok()
+            .and_then(|t| hostname::from_user_data(&t));
+        let name = settings
+            .node
+            .hostname
+            .clone()
+            .or(from_user_data)
+            .or_else(|| {
+                nix::unistd::gethostname()
+                    .ok()
+                    .map(|h| h.to_string_lossy().into_owned())
+            })
+            .context(
+                "no hostname: set [node] hostname in cluster-lab.toml (or flash with --hostname)",
+            )?;
+        let hostname = Hostname::parse(&name)?;
+        let secret = settings
+            .cluster
+            .secret
+            .clone()
+            .filter(|s| !s.is_empty())
+            .with_context(|| {
+                format!(
+                    "{}: [cluster] secret is missing; the image builder writes one (every card of a cluster needs the same)",
+                    path.display()
+                )
+            })?;
+        Ok(Firstboot {
+            settings,
+            config_text,
+            hostname,
+            secret,
+            root: root.to_path_buf(),
+            dry_run: self.dry_run,
+        })
+    }
+}

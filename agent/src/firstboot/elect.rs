@@ -1,0 +1,165 @@
+//! Running the master election on the network: the state machine of [`crate::election`] fed by a real DHCP probe,
+//! `arping -D`, and the claim socket.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use crate::arp::{self, ArpProbe};
+use crate::claims::ClaimSocket;
+use crate::election::{Claim, ClusterRole, Election, Input, Mac, Output, Timing};
+
+/// Everything the election needs to know about this machine and its VLAN.
+#[derive(Debug, Clone)]
+pub struct ElectionSetup {
+    pub interface: String,
+    pub cluster: String,
+    pub mac: Mac,
+    pub master: Ipv4Addr,
+    pub timing: Timing,
+    /// ARP probes sent before claiming the master address.
+    pub arp_count: u32,
+    /// Give up after this long (a foreign host holding the master address would otherwise keep us waiting forever).
+    pub give_up_after: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    #[error("election on {interface}: {source}")]
+    Network {
+        interface: String,
+        source: anyhow::Error,
+    },
+    #[error(
+        "election on {interface}: no decision after {waited:?} ({rounds} back-offs): the master address {master} \
+         answers ARP but no cluster-lab master of cluster {cluster:?} answers DHCP; free that address or set \
+         role = \"node\" / \"master\" in cluster-lab.toml"
+    )]
+    Stuck {
+        interface: String,
+        master: Ipv4Addr,
+        cluster: String,
+        waited: Duration,
+        rounds: u32,
+    },
+}
+
+/// Decide this machine's role. `probe` runs one DHCP probe on the VLAN and says whether a master of this cluster
+/// answered.
+pub async fn elect<P, F>(
+    setup: &ElectionSetup,
+    socket: &ClaimSocket,
+    mut probe: P,
+) -> Result<ClusterRole, ElectionError>
+where
+    P: FnMut() -> F,
+    F: Future<Output = anyhow::Result<bool>>,
+{
+    let started = Instant::now();
+    let net_err = |source: anyhow::Error| ElectionError::Network {
+        interface: setup.interface.clone(),
+        source,
+    };
+    let now = || started.elapsed().as_millis() as u64;
+    let mut election = Election::new(setup.mac, &setup.cluster, setup.timing);
+    let mut pending = election.handle(now(), Input::Start);
+    loop {
+        // Carry out what the state machine asked for; results come back as new inputs.
+        while let Some(out) = (!pending.is_empty()).then(|| pending.remove(0)) {
+            let input = match out {
+                Output::Decided(role) => {
+                    tracing::info!(
+                        ?role,
+                        rounds = election.rounds,
+                        waited_ms = now(),
+                        "election decided"
+                    );
+                    return Ok(role);
+                }
+                Output::Announce(claim) => {
+                    socket
+                        .announce(&claim)
+                        .await
+                        .map_err(|e| net_err(e.into()))?;
+                    tracing::debug!(mac = %claim.mac, master = claim.master, "claim sent");
+                    None
+                }
+                Output::Probe => {
+                    tracing::info!(interface = %setup.interface, "probing for a cluster-lab master");
+                    let found =
+                        with_claims(socket, &mut election, &mut pending, now, probe()).await;
+                    if matches!(election.state(), crate::election::State::Decided(_)) {
+                        continue;
+                    }
+                    Some(Input::ProbeResult {
+                        master_found: found.map_err(net_err)?,
+                    })
+                }
+                Output::ArpProbe => {
+                    tracing::info!(address = %setup.master, "checking that nobody holds the master address");
+                    let probe = arp::probe(&setup.interface, setup.master, setup.arp_count);
+                    let result = with_claims(socket, &mut election, &mut pending, now, probe).await;
+                    if matches!(election.state(), crate::election::State::Decided(_)) {
+                        continue;
+                    }
+                    let taken = result.map_err(|e| net_err(e.into()))? == ArpProbe::Taken;
+                    Some(Input::ArpResult { taken })
+                }
+            };
+            if let Some(input) = input {
+                let more = election.handle(now(), input);
+                pending.extend(more);
+            }
+        }
+        if started.elapsed() > setup.give_up_after {
+            return Err(ElectionError::Stuck {
+                interface: setup.interface.clone(),
+                master: setup.master,
+                cluster: setup.cluster.clone(),
+                waited: started.elapsed(),
+                rounds: election.rounds,
+            });
+        }
+        // Wait for the next timer or a claim.
+        let deadline = election.deadline().unwrap_or(now() + 1000);
+        let sleep = Duration::from_millis(deadline.saturating_sub(now()));
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => pending.extend(election.handle(now(), Input::Tick)),
+            claim = socket.receive() => {
+                let claim = claim.map_err(|e| net_err(e.into()))?;
+                pending.extend(election.handle(now(), Input::Claim(claim)));
+            }
+        }
+    }
+}
+
+/// Await `work` while still listening to claims (a master's claim during a probe ends the election at once).
+async fn with_claims<T>(
+    socket: &ClaimSocket,
+    election: &mut Election,
+    pending: &mut Vec<Output>,
+    now: impl Fn() -> u64,
+    work: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            claim = socket.receive() => {
+                if let Ok(claim) = claim {
+                    pending.extend(election.handle(now(), Input::Claim(claim)));
+                }
+            }
+        }
+    }
+}
+
+/// What an elected master broadcasts until its DHCP service answers: every candidate that hears it becomes a node.
+pub async fn announce_master(socket: &ClaimSocket, claim: &Claim, every: Duration) {
+    loop {
+        if let Err(e) = socket.announce(claim).await {
+            tracing::warn!(error = %e, "announcing master claim");
+        }
+        tokio::time::sleep(every).await;
+    }
+}

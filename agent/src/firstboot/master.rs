@@ -1,0 +1,134 @@
+//! First boot of the master: DHCP service on the VLAN, Consul server, Swarm manager, the sealed join token in
+//! Consul's KV store, and the services registered in Consul.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{wait_for_address, wait_until, Firstboot};
+use crate::claims::ClaimSocket;
+use crate::consul::api::Service;
+use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams, DATA_DIR};
+use crate::consul::keys::gossip_key;
+use crate::consul::ConsulClient;
+use crate::election::{Claim, ClusterRole};
+use crate::swarm::{self, Swarm};
+use crate::{systemd, token};
+
+/// Returns the master's VLAN address.
+pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::Result<Ipv4Addr> {
+    let net = &fb.settings.network;
+    let vlan_if = net.vlan_interface();
+    let master = net.master;
+
+    // Keep telling late candidates that the master is decided until DHCP answers for us.
+    let announcer = claim_socket.map(|socket| {
+        let claim = Claim {
+            cluster: fb.settings.cluster.name.clone(),
+            mac: crate::election::Mac(
+                crate::dhcp::probe::interface_mac(&net.interface).unwrap_or_default(),
+            ),
+            master: true,
+        };
+        tokio::spawn(async move {
+            super::announce_master(&socket, &claim, Duration::from_millis(500)).await
+        })
+    });
+
+    wait_for_address(&vlan_if, Duration::from_secs(120), |a| a == master).await?;
+    tracing::info!(interface = %vlan_if, address = %master, "master address up");
+
+    let dhcpd = systemd::dhcpd_unit(&vlan_if);
+    systemd::enable(&dhcpd).await?;
+    systemd::start_no_block(&dhcpd).await?;
+    let consul = consul_server(fb).await?;
+    if let Some(task) = announcer {
+        // dhcpd has had the time the Consul leader election took to come up; stop announcing.
+        task.abort();
+    }
+
+    let docker = Swarm::connect(Path::new(swarm::SOCKET), Duration::from_secs(300))
+        .await
+        .context("connecting to dockerd")?;
+    let outcome = docker.init(master).await?;
+    tracing::info!(?outcome, advertise = %master, "swarm manager");
+    publish_token(fb, &consul, &docker).await?;
+
+    for service in services(master) {
+        consul
+            .register_service(&service)
+            .await
+            .with_context(|| format!("registering service {} in consul", service.id))?;
+    }
+    tracing::info!(role = ?ClusterRole::Master, "consul services registered");
+    Ok(master)
+}
+
+/// Write the server configuration, (re)start Consul, and wait for it to lead.
+async fn consul_server(fb: &Firstboot) -> anyhow::Result<ConsulClient> {
+    let params = ConsulParams {
+        datacenter: datacenter_name(&fb.settings.cluster.name),
+        node_name: fb.hostname.to_string(),
+        data_dir: DATA_DIR.into(),
+        bind: BindAddr::Addr(fb.settings.network.master),
+        master: fb.settings.network.master,
+        gossip_key: gossip_key(&fb.secret),
+    };
+    let changed = fb.install(&AgentConfig::server(&params).render())?;
+    systemd::enable(systemd::CONSUL_UNIT).await?;
+    if changed {
+        systemd::restart_no_block(systemd::CONSUL_UNIT).await?;
+    } else {
+        systemd::start_no_block(systemd::CONSUL_UNIT).await?;
+    }
+    let client = ConsulClient::local();
+    let leader = wait_until(
+        "consul server electing itself leader",
+        Duration::from_secs(180),
+        || {
+            let client = client.clone();
+            async move { Ok(client.leader().await?) }
+        },
+    )
+    .await?;
+    tracing::info!(%leader, "consul server leading");
+    Ok(client)
+}
+
+/// Store the worker join token, sealed with the cluster secret, unless the stored one already opens to it.
+async fn publish_token(
+    fb: &Firstboot,
+    consul: &ConsulClient,
+    docker: &Swarm,
+) -> anyhow::Result<()> {
+    let worker = docker.worker_token().await?;
+    if let Some(stored) = consul.kv_get(token::KV_KEY).await? {
+        if token::open(&fb.secret, &stored).ok().as_deref() == Some(worker.as_str()) {
+            return Ok(());
+        }
+    }
+    consul
+        .kv_put(token::KV_KEY, token::seal(&fb.secret, &worker).as_bytes())
+        .await
+        .context("publishing the swarm join token")?;
+    tracing::info!(key = token::KV_KEY, "swarm join token published (sealed)");
+    Ok(())
+}
+
+/// Services the master registers in Consul.
+fn services(master: Ipv4Addr) -> Vec<Service> {
+    let service = |id: &str, port: u16, tags: &[&str]| Service {
+        id: id.into(),
+        name: id.into(),
+        address: Some(master.to_string()),
+        port: Some(port),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+    };
+    vec![
+        service("swarm-manager", swarm::MANAGER_PORT, &["cluster-lab"]),
+        service("docker", 0, &["cluster-lab", "manager"]),
+        service("cluster-lab-dhcpd", 67, &["cluster-lab"]),
+    ]
+}

@@ -1,0 +1,270 @@
+//! `cluster-lab firstboot`: from a freshly flashed card to a machine that is master or node of the cluster.
+//!
+//! Each step checks the current state before acting, so the agent can be run again after a power cut at any point
+//! and finishes the job; once the role is decided it is remembered and never re-elected. The steps, in order:
+//! hostname → effective config in /etc → VLAN → role → networkd files → (master | node) → stamp.
+
+mod elect;
+mod master;
+mod node;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::config::{Role, Settings};
+use crate::election::{ClusterRole, Mac, Timing};
+use crate::hostname::{self, Hostname};
+use crate::render::RenderedFile;
+use crate::{claims, networkd, stamp, systemd, vlan};
+
+pub use elect::{announce_master, elect, ElectionError, ElectionSetup};
+
+/// Where the agent keeps the effective configuration for services that run after first boot (dhcpd).
+pub const ETC_CONFIG: &str = "/etc/cluster-lab/cluster-lab.toml";
+
+/// Everything first boot works from; built by the CLI after the configuration validated.
+#[derive(Debug, Clone)]
+pub struct Firstboot {
+    pub settings: Settings,
+    /// The cluster-lab.toml text, copied to [`ETC_CONFIG`].
+    pub config_text: String,
+    pub hostname: Hostname,
+    pub secret: String,
+    /// `/` on the target; a scratch directory for file-level checks.
+    pub root: PathBuf,
+    /// Only report what would change.
+    pub dry_run: bool,
+}
+
+/// What first boot ended with.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub role: ClusterRole,
+    pub vlan_address: Ipv4Addr,
+    pub lan_address: Option<Ipv4Addr>,
+}
+
+impl Summary {
+    /// The one line printed on the console at the end.
+    pub fn console_line(&self) -> String {
+        let lan = self
+            .lan_address
+            .map_or_else(|| "<lan-ip>".to_string(), |a| a.to_string());
+        match self.role {
+            ClusterRole::Master => format!("cluster-lab: master ready — open http://{lan}:8500"),
+            ClusterRole::Node => format!(
+                "cluster-lab: node ready at {} — cluster UI on the master, port 8500",
+                self.vlan_address
+            ),
+        }
+    }
+}
+
+impl Firstboot {
+    /// Install `file` (or, in a dry run, say whether it would change). Returns whether it changed.
+    fn install(&self, file: &RenderedFile) -> anyhow::Result<bool> {
+        let target = file.target(&self.root);
+        if self.dry_run {
+            let same =
+                std::fs::read_to_string(&target).ok().as_deref() == Some(file.contents.as_str());
+            if !same {
+                println!("would write {}", file.path.display());
+            }
+            return Ok(!same);
+        }
+        let changed = file
+            .install(&self.root)
+            .with_context(|| format!("writing {}", file.path.display()))?;
+        if changed {
+            tracing::info!(path = %file.path.display(), "wrote");
+        }
+        Ok(changed)
+    }
+
+    /// Run every step. Returns the summary (none in a dry run); the caller prints its console line.
+    pub async fn run(&self) -> anyhow::Result<Option<Summary>> {
+        let net = &self.settings.network;
+        let vlan_if = net.vlan_interface();
+        self.step_hostname()?;
+        self.install(&RenderedFile {
+            path: ETC_CONFIG.into(),
+            contents: self.config_text.clone(),
+            mode: 0o600,
+            group: None,
+        })?;
+
+        if self.dry_run {
+            println!(
+                "would create VLAN {vlan_if} (id {}) on {} and bring it up",
+                net.vlan, net.interface
+            );
+        } else {
+            let mtu = networkd::vlan_mtu(networkd::PARENT_MTU);
+            let created = vlan::ensure(&net.interface, &vlan_if, net.vlan, mtu)
+                .await
+                .context("creating the cluster VLAN")?;
+            tracing::info!(interface = %vlan_if, created, "vlan up");
+        }
+
+        let (role, claim_socket) = self.step_role().await?;
+        for file in networkd::render(net, role).context("rendering networkd files")? {
+            if self.install(&file)? && !self.dry_run {
+                systemd::networkd_reload()
+                    .await
+                    .context("reloading networkd")?;
+            }
+        }
+        if self.dry_run {
+            println!("then, as {role:?}: VLAN address, Consul, Swarm, stamp; dry run, nothing was changed");
+            return Ok(None);
+        }
+        let vlan_address = match role {
+            ClusterRole::Master => master::run(self, claim_socket).await?,
+            ClusterRole::Node => node::run(self).await?,
+        };
+        let summary = Summary {
+            role,
+            vlan_address,
+            lan_address: first_address(&net.interface),
+        };
+        stamp::mark_done(&self.root, &summary.console_line())
+            .context("writing the firstboot stamp")?;
+        systemd::disable(systemd::FIRSTBOOT_UNIT)
+            .await
+            .context("disabling the firstboot unit")?;
+        Ok(Some(summary))
+    }
+
+    fn step_hostname(&self) -> anyhow::Result<()> {
+        self.install(&hostname::render_hostname_file(&self.hostname))?;
+        let hosts_path = self.root.join("etc/hosts");
+        let current = std::fs::read_to_string(&hosts_path).unwrap_or_default();
+        self.install(&hostname::render_hosts_file(&current, &self.hostname))?;
+        if !self.dry_run && self.root == Path::new("/") {
+            let changed =
+                hostname::set_kernel_hostname(&self.hostname).context("setting the hostname")?;
+            tracing::info!(hostname = %self.hostname, changed, "hostname set");
+        }
+        Ok(())
+    }
+
+    /// The role: remembered from an earlier run, else configured, else elected on the VLAN. An elected master
+    /// also gets the claim socket back, to keep announcing itself until its DHCP service answers.
+    async fn step_role(&self) -> anyhow::Result<(ClusterRole, Option<claims::ClaimSocket>)> {
+        if let Some(role) = stamp::read_role(&self.root)? {
+            tracing::info!(?role, "role decided on an earlier boot");
+            return Ok((role, None));
+        }
+        let (role, socket) = match self.settings.node.role {
+            Role::Master => (ClusterRole::Master, None),
+            Role::Node => (ClusterRole::Node, None),
+            Role::Auto if self.dry_run => {
+                println!(
+                    "would elect the role on {}",
+                    self.settings.network.vlan_interface()
+                );
+                return Ok((ClusterRole::Node, None));
+            }
+            Role::Auto => {
+                let (role, socket) = self.run_election().await?;
+                (role, Some(socket))
+            }
+        };
+        if !self.dry_run {
+            stamp::write_role(&self.root, role).context("remembering the role")?;
+        }
+        Ok((role, socket))
+    }
+
+    async fn run_election(&self) -> anyhow::Result<(ClusterRole, claims::ClaimSocket)> {
+        let net = &self.settings.network;
+        let vlan_if = net.vlan_interface();
+        let mac =
+            crate::dhcp::probe::interface_mac(&net.interface).context("reading the MAC address")?;
+        let setup = ElectionSetup {
+            interface: vlan_if.clone(),
+            cluster: self.settings.cluster.name.clone(),
+            mac: Mac(mac),
+            master: net.master,
+            timing: Timing::default(),
+            arp_count: 2,
+            give_up_after: Duration::from_secs(600),
+        };
+        let socket = claims::ClaimSocket::bind(&vlan_if, claims::PORT)
+            .context("opening the claim socket")?;
+        let cluster = setup.cluster.clone();
+        let probe_if = vlan_if.clone();
+        let role = elect(&setup, &socket, move || {
+            let (interface, cluster) = (probe_if.clone(), cluster.clone());
+            async move {
+                let offers = tokio::task::spawn_blocking(move || {
+                    let offers =
+                        crate::dhcp::probe::collect_offers(&interface, Duration::from_secs(3))?;
+                    Ok::<_, anyhow::Error>(
+                        crate::dhcp::probe::Report::new(
+                            &interface,
+                            &cluster,
+                            Duration::from_secs(3),
+                            &offers,
+                        )
+                        .master_found,
+                    )
+                })
+                .await??;
+                Ok(offers)
+            }
+        })
+        .await?;
+        Ok((role, socket))
+    }
+}
+
+/// The first IPv4 address of `interface`, if any.
+pub fn first_address(interface: &str) -> Option<Ipv4Addr> {
+    crate::dhcp::socket::interface_addresses(interface)
+        .ok()?
+        .into_iter()
+        .next()
+}
+
+/// Wait until `interface` holds an address that satisfies `want`.
+pub async fn wait_for_address(
+    interface: &str,
+    timeout: Duration,
+    want: impl Fn(Ipv4Addr) -> bool,
+) -> anyhow::Result<Ipv4Addr> {
+    let started = Instant::now();
+    loop {
+        let addrs = crate::dhcp::socket::interface_addresses(interface).unwrap_or_default();
+        if let Some(a) = addrs.into_iter().find(|a| want(*a)) {
+            return Ok(a);
+        }
+        if started.elapsed() > timeout {
+            bail!("{interface}: no cluster address after {timeout:?} (check `networkctl status {interface}`)");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Poll `check` until it yields a value or `timeout` passes; the error names `what` and the last failure.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let started = Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => "not yet".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        if started.elapsed() > timeout {
+            bail!("{what}: still waiting after {timeout:?}: {last}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,106 @@
+//! First boot of a node: an address from the master over DHCP, a Consul client joined to the master, the sealed
+//! join token read through Consul, the Swarm joined as a worker, and engine labels (arch, hostname).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{wait_for_address, wait_until, Firstboot};
+use crate::consul::api::Service;
+use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams, DATA_DIR};
+use crate::consul::keys::gossip_key;
+use crate::consul::ConsulClient;
+use crate::swarm::{self, Swarm};
+use crate::{docker_labels, systemd, token};
+
+/// Returns the node's VLAN address.
+pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
+    let net = &fb.settings.network;
+    let vlan_if = net.vlan_interface();
+    let subnet = net.subnet;
+    let address = wait_for_address(&vlan_if, Duration::from_secs(300), |a| {
+        subnet.contains(a) && a != net.master
+    })
+    .await
+    .context("waiting for a lease from the master")?;
+    tracing::info!(interface = %vlan_if, %address, "lease from the master");
+
+    let params = ConsulParams {
+        datacenter: datacenter_name(&fb.settings.cluster.name),
+        node_name: fb.hostname.to_string(),
+        data_dir: DATA_DIR.into(),
+        bind: BindAddr::Interface(vlan_if.clone()),
+        master: net.master,
+        gossip_key: gossip_key(&fb.secret),
+    };
+    let changed = fb.install(&AgentConfig::client(&params).render())?;
+    systemd::enable(systemd::CONSUL_UNIT).await?;
+    if changed {
+        systemd::restart_no_block(systemd::CONSUL_UNIT).await?;
+    } else {
+        systemd::start_no_block(systemd::CONSUL_UNIT).await?;
+    }
+    let consul = ConsulClient::local();
+    wait_until(
+        "consul client joining the master",
+        Duration::from_secs(300),
+        || {
+            let consul = consul.clone();
+            async move {
+                let members = consul.members().await?;
+                Ok(members
+                    .iter()
+                    .any(|m| m.is_server() && m.is_alive())
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    tracing::info!(master = %net.master, "consul client joined");
+
+    let sealed = wait_until(
+        "the master publishing the swarm join token",
+        Duration::from_secs(600),
+        || {
+            let consul = consul.clone();
+            async move { Ok(consul.kv_get(token::KV_KEY).await?) }
+        },
+    )
+    .await?;
+    let join_token = token::open(&fb.secret, &sealed)?;
+
+    let docker = Swarm::connect(Path::new(swarm::SOCKET), Duration::from_secs(300))
+        .await
+        .context("connecting to dockerd")?;
+    let outcome = docker.join(address, net.master, &join_token).await?;
+    tracing::info!(?outcome, manager = %net.master, "swarm worker");
+
+    let current =
+        std::fs::read_to_string(fb.root.join("etc/docker/daemon.json")).unwrap_or_default();
+    let labels = docker_labels::render(
+        &current,
+        &[
+            ("arch", docker_labels::arch()),
+            ("hostname", fb.hostname.as_str()),
+        ],
+    )?;
+    if fb.install(&labels)? {
+        systemd::reload(systemd::DOCKER_UNIT)
+            .await
+            .context("reloading dockerd for its labels")?;
+    }
+
+    consul
+        .register_service(&Service {
+            id: "docker".into(),
+            name: "docker".into(),
+            address: Some(address.to_string()),
+            port: None,
+            tags: vec!["cluster-lab".into(), "worker".into()],
+        })
+        .await
+        .context("registering service docker in consul")?;
+    Ok(address)
+}

@@ -1,0 +1,166 @@
+//! `cluster-lab status`: what this machine is in the cluster and what is wrong, read from the Consul and Docker
+//! APIs (like the old lab's `health` command, but from the services themselves).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::consul::{ConsulClient, Member};
+use crate::election::ClusterRole;
+use crate::swarm::{LocalState, NodeSummary, Swarm};
+use crate::{stamp, swarm};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub hostname: String,
+    pub role: Option<ClusterRole>,
+    pub firstboot_done: bool,
+    pub vlan_interface: String,
+    pub vlan_addresses: Vec<Ipv4Addr>,
+    pub consul_leader: Option<String>,
+    pub consul_members: Vec<Member>,
+    pub swarm: Option<LocalState>,
+    /// Only on managers.
+    pub swarm_nodes: Vec<NodeSummary>,
+    /// Everything that looks wrong, one sentence each; empty when healthy.
+    pub problems: Vec<String>,
+}
+
+impl Status {
+    /// Read everything; unreachable services become problems, not errors.
+    pub async fn collect(
+        root: &Path,
+        vlan_interface: &str,
+        consul: &ConsulClient,
+        docker_socket: &Path,
+    ) -> Status {
+        let mut problems = Vec::new();
+        let role = stamp::read_role(root).unwrap_or(None);
+        let vlan_addresses =
+            crate::dhcp::socket::interface_addresses(vlan_interface).unwrap_or_default();
+        if vlan_addresses.is_empty() {
+            problems.push(format!("{vlan_interface} has no IPv4 address"));
+        }
+        let (consul_leader, consul_members) = match (consul.leader().await, consul.members().await)
+        {
+            (Ok(leader), Ok(members)) => (leader, members),
+            (Err(e), _) | (_, Err(e)) => {
+                problems.push(format!("consul agent not answering: {e}"));
+                (None, Vec::new())
+            }
+        };
+        if consul_leader.is_none() && !consul_members.is_empty() {
+            problems.push("consul has no leader".into());
+        }
+        for m in consul_members.iter().filter(|m| !m.is_alive()) {
+            problems.push(format!(
+                "consul member {} ({}) is not alive",
+                m.name, m.addr
+            ));
+        }
+        let (swarm, swarm_nodes) = match Swarm::connect(docker_socket, Duration::from_secs(2)).await
+        {
+            Err(e) => {
+                problems.push(format!("docker not answering: {e}"));
+                (None, Vec::new())
+            }
+            Ok(docker) => match docker.local_state().await {
+                Err(e) => {
+                    problems.push(e.to_string());
+                    (None, Vec::new())
+                }
+                Ok(state) => {
+                    let nodes = if state.manager {
+                        docker.nodes().await.unwrap_or_else(|e| {
+                            problems.push(e.to_string());
+                            Vec::new()
+                        })
+                    } else {
+                        Vec::new()
+                    };
+                    (Some(state), nodes)
+                }
+            },
+        };
+        match &swarm {
+            Some(s) if !s.is_active() => {
+                problems.push(format!("swarm is {} on this machine", s.state))
+            }
+            _ => {}
+        }
+        for n in swarm_nodes.iter().filter(|n| n.state != "ready") {
+            problems.push(format!("swarm node {} is {}", n.hostname, n.state));
+        }
+        Status {
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            role,
+            firstboot_done: stamp::is_done(root),
+            vlan_interface: vlan_interface.into(),
+            vlan_addresses,
+            consul_leader,
+            consul_members,
+            swarm,
+            swarm_nodes,
+            problems,
+        }
+    }
+
+    /// For people: one fact per line, problems last.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let role = self
+            .role
+            .map_or("undecided".to_string(), |r| format!("{r:?}").to_lowercase());
+        let addrs: Vec<String> = self.vlan_addresses.iter().map(|a| a.to_string()).collect();
+        out += &format!("hostname:      {}\nrole:          {role}\n", self.hostname);
+        out += &format!(
+            "first boot:    {}\n",
+            if self.firstboot_done {
+                "done"
+            } else {
+                "not finished"
+            }
+        );
+        out += &format!(
+            "vlan:          {} {}\n",
+            self.vlan_interface,
+            addrs.join(", ")
+        );
+        out += &format!(
+            "consul leader: {}\n",
+            self.consul_leader.as_deref().unwrap_or("none")
+        );
+        for m in &self.consul_members {
+            let kind = if m.is_server() { "server" } else { "client" };
+            let state = if m.is_alive() { "alive" } else { "not alive" };
+            out += &format!("  consul {:<20} {:<15} {kind:<6} {state}\n", m.name, m.addr);
+        }
+        if let Some(s) = &self.swarm {
+            let kind = if s.manager { "manager" } else { "worker" };
+            out += &format!("swarm:         {} ({kind})\n", s.state);
+        }
+        for n in &self.swarm_nodes {
+            out += &format!(
+                "  swarm  {:<20} {:<15} {:<7} {}\n",
+                n.hostname, n.addr, n.role, n.state
+            );
+        }
+        if self.problems.is_empty() {
+            out += "healthy\n";
+        } else {
+            for p in &self.problems {
+                out += &format!("problem: {p}\n");
+            }
+        }
+        out
+    }
+}
+
+/// Defaults for the target.
+pub fn docker_socket() -> &'static Path {
+    Path::new(swarm::SOCKET)
+}

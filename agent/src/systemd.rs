@@ -1,0 +1,72 @@
+//! Talking to systemd and networkd through their command-line tools (`systemctl`, `networkctl`).
+
+use crate::command::{output, run, CommandError};
+
+/// Enable `unit` so it starts on every boot (no-op when already enabled).
+pub async fn enable(unit: &str) -> Result<(), CommandError> {
+    run("systemctl", ["enable", "--quiet", unit])
+        .await
+        .map(drop)
+}
+
+/// Start `unit` without waiting for it (it may be ordered after network-online.target, which can take a while).
+pub async fn start_no_block(unit: &str) -> Result<(), CommandError> {
+    run("systemctl", ["start", "--no-block", unit])
+        .await
+        .map(drop)
+}
+
+/// Restart `unit` without waiting (picks up a changed configuration).
+pub async fn restart_no_block(unit: &str) -> Result<(), CommandError> {
+    run("systemctl", ["restart", "--no-block", unit])
+        .await
+        .map(drop)
+}
+
+/// Send `unit` its reload signal.
+pub async fn reload(unit: &str) -> Result<(), CommandError> {
+    run("systemctl", ["reload", unit]).await.map(drop)
+}
+
+/// Disable `unit` (no-op when already disabled).
+pub async fn disable(unit: &str) -> Result<(), CommandError> {
+    run("systemctl", ["disable", "--quiet", unit])
+        .await
+        .map(drop)
+}
+
+/// Whether `unit` is active right now.
+pub async fn is_active(unit: &str) -> Result<bool, CommandError> {
+    let (_, out) = output("systemctl", ["is-active", "--quiet", unit]).await?;
+    Ok(out.status.success())
+}
+
+/// Make networkd re-read its files and apply them to existing links.
+pub async fn networkd_reload() -> Result<(), CommandError> {
+    run("networkctl", ["reload"]).await.map(drop)
+}
+
+/// The name of the DHCP service instance for a VLAN interface.
+pub fn dhcpd_unit(vlan_interface: &str) -> String {
+    format!("cluster-lab-dhcpd@{vlan_interface}.service")
+}
+
+/// The firstboot unit itself.
+pub const FIRSTBOOT_UNIT: &str = "cluster-lab-firstboot.service";
+pub const CONSUL_UNIT: &str = "consul.service";
+pub const DOCKER_UNIT: &str = "docker.service";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dhcpd_unit_template_exists_in_the_overlay() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../overlays/usr/lib/systemd/system/cluster-lab-dhcpd@.service");
+        let unit = std::fs::read_to_string(&path).unwrap();
+        assert!(unit.contains("--interface %I"));
+        assert_eq!(
+            super::dhcpd_unit("eth0.200"),
+            "cluster-lab-dhcpd@eth0.200.service"
+        );
+    }
+}
