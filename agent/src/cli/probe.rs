@@ -18,6 +18,10 @@ pub const DEFAULT_CONFIG_PATHS: [&str; 2] =
 ///
 /// Exit status: 0 a cluster-lab master of this cluster answered, 1 none did, 2 error.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Only DHCPDISCOVER is sent (never DHCPREQUEST), so no lease is taken.\n\
+Exit status: 0 a cluster-lab master of this cluster answered, 1 none did, 2 error."
+)]
 pub struct ProbeArgs {
     /// Interface to send DHCPDISCOVER on.
     #[arg(long, short)]
