@@ -1,0 +1,49 @@
+//! Root tier: creating the cluster VLAN over netlink inside a network namespace. On a kernel with 802.1Q the VLAN
+//! is created with the tag-adjusted MTU and a second run changes nothing; on a kernel without it (like the machine
+//! this project is developed on) the error names the missing module instead of a bare errno.
+
+mod nslab;
+
+use std::process::Command;
+
+use cluster_lab::vlan::{self, VlanError};
+use nslab::{require_root, run, Netns};
+
+#[test]
+fn vlan_is_created_once_or_the_missing_kernel_support_is_named() {
+    require_root();
+    let ns = Netns::new("cl-vlan");
+    run(Command::new("ip").args([
+        "-n", &ns.name, "link", "add", "clvl0", "type", "veth", "peer", "name", "clvl1",
+    ]));
+    let kernel_has_8021q = std::path::Path::new("/sys/module/8021q").exists()
+        || Command::new("modprobe")
+            .arg("8021q")
+            .status()
+            .is_ok_and(|s| s.success());
+    let result = ns.block_on(async { vlan::ensure("clvl0", "clvl0.200", 200, 1496).await });
+    if kernel_has_8021q {
+        assert!(result.unwrap(), "first run creates the VLAN");
+        let again = ns.block_on(async { vlan::ensure("clvl0", "clvl0.200", 200, 1496).await });
+        assert!(!again.unwrap(), "second run changes nothing");
+        let link =
+            run(Command::new("ip").args(["-n", &ns.name, "-d", "link", "show", "clvl0.200"]));
+        assert!(
+            link.contains("mtu 1496") && link.contains("vlan protocol 802.1Q id 200"),
+            "{link}"
+        );
+        assert!(link.contains(",UP"), "{link}");
+    } else {
+        let err = result.unwrap_err();
+        assert!(matches!(err, VlanError::NoKernelSupport { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "creating clvl0.200 (VLAN 200 on clvl0): the kernel has no 802.1Q support (module 8021q)"
+        );
+    }
+    // A missing parent is named as such.
+    let err = ns
+        .block_on(async { vlan::ensure("nosuch0", "nosuch0.200", 200, 1496).await })
+        .unwrap_err();
+    assert!(matches!(err, VlanError::NoParent { .. }), "{err:?}");
+}
