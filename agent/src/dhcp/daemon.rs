@@ -1,0 +1,223 @@
+//! The running DHCP server: socket, lease log and state machine in one loop.
+//!
+//! Each turn of the loop drains every queued datagram (up to [`BATCH`]), handles them, sends the OFFERs, NAKs and
+//! INFORM answers at once, writes the lease records of the turn with a single `fdatasync` (group commit), and only
+//! then sends the ACKs. A burst of clients therefore costs one disk sync per turn, not one per client.
+
+use std::fs::{File, OpenOptions};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use dhcproto::Encodable;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{debug, error, info, warn};
+
+use super::leases::LeaseLog;
+use super::packet;
+use super::server::{Reply, Server, ServerConfig};
+use super::socket::ServerSocket;
+
+/// Most datagrams handled per loop turn (and per disk sync).
+pub const BATCH: usize = 512;
+/// Compact when the log holds this many lines more than twice the live state.
+const COMPACT_SLACK: usize = 10_000;
+
+/// Everything the daemon needs to start.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub interface: String,
+    pub port: u16,
+    pub lease_file: PathBuf,
+    pub server: ServerConfig,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Serve until SIGTERM or SIGINT.
+pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+    let _lock = lock(&opts)?;
+    let (mut log, loaded) = LeaseLog::open(&opts.lease_file)
+        .with_context(|| format!("opening lease file {}", opts.lease_file.display()))?;
+    if loaded.torn_tail {
+        warn!(lease_file = %opts.lease_file.display(), "last lease record was cut short (crash while writing), ignored");
+    }
+    if !loaded.bad_lines.is_empty() {
+        warn!(lease_file = %opts.lease_file.display(), lines = ?loaded.bad_lines, "unreadable lease records skipped");
+    }
+    let mut server = Server::new(opts.server.clone());
+    let skipped = server.restore(&loaded.records);
+    if skipped > 0 {
+        warn!(
+            skipped,
+            "lease records outside the range or unreadable, dropped"
+        );
+    }
+    log.compact(server.snapshot(now()))
+        .with_context(|| format!("compacting lease file {}", opts.lease_file.display()))?;
+    let mut next_compaction = 2 * log.lines() + COMPACT_SLACK;
+
+    let mut sock = ServerSocket::bind(&opts.interface, opts.port)?;
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let cfg = server.config();
+    info!(
+        interface = %opts.interface,
+        server = %cfg.server_id,
+        range = %format_args!("{}-{}", cfg.range_start, cfg.range_end),
+        lease_time = cfg.lease_time.as_secs(),
+        lease_file = %opts.lease_file.display(),
+        leases = server.pool().leases().count(),
+        active = server.pool().active(now()),
+        "dhcpd ready"
+    );
+
+    let mut buf = vec![0u8; 1500];
+    let mut out = Vec::with_capacity(1500);
+    let mut held: Vec<Reply> = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { info!("SIGINT: stopping"); break; }
+            r = sock.readable() => r.context("waiting for packets")?,
+        }
+        let now = now();
+        for _ in 0..BATCH {
+            let rx = match sock.try_recv(&mut buf) {
+                Ok(Some(rx)) => rx,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "receiving");
+                    break;
+                }
+            };
+            if rx.ifindex != 0 && rx.ifindex != sock.ifindex() {
+                debug!(
+                    ifindex = rx.ifindex,
+                    "packet from another interface, dropped"
+                );
+                continue;
+            }
+            if rx.truncated || rx.len > buf.len() {
+                debug!(from = ?rx.from, len = rx.len, "oversized packet, dropped");
+                continue;
+            }
+            let req = match packet::parse(&buf[..rx.len]) {
+                Ok(req) => req,
+                Err(e) => {
+                    debug!(from = ?rx.from, len = rx.len, reason = %e, "malformed packet, dropped");
+                    continue;
+                }
+            };
+            let outcome = server.handle(&req, now);
+            if let Some(r) = &outcome.record {
+                log.append(r);
+            }
+            match outcome.reply {
+                Some(reply) if reply.durable => held.push(reply),
+                Some(reply) => send(&sock, &reply, &mut out).await,
+                None => {}
+            }
+        }
+        if log.dirty() {
+            if let Err(e) = log.commit() {
+                // Not on disk: the ACKs must not go out. Clients retry; the next turn writes again.
+                error!(lease_file = %log.path().display(), error = %e, acks = held.len(), "writing leases failed, ACKs withheld");
+                held.clear();
+                continue;
+            }
+        }
+        for reply in held.drain(..) {
+            send(&sock, &reply, &mut out).await;
+        }
+        if log.lines() >= next_compaction {
+            match log.compact(server.snapshot(now)) {
+                Ok(()) => debug!(lines = log.lines(), "lease file compacted"),
+                Err(e) => {
+                    error!(lease_file = %log.path().display(), error = %e, "compacting lease file failed")
+                }
+            }
+            next_compaction = 2 * log.lines() + COMPACT_SLACK;
+        }
+    }
+    log.commit().context("writing leases")?;
+    info!("dhcpd stopped");
+    Ok(())
+}
+
+async fn send(sock: &ServerSocket, reply: &Reply, out: &mut Vec<u8>) {
+    out.clear();
+    let mut enc = dhcproto::Encoder::new(out);
+    if let Err(e) = reply.msg.encode(&mut enc) {
+        error!(error = %e, "encoding reply");
+        return;
+    }
+    if let Err(e) = sock.send_to(out, reply.to).await {
+        warn!(to = %reply.to, error = %e, "sending reply");
+    }
+}
+
+/// One server per lease file: an exclusive lock on `<lease file>.lock`.
+fn lock(opts: &DaemonOptions) -> anyhow::Result<Flock<File>> {
+    let mut name = opts
+        .lease_file
+        .file_name()
+        .unwrap_or_default()
+        .to_os_string();
+    name.push(".lock");
+    let path = opts.lease_file.with_file_name(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(l),
+        Err((_, e)) => bail!(
+            "lease file {} is in use by another cluster-lab dhcpd ({}: {e}); stop it first",
+            opts.lease_file.display(),
+            path.display()
+        ),
+    }
+}
+
+/// Check that `server_id` is configured on `interface`; explain what to do when it is not.
+pub fn check_server_address(
+    interface: &str,
+    server_id: Ipv4Addr,
+    explicit: bool,
+) -> anyhow::Result<()> {
+    let have = super::socket::interface_addresses(interface)?;
+    if have.contains(&server_id) {
+        return Ok(());
+    }
+    let list = if have.is_empty() {
+        "no IPv4 address".to_string()
+    } else {
+        have.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if explicit {
+        warn!(interface, server = %server_id, has = %list, "server address is not on the interface; clients will renew to it");
+        return Ok(());
+    }
+    bail!(
+        "interface {interface} does not have the master address {server_id} (it has {list}): \
+         add it (ip addr add {server_id}/<prefix> dev {interface}), or pass --server-address"
+    )
+}
