@@ -102,6 +102,11 @@ impl Outcome {
 impl Dhcp {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let started = Instant::now();
+        let date_fmt = "+%Y-%m-%d %H:%M UTC";
+        let date = cmd!(sh, "date -u {date_fmt}")
+            .quiet()
+            .read()
+            .unwrap_or_default();
         preflight(sh, &self.servers)?;
         let mut servers = self.servers.clone();
         servers.sort();
