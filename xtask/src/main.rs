@@ -8,6 +8,7 @@ mod agent;
 mod arch;
 mod base;
 mod bench;
+mod cluster;
 mod elf;
 mod flash;
 mod image;
@@ -36,6 +37,8 @@ enum Task {
     Image(image::Image),
     /// Write an image to an SD card or file, verify it, and set the card's hostname and SSH keys.
     Flash(flash::Flash),
+    /// Boot the image as a virtual cluster in QEMU (up, down, status, ssh) and run its acceptance test.
+    Cluster(cluster::Cluster),
     /// Benchmarks that print numbers and record them in docs/benchmarks.md (`bench dhcp`).
     Bench(bench::Bench),
 }
@@ -51,6 +54,7 @@ fn main() -> Result<()> {
         Task::Image(t) => t.run(&sh),
         Task::Flash(t) => t.run(&sh),
         Task::Bench(t) => t.run(&sh),
+        Task::Cluster(t) => t.run(),
     }
 }
 

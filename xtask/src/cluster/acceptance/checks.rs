@@ -1,0 +1,329 @@
+//! The assertions about the formed cluster: home LAN, Consul, VLAN leases, Swarm, the firstboot unit,
+//! and Docker's API not on TCP. Each gathers its evidence and returns PASS or FAIL.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Context;
+
+use super::lab::Lab;
+use super::report::Check;
+use crate::cluster::{host, http};
+
+/// Every VM took its untagged home-LAN address from the home router (dnsmasq's lease file).
+pub fn home_lan_leases(lab: &Lab) -> Check {
+    const NAME: &str =
+        "every machine leased its home-LAN address from the home router (untagged eth0)";
+    let leases = lab.st.router_files().leases();
+    let mut ok = true;
+    let mut ev = String::new();
+    for m in &lab.st.machines {
+        let has = leases
+            .iter()
+            .any(|(mac, ip, _)| *mac == m.mac && *ip == m.lan_ip);
+        ok &= has;
+        ev.push_str(&format!(
+            "{} {} {}: {}\n",
+            m.hostname,
+            m.mac,
+            m.lan_ip,
+            if has { "leased" } else { "NO LEASE" }
+        ));
+    }
+    Check::verdict(NAME, ok, ev)
+}
+
+/// The master answers on the home LAN: ping and SSH.
+pub fn master_reachable(lab: &Lab) -> Check {
+    const NAME: &str = "master reachable from the home LAN (ping, SSH)";
+    let ip = lab.master_ip();
+    let ping = host::output(&mut host::in_netns(
+        &lab.st.netns,
+        "ping",
+        &["-c", "3", "-W", "2", &ip],
+    ));
+    let ping_ok = ping.as_ref().is_ok_and(|o| o.status.success());
+    let ping_line = ping
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find(|l| l.contains("packets transmitted"))
+                .unwrap_or("no ping summary")
+                .to_string()
+        })
+        .unwrap_or_else(|e| format!("{e:#}"));
+    let ssh = lab.sh(lab.master(), "hostname; uptime");
+    let ev = format!(
+        "ping {ip}: {ping_line}\nssh {}@{ip}: {}",
+        lab.ssh.user,
+        match &ssh {
+            Ok(o) => o.trim().replace('\n', " | "),
+            Err(e) => format!("{e:#}"),
+        }
+    );
+    Check::verdict(NAME, ping_ok && ssh.is_ok(), ev)
+}
+
+/// `http://<master-lan-ip>:8500/ui/` is Consul's web UI.
+pub fn consul_ui(lab: &Lab) -> Check {
+    let url = format!("http://{}:8500/ui/", lab.master_ip());
+    let name = format!("Consul UI served at {url}");
+    Check::from_result(
+        &name,
+        (|| {
+            let r = lab.get(&url)?;
+            let title = r
+                .body
+                .split("<title>")
+                .nth(1)
+                .and_then(|t| t.split("</title>").next())
+                .unwrap_or("(no <title>)")
+                .trim()
+                .to_string();
+            let ok = r.status == 200 && r.body.contains("consul");
+            Ok(Check::verdict(
+                &name,
+                ok,
+                format!(
+                    "HTTP {} from {} ({} bytes), title {title:?}",
+                    r.status,
+                    r.url,
+                    r.body.len()
+                ),
+            ))
+        })(),
+    )
+}
+
+/// The master's VLAN address, every node's VLAN address from its DHCP lease in .101+, as Consul
+/// advertises them and as the machines hold them on `eth0.200`.
+pub fn vlan_leases(lab: &Lab) -> Check {
+    const NAME: &str =
+        "master on 192.168.200.1, nodes hold 192.168.200.101+ leases from the master (eth0.200)";
+    let mut ok = true;
+    let mut ev = String::new();
+    for m in &lab.st.machines {
+        let is_master = m.index == lab.master;
+        let held = lab
+            .sh(m, "ip -4 -o addr show dev eth0.200")
+            .map(|o| vlan_addresses(&o));
+        let dyn_lease = lab.sh(
+            m,
+            "networkctl status eth0.200 --no-pager 2>/dev/null | grep -iE 'DHCP4|Address' | head -n 3",
+        );
+        let good = match &held {
+            Ok(addrs) if is_master => addrs.contains(&Ipv4Addr::new(192, 168, 200, 1)),
+            Ok(addrs) => addrs.iter().any(|a| in_node_range(*a)),
+            Err(_) => false,
+        };
+        ok &= good;
+        ev.push_str(&format!(
+            "{} ({}): eth0.200 {}{}\n",
+            m.hostname,
+            if is_master { "master" } else { "node" },
+            match &held {
+                Ok(a) => format!("{a:?}"),
+                Err(e) => format!("unknown: {e:#}"),
+            },
+            match &dyn_lease {
+                Ok(s) if !s.trim().is_empty() => format!(" | {}", s.trim().replace('\n', " | ")),
+                _ => String::new(),
+            }
+        ));
+    }
+    if let Ok(members) = http::consul_members(&lab.st.netns, &lab.master_ip()) {
+        ev.push_str("consul advertises: ");
+        ev.push_str(
+            &members
+                .iter()
+                .map(|m| format!("{}={}", m.name, m.addr))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    Check::verdict(NAME, ok, ev)
+}
+
+fn vlan_addresses(ip_o_addr: &str) -> Vec<Ipv4Addr> {
+    ip_o_addr
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            f.find(|w| *w == "inet")?;
+            f.next()?.split('/').next()?.parse().ok()
+        })
+        .collect()
+}
+
+fn in_node_range(a: Ipv4Addr) -> bool {
+    let o = a.octets();
+    o[..3] == [192, 168, 200] && (101..=200).contains(&o[3])
+}
+
+/// `consul members` on the master lists every machine alive.
+pub fn consul_members(lab: &Lab) -> Check {
+    let n = lab.st.machines.len();
+    let name = format!("`consul members` on the master shows {n} alive");
+    Check::from_result(
+        &name,
+        (|| {
+            let out = lab.sh(lab.master(), "consul members")?;
+            let alive: Vec<&str> = out
+                .lines()
+                .skip(1)
+                .filter(|l| l.split_whitespace().nth(2) == Some("alive"))
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            let all = lab
+                .st
+                .machines
+                .iter()
+                .all(|m| alive.contains(&m.hostname.as_str()));
+            Ok(Check::verdict(&name, all && alive.len() == n, out))
+        })(),
+    )
+}
+
+/// `docker node ls` on the master lists every machine Ready (and the master as Leader).
+pub fn swarm_nodes(lab: &Lab) -> Check {
+    let n = lab.st.machines.len();
+    let name = format!("`docker node ls` on the master shows {n} Ready");
+    Check::from_result(
+        &name,
+        (|| {
+            let out = lab.sh(lab.master(), "docker node ls")?;
+            let fmt = lab.sh(
+                lab.master(),
+                "docker node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'",
+            )?;
+            let ready: Vec<&str> = fmt
+                .lines()
+                .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            let all = lab
+                .st
+                .machines
+                .iter()
+                .all(|m| ready.contains(&m.hostname.as_str()));
+            Ok(Check::verdict(&name, all && ready.len() == n, out))
+        })(),
+    )
+}
+
+/// The firstboot unit is disabled and its stamp written on every machine.
+pub fn firstboot_disabled(lab: &Lab) -> Check {
+    const NAME: &str = "cluster-lab-firstboot.service disabled (and stamped done) on every machine";
+    let mut ok = true;
+    let mut ev = String::new();
+    for m in &lab.st.machines {
+        let r = lab.sh(
+            m,
+            "systemctl is-enabled cluster-lab-firstboot.service; \
+             test -e /var/lib/cluster-lab/firstboot.done && echo stamp-present || echo stamp-missing",
+        );
+        let good = r.as_ref().is_ok_and(|o| {
+            let mut l = o.lines();
+            l.next().map(str::trim) == Some("disabled")
+                && l.next().map(str::trim) == Some("stamp-present")
+        });
+        ok &= good;
+        ev.push_str(&format!(
+            "{}: {}\n",
+            m.hostname,
+            match r {
+                Ok(o) => o.trim().replace('\n', ", "),
+                Err(e) => format!("{e:#}"),
+            }
+        ));
+    }
+    Check::verdict(NAME, ok, ev)
+}
+
+/// Nothing listens for the Docker API on TCP (2375/2376) on any machine's home-LAN address.
+pub fn docker_not_on_tcp(lab: &Lab) -> Check {
+    const NAME: &str = "Docker API not exposed on TCP (2375, 2376) on the home LAN";
+    let mut ok = true;
+    let mut ev = String::new();
+    for m in &lab.st.machines {
+        for port in [2375, 2376] {
+            let url = format!("http://{}:{port}/version", m.lan_ip);
+            let r = http::get(&lab.st.netns, &url, std::time::Duration::from_secs(3));
+            let open = r.is_ok();
+            ok &= !open;
+            ev.push_str(&format!(
+                "{}:{port} {}\n",
+                m.hostname,
+                match r {
+                    Ok(r) => format!("ANSWERS HTTP {}", r.status),
+                    Err(e) => format!("closed ({})", first_line(&format!("{e:#}"))),
+                }
+            ));
+        }
+    }
+    Check::verdict(NAME, ok, ev)
+}
+
+/// The home router is the only DHCP server answering untagged on the home LAN (the old lab's master
+/// answered there): dnsmasq's log shows offers only from itself, and no machine runs a DHCP server
+/// bound to eth0. Checked from the machines: nothing listens on UDP 67 except on the VLAN interface.
+pub fn no_dhcp_on_home_lan(lab: &Lab) -> Check {
+    const NAME: &str = "no cluster DHCP server on the home LAN (UDP 67 bound only to the VLAN)";
+    Check::from_result(
+        NAME,
+        (|| {
+            let out = lab
+                .sh(lab.master(), "ss -H -u -l -n -p 'sport = :67'")
+                .context("listing UDP 67 listeners on the master")?;
+            let bad: Vec<&str> = out
+                .lines()
+                .filter(|l| !l.contains("%eth0.200:67") && !l.trim().is_empty())
+                .collect();
+            Ok(Check::verdict(
+                NAME,
+                bad.is_empty() && !out.trim().is_empty(),
+                if out.trim().is_empty() {
+                    "no DHCP server listening on the master at all".to_string()
+                } else {
+                    out
+                },
+            ))
+        })(),
+    )
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// Which machines hold the master address on the VLAN (the election's outcome).
+pub fn masters(lab: &Lab) -> (Vec<String>, String) {
+    let mut masters = Vec::new();
+    let mut ev = String::new();
+    for m in &lab.st.machines {
+        match lab.sh(m, "ip -4 -o addr show dev eth0.200") {
+            Ok(o) => {
+                let a = vlan_addresses(&o);
+                if a.contains(&Ipv4Addr::new(192, 168, 200, 1)) {
+                    masters.push(m.hostname.clone());
+                }
+                ev.push_str(&format!("{}: eth0.200 {a:?}\n", m.hostname));
+            }
+            Err(e) => ev.push_str(&format!("{}: {e:#}\n", m.hostname)),
+        }
+    }
+    (masters, ev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_vlan_addresses() {
+        let o = "5: eth0.200    inet 192.168.200.101/24 metric 1024 brd 192.168.200.255 scope global dynamic eth0.200\\       valid_lft 3585sec preferred_lft 3585sec\n";
+        assert_eq!(vlan_addresses(o), vec![Ipv4Addr::new(192, 168, 200, 101)]);
+        assert!(in_node_range(Ipv4Addr::new(192, 168, 200, 101)));
+        assert!(!in_node_range(Ipv4Addr::new(192, 168, 200, 1)));
+        assert!(!in_node_range(Ipv4Addr::new(192, 168, 201, 150)));
+    }
+}

@@ -1,0 +1,317 @@
+//! `cargo xtask cluster test`: the acceptance test of first boot, on the real image in QEMU.
+//!
+//! Boots N machines like a user (master first, then the nodes), asserts what issue 4 promises — each
+//! assertion prints PASS or FAIL with its evidence — reboots a node, then boots three fresh machines
+//! at the same instant and asserts exactly one master. Timings go to docs/benchmarks.md. Exits non-zero
+//! when any assertion fails. Leaves nothing running (unless --keep).
+
+mod browser;
+mod checks;
+mod lab;
+mod reboot;
+mod report;
+mod timing;
+mod usecase;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use super::state::{rel, State};
+use super::up::{Formation, Up};
+use crate::arch::Arch;
+use lab::Lab;
+use report::{Check, Report};
+
+#[derive(Debug, Clone, Args)]
+pub struct Test {
+    /// Machines in the cluster, the master included (at least 3 for the overlay check).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Architecture of the image.
+    #[arg(long, value_enum, default_value = "amd64")]
+    pub arch: Arch,
+    /// The image (default: build/image/cluster-lab-<arch>.img).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Name of the test cluster (the election test uses <name>-el).
+    #[arg(long, default_value = "accept")]
+    pub name: String,
+    /// Memory per VM in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub memory: u32,
+    /// Virtual CPUs per VM.
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Seconds to wait for each formation stage.
+    #[arg(long, default_value_t = 1200)]
+    pub timeout: u64,
+    /// The preloaded container image for the overlay and routing-mesh checks (default: the image on
+    /// the master whose name mentions busybox).
+    #[arg(long)]
+    pub busybox_image: Option<String>,
+    /// Skip the simultaneous power-on election test (three more VMs).
+    #[arg(long)]
+    pub skip_election: bool,
+    /// Leave the cluster running afterwards (for `cluster ssh`, `cluster status`).
+    #[arg(long)]
+    pub keep: bool,
+    /// Do not write the timings into docs/benchmarks.md.
+    #[arg(long)]
+    pub no_record: bool,
+}
+
+impl Test {
+    fn up(&self, name: &str, nodes: usize, simultaneous: bool) -> Up {
+        Up {
+            nodes,
+            arch: self.arch,
+            image: self.image.clone(),
+            name: name.to_string(),
+            simultaneous,
+            memory: self.memory,
+            cpus: self.cpus,
+            disk_size: 4 << 30,
+            timeout: self.timeout,
+            ssh_user: "root".into(),
+            wait_swarm: !simultaneous,
+        }
+    }
+
+    pub fn run(self) -> Result<()> {
+        if !crate::tools::is_root() {
+            bail!("the VM tier needs root (network namespaces, taps, QEMU): run `sudo -E cargo xtask cluster test`");
+        }
+        if self.nodes < 2 {
+            bail!(
+                "--nodes {}: the acceptance test needs a master and at least one node",
+                self.nodes
+            );
+        }
+        let mut report = Report::default();
+        step(&format!(
+            "booting {} machines, master first ({})",
+            self.nodes, self.arch
+        ));
+        let up = self.up(&self.name, self.nodes, false);
+        let formation = up.start();
+        let Some(st) = State::load(&self.name)? else {
+            let e = formation
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+            bail!("the cluster could not even be set up: {e}");
+        };
+        let artifacts = st.artifacts();
+        let (formation, master) = match formation {
+            Ok(f) => {
+                let master = f
+                    .master
+                    .as_ref()
+                    .and_then(|h| st.machines.iter().position(|m| &m.hostname == h));
+                report.add(Check::pass(
+                    "cluster formed: master first, then the nodes; all alive in Consul and Ready in Swarm",
+                    formation_evidence(&f),
+                ));
+                (Some(f), master)
+            }
+            Err(e) => {
+                report.add(Check::fail(
+                    "cluster formed: master first, then the nodes; all alive in Consul and Ready in Swarm",
+                    format!("{e:#}"),
+                ));
+                (None, None)
+            }
+        };
+        let lab = Lab::new(st, master);
+        if lab.master != 0 {
+            report.add(Check::fail(
+                "the machine powered on first became the master",
+                format!("master is {}", lab.master().hostname),
+            ));
+        }
+
+        step("home LAN and Consul");
+        report.add(checks::home_lan_leases(&lab));
+        report.add(checks::master_reachable(&lab));
+        report.add(checks::consul_ui(&lab));
+        report.add(browser::nodes_page(&lab, &artifacts));
+        step("cluster VLAN, Consul members, Swarm");
+        report.add(checks::vlan_leases(&lab));
+        report.add(checks::consul_members(&lab));
+        report.add(checks::swarm_nodes(&lab));
+        report.add(checks::docker_not_on_tcp(&lab));
+        report.add(checks::no_dhcp_on_home_lan(&lab));
+        step("the seed's use case: overlay network, routing mesh (offline)");
+        let image = usecase::busybox_image(&lab, self.busybox_image.as_deref());
+        report.add(usecase::overlay_by_name(&lab, &image));
+        report.add(usecase::routing_mesh(&lab, &image));
+        step("first boot left behind");
+        report.add(checks::firstboot_disabled(&lab));
+        let times = timing::measure(&lab, formation.as_ref(), self.arch);
+        step("rebooting node 1");
+        let (c, reboot_times) = reboot::reboot_node(&lab);
+        report.add(c);
+
+        if !self.keep {
+            self.down(&self.name);
+        }
+
+        let mut election_master = None;
+        if !self.skip_election {
+            step("election: three fresh machines powered on at the same instant");
+            let (c, t) = self.election();
+            election_master = t;
+            report.add(c);
+        }
+
+        step("timings");
+        let table = timing::table(&times);
+        println!("{table}");
+        let section = timing::Section {
+            command: format!(
+                "cargo xtask cluster test --nodes {} --arch {}",
+                self.nodes, self.arch
+            ),
+            times: &times,
+            whole_cluster: formation.as_ref().and_then(|f| f.whole_cluster),
+            reboot_ready: reboot_times.ready_after,
+            election_master,
+            image: rel(&lab.st.image).display().to_string(),
+            vm: format!("{} MiB, {} vCPU", self.memory, self.cpus),
+        };
+        let text = section.render();
+        std::fs::write(artifacts.join("timings.md"), &text)?;
+        if !self.no_record {
+            let doc = crate::project_root().join("docs/benchmarks.md");
+            timing::record(&doc, &text)?;
+            eprintln!("cluster test: timings written to docs/benchmarks.md");
+        }
+
+        report.write(&artifacts.join("report.txt"))?;
+        println!("\n{}", report.summary());
+        eprintln!(
+            "cluster test: report, screenshot and serial logs in {}",
+            rel(&lab.st.dir()).display()
+        );
+        if report.failed() > 0 {
+            bail!(
+                "{} of {} acceptance checks failed",
+                report.failed(),
+                report.checks.len()
+            );
+        }
+        Ok(())
+    }
+
+    fn down(&self, name: &str) {
+        let errors = super::down::teardown(name);
+        if !errors.is_empty() {
+            eprintln!(
+                "cluster test: tearing down {name}:\n  {}",
+                errors.join("\n  ")
+            );
+        }
+    }
+
+    /// Three machines powered on at the same instant must end with exactly one master.
+    fn election(&self) -> (Check, Option<f64>) {
+        const NAME: &str =
+            "three machines powered on at the same instant end with exactly one master";
+        let name = format!("{}-el", self.name);
+        let up = self.up(&name, 3, true);
+        let formed = up.start();
+        let st = match State::load(&name) {
+            Ok(Some(st)) => st,
+            Ok(None) => {
+                let e = formed.err().map(|e| format!("{e:#}")).unwrap_or_default();
+                return (Check::fail(NAME, format!("could not set up: {e}")), None);
+            }
+            Err(e) => return (Check::fail(NAME, format!("{e:#}")), None),
+        };
+        let lab = Lab::new(st, None);
+        // Whatever the outcome of the wait, the machines have had their chance to elect: look at all.
+        let settle = lab.poll(Duration::from_secs(60), || {
+            let (m, _) = checks::masters(&lab);
+            Ok((!m.is_empty()).then_some(()))
+        });
+        let (masters, ev) = checks::masters(&lab);
+        let members =
+            super::http::consul_members(&lab.st.netns, &lab.machine(0).lan_ip.to_string())
+                .or_else(|_| {
+                    super::http::consul_members(&lab.st.netns, &lab.machine(1).lan_ip.to_string())
+                })
+                .or_else(|_| {
+                    super::http::consul_members(&lab.st.netns, &lab.machine(2).lan_ip.to_string())
+                });
+        let ui_t = formed.as_ref().ok().and_then(|f: &Formation| {
+            f.milestones
+                .iter()
+                .filter_map(|m| m.consul_ui)
+                .reduce(f64::min)
+        });
+        let mut evidence = format!(
+            "{ev}machines holding 192.168.200.1: {masters:?}\nformation: {}{}",
+            match &formed {
+                Ok(f) => formation_evidence(f),
+                Err(e) => format!("{e:#}"),
+            },
+            match &members {
+                Ok(m) => format!(
+                    "\nconsul members: {}",
+                    m.iter()
+                        .map(|x| format!(
+                            "{} {}{}",
+                            x.name,
+                            if x.alive() { "alive" } else { "not-alive" },
+                            if x.server { " server" } else { "" }
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Err(e) => format!("\nconsul members: {e:#}"),
+            }
+        );
+        if let Err(e) = settle {
+            evidence.push_str(&format!("\nno master after settling: {e:#}"));
+        }
+        let servers = members
+            .as_ref()
+            .map(|m| m.iter().filter(|x| x.server).count())
+            .unwrap_or(0);
+        let ok = masters.len() == 1 && servers == 1 && formed.is_ok();
+        if !self.keep {
+            self.down(&name);
+        }
+        (Check::verdict(NAME, ok, evidence), ui_t)
+    }
+}
+
+fn formation_evidence(f: &Formation) -> String {
+    let mut s = String::new();
+    for (h, m) in f.hostnames.iter().zip(&f.milestones) {
+        let t = |v: Option<f64>| v.map(|v| format!("{v:.1}s")).unwrap_or_else(|| "—".into());
+        s.push_str(&format!(
+            "{h}: login {} · agent done {} · Consul UI {} · alive {} · Ready {}\n",
+            t(m.login_prompt),
+            t(m.agent_done),
+            t(m.consul_ui),
+            t(m.consul_alive),
+            t(m.swarm_ready)
+        ));
+    }
+    s.push_str(&format!(
+        "master: {}; whole cluster {}",
+        f.master.as_deref().unwrap_or("?"),
+        f.whole_cluster
+            .map(|v| format!("{v:.1} s"))
+            .unwrap_or_else(|| "—".into())
+    ));
+    s
+}
+
+fn step(what: &str) {
+    eprintln!("\n==> cluster test: {what}");
+}

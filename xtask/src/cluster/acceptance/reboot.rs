@@ -1,0 +1,124 @@
+//! Rebooting a node: it comes back with the same VLAN address, alive in Consul and Ready in Swarm,
+//! without running first boot again.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use super::lab::Lab;
+use super::report::Check;
+use crate::cluster::http;
+
+const NAME: &str =
+    "reboot node 1: same VLAN address, alive in Consul, Ready in Swarm, firstboot not re-run";
+
+/// What the reboot measured, for the timings table.
+#[derive(Debug, Clone, Default)]
+pub struct RebootTimes {
+    /// From `systemctl reboot` to Ready in Swarm again.
+    pub ready_after: Option<f64>,
+}
+
+pub fn reboot_node(lab: &Lab) -> (Check, RebootTimes) {
+    let mut times = RebootTimes::default();
+    let c = Check::from_result(NAME, inner(lab, &mut times));
+    (c, times)
+}
+
+fn inner(lab: &Lab, times: &mut RebootTimes) -> Result<Check> {
+    let Some(node) = lab.nodes().first().copied() else {
+        bail!("needs a node besides the master");
+    };
+    let vlan = "ip -4 -o addr show dev eth0.200 | awk '{print $4}'";
+    let before_addr = lab.sh(node, vlan)?.trim().to_string();
+    let before_boot = lab
+        .sh(node, "cat /proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_string();
+    if before_addr.is_empty() {
+        bail!(
+            "{} has no address on eth0.200 before the reboot",
+            node.hostname
+        );
+    }
+    let start = Instant::now();
+    // The connection drops as the machine goes down: the exit status says nothing.
+    let _ = lab.sh(node, "systemctl reboot");
+    let boot = lab.poll(Duration::from_secs(900), || {
+        Ok(lab
+            .sh(node, "cat /proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty() && *b != before_boot))
+    })?;
+    let up_after = start.elapsed().as_secs_f64();
+    let after_addr = lab.poll(Duration::from_secs(300), || {
+        Ok(lab
+            .sh(node, vlan)
+            .ok()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty()))
+    });
+    let alive = lab.poll(Duration::from_secs(300), || {
+        let m = http::consul_members(&lab.st.netns, &lab.master_ip())?;
+        Ok(m.iter()
+            .any(|x| x.name == node.hostname && x.alive())
+            .then_some(()))
+    });
+    let ready = lab.poll(Duration::from_secs(300), || {
+        let out = lab.sh(
+            lab.master(),
+            "docker node ls --format '{{.Hostname}} {{.Status}}'",
+        )?;
+        Ok(out
+            .lines()
+            .any(|l| l.trim() == format!("{} Ready", node.hostname))
+            .then_some(()))
+    });
+    if ready.is_ok() {
+        times.ready_after = Some(start.elapsed().as_secs_f64());
+    }
+    let fb = lab.sh(
+        node,
+        "systemctl show cluster-lab-firstboot.service -p ExecMainStartTimestampMonotonic -p ActiveState; \
+         journalctl -b -q --no-pager -u cluster-lab-firstboot.service | wc -l",
+    );
+    let not_rerun = fb.as_ref().is_ok_and(|o| {
+        o.contains("ExecMainStartTimestampMonotonic=0")
+            && o.lines().last().map(str::trim) == Some("0")
+    });
+    let same = after_addr.as_ref().is_ok_and(|a| *a == before_addr);
+    let ok = same && alive.is_ok() && ready.is_ok() && not_rerun;
+    Ok(Check::verdict(
+        NAME,
+        ok,
+        format!(
+            "{}: rebooted (boot id {} → {}), SSH back after {up_after:.1} s\n\
+             eth0.200 before {before_addr}, after {}\n\
+             alive in Consul: {}\nReady in Swarm: {}{}\n\
+             firstboot this boot (ExecMainStart, state, journal lines): {}",
+            node.hostname,
+            short(&before_boot),
+            short(&boot),
+            show(&after_addr),
+            show(&alive.map(|_| "yes".to_string())),
+            show(&ready.map(|_| "yes".to_string())),
+            times
+                .ready_after
+                .map(|s| format!(" ({s:.1} s after the reboot command)"))
+                .unwrap_or_default(),
+            show(&fb.map(|o| o.trim().replace('\n', ", "))),
+        ),
+    ))
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+fn show(r: &Result<String>) -> String {
+    match r {
+        Ok(s) => s.clone(),
+        Err(e) => format!("no: {e:#}"),
+    }
+}

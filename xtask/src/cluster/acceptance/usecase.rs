@@ -1,0 +1,154 @@
+//! The seed's use case, offline: an attachable overlay network, a small web server pinned to the first
+//! node, a client on the second node fetching it by name; and a replicated service reached through the
+//! routing mesh from the home LAN. The container image is the tiny busybox image the image builder
+//! preloads (no registry is reachable).
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use super::lab::Lab;
+use super::report::Check;
+
+const NET: &str = "clvm-accept";
+const WEB: &str = "clvm-web";
+const MESH: &str = "clvm-mesh";
+const MESH_PORT: u16 = 8080;
+
+/// The preloaded busybox image on the master: `wanted` if given, else the first image whose name
+/// mentions busybox.
+pub fn busybox_image(lab: &Lab, wanted: Option<&str>) -> Result<String> {
+    if let Some(w) = wanted {
+        return Ok(w.to_string());
+    }
+    let out = lab.sh(
+        lab.master(),
+        "docker image ls --format '{{.Repository}}:{{.Tag}}'",
+    )?;
+    match out.lines().find(|l| l.contains("busybox")) {
+        Some(i) => Ok(i.trim().to_string()),
+        None => bail!(
+            "no preloaded busybox image on {} (docker image ls: {:?}); the image builder must preload one (no registry here)",
+            lab.master().hostname,
+            out.trim()
+        ),
+    }
+}
+
+/// A busybox web server answering with `text` on port 80.
+fn httpd_args(image: &str, text: &str) -> String {
+    format!(
+        "{image} busybox sh -c 'mkdir -p /www && echo {text} > /www/index.html && exec busybox httpd -f -p 80 -h /www'"
+    )
+}
+
+pub fn overlay_by_name(lab: &Lab, image: &Result<String>) -> Check {
+    const NAME: &str =
+        "overlay network: web server pinned to node 1, fetched by name from a client on node 2";
+    Check::from_result(NAME, overlay_inner(lab, image, NAME))
+}
+
+fn overlay_inner(lab: &Lab, image: &Result<String>, name: &str) -> Result<Check> {
+    let image = match image {
+        Ok(i) => i.clone(),
+        Err(e) => bail!("{e:#}"),
+    };
+    let nodes = lab.nodes();
+    let (Some(n1), Some(n2)) = (nodes.first(), nodes.get(1)) else {
+        bail!("needs two nodes besides the master (run with --nodes 3 or more)");
+    };
+    let master = lab.master();
+    lab.sh(
+        master,
+        &format!("docker network inspect {NET} >/dev/null 2>&1 || docker network create --driver overlay --attachable {NET}"),
+    )?;
+    lab.sh(
+        master,
+        &format!(
+            "docker service inspect {WEB} >/dev/null 2>&1 || docker service create --detach --name {WEB} --network {NET} --constraint node.hostname=={} {}",
+            n1.hostname,
+            httpd_args(&image, "cluster-lab-overlay-ok")
+        ),
+    )?;
+    let placed = lab.poll(Duration::from_secs(180), || {
+        let ps = lab.sh(
+            master,
+            &format!("docker service ps {WEB} --format '{{{{.Node}}}} {{{{.CurrentState}}}}' --filter desired-state=running"),
+        )?;
+        Ok(ps
+            .lines()
+            .any(|l| l.starts_with(&format!("{} Running", n1.hostname)))
+            .then_some(ps))
+    })?;
+    let fetch = lab.poll(Duration::from_secs(120), || {
+        let out = lab.sh(
+            n2,
+            &format!("docker run --rm --network {NET} {image} busybox wget -q -T 5 -O - http://{WEB}/ 2>&1 || true"),
+        )?;
+        Ok(out.contains("cluster-lab-overlay-ok").then_some(out))
+    });
+    let ok = fetch.is_ok();
+    Ok(Check::verdict(
+        name,
+        ok,
+        format!(
+            "service {WEB} on {}: {}\nclient on {} GET http://{WEB}/: {}",
+            n1.hostname,
+            placed.trim(),
+            n2.hostname,
+            match fetch {
+                Ok(o) => o.trim().to_string(),
+                Err(e) => format!("{e:#}"),
+            }
+        ),
+    ))
+}
+
+pub fn routing_mesh(lab: &Lab, image: &Result<String>) -> Check {
+    let name = format!(
+        "routing mesh: a replicated service published on :{MESH_PORT} answers on every machine's home-LAN address"
+    );
+    Check::from_result(&name, mesh_inner(lab, image, &name))
+}
+
+fn mesh_inner(lab: &Lab, image: &Result<String>, name: &str) -> Result<Check> {
+    let image = match image {
+        Ok(i) => i.clone(),
+        Err(e) => bail!("{e:#}"),
+    };
+    let master = lab.master();
+    lab.sh(
+        master,
+        &format!(
+            "docker service inspect {MESH} >/dev/null 2>&1 || docker service create --detach --name {MESH} --replicas 2 --publish published={MESH_PORT},target=80 {}",
+            httpd_args(&image, "cluster-lab-mesh-ok")
+        ),
+    )?;
+    let mut ev = String::new();
+    let mut ok = true;
+    for m in &lab.st.machines {
+        let url = format!("http://{}:{MESH_PORT}/", m.lan_ip);
+        let r = lab.poll(Duration::from_secs(180), || {
+            Ok(lab
+                .get(&url)
+                .ok()
+                .filter(|r| r.body.contains("cluster-lab-mesh-ok")))
+        });
+        ok &= r.is_ok();
+        ev.push_str(&format!(
+            "GET {url} ({}): {}\n",
+            m.hostname,
+            match r {
+                Ok(r) => format!("HTTP {} {}", r.status, r.body.trim()),
+                Err(e) => format!("{e:#}"),
+            }
+        ));
+    }
+    if let Ok(ps) = lab.sh(
+        master,
+        &format!("docker service ps {MESH} --format '{{{{.Node}}}} {{{{.CurrentState}}}}'"),
+    ) {
+        ev.push_str(&format!("tasks: {}", ps.trim().replace('\n', "; ")));
+    }
+    Ok(Check::verdict(name, ok, ev))
+}

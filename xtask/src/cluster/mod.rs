@@ -1,0 +1,58 @@
+//! `cargo xtask cluster`: the image booted as a virtual cluster in QEMU (TCG) — the proof that first
+//! boot forms a cluster — and its acceptance test.
+//!
+//! - [`switch`]: the network namespace, bridge, taps and home-router DHCP server (the "home LAN").
+//! - [`vm`]: one QEMU process, its serial log and QMP socket.
+//! - [`disk`]: per-VM copies of the image, flashed with a hostname and the test key; boot files.
+//! - [`up`], [`down`], [`status`]: the cluster's life cycle; [`watch`]: milestones while it boots.
+//! - [`acceptance`]: `cluster test`, the assertions of the acceptance test and the timings.
+
+pub mod acceptance;
+pub mod disk;
+pub mod down;
+pub mod host;
+pub mod http;
+pub mod ssh;
+pub mod state;
+pub mod status;
+pub mod switch;
+pub mod up;
+pub mod vm;
+pub mod watch;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub struct Cluster {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Boot N flashed copies of the image on a virtual switch: master first, then the nodes; wait until
+    /// every machine is alive in Consul. The VMs keep running until `cluster down`.
+    Up(up::Up),
+    /// Power off the VMs and delete the virtual switch (safe to run any time).
+    Down(down::Down),
+    /// Machines, their QEMU processes and home-LAN leases, and the Consul members the master sees.
+    Status(status::Status),
+    /// SSH into a machine with the cluster's test key (from the home LAN side): `cluster ssh node1 -- uptime`.
+    Ssh(status::SshArgs),
+    /// The acceptance test: boot a cluster, assert what issue 4 promises (PASS/FAIL with evidence),
+    /// the simultaneous-power-on election, timings into docs/benchmarks.md; exit non-zero on any FAIL.
+    Test(acceptance::Test),
+}
+
+impl Cluster {
+    pub fn run(self) -> Result<()> {
+        match self.action {
+            Action::Up(a) => a.run(),
+            Action::Down(a) => a.run(),
+            Action::Status(a) => a.run(),
+            Action::Ssh(a) => a.run(),
+            Action::Test(a) => a.run(),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! SSH into the VMs from the home LAN side (inside the cluster's namespace), with the cluster's own
+//! test key: generated once per cluster in its state directory and flashed onto every VM's card.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::host;
+
+/// The test key pair in `dir` (created when missing); returns the private key's path.
+pub fn keygen(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let key = dir.join("id_ed25519");
+    if !key.exists() {
+        host::run(&mut host::command(
+            "ssh-keygen",
+            &[
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "cluster-lab-vm-test",
+                "-f",
+                &key.display().to_string(),
+            ],
+        ))
+        .context("generating the cluster's test SSH key")?;
+    }
+    Ok(key)
+}
+
+/// The public half of a key made by [`keygen`].
+pub fn public_key(key: &Path) -> Result<String> {
+    let p = key.with_extension("pub");
+    std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// How to reach the VMs.
+#[derive(Debug, Clone)]
+pub struct Ssh {
+    pub netns: String,
+    pub key: PathBuf,
+    pub user: String,
+}
+
+impl Ssh {
+    /// `ssh … user@ip -- remote` inside the namespace; host keys are new on every first boot, so they
+    /// are neither checked nor remembered.
+    pub fn command(&self, ip: &str, remote: &str) -> Command {
+        let mut args = self.options(true);
+        args.extend([format!("{}@{ip}", self.user), "--".into(), remote.into()]);
+        host::in_netns(&self.netns, "ssh", &args)
+    }
+
+    /// An interactive login shell on the VM at `ip` (for a person at a terminal).
+    pub fn interactive(&self, ip: &str) -> Command {
+        let mut args = vec!["-t".to_string()];
+        args.extend(self.options(false));
+        args.push(format!("{}@{ip}", self.user));
+        host::in_netns(&self.netns, "ssh", &args)
+    }
+
+    fn options(&self, batch: bool) -> Vec<String> {
+        let mut o = vec!["-i".to_string(), self.key.display().to_string()];
+        let mut opt = |v: &str| o.extend(["-o".to_string(), v.to_string()]);
+        if batch {
+            opt("BatchMode=yes");
+        }
+        for v in [
+            "IdentitiesOnly=yes",
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "LogLevel=ERROR",
+            "ConnectTimeout=5",
+            "ServerAliveInterval=5",
+            "ServerAliveCountMax=3",
+        ] {
+            opt(v);
+        }
+        o
+    }
+
+    /// Run `remote` on the VM at `ip`; its stdout, or an error with the command, exit status and stderr.
+    pub fn run(&self, ip: &str, remote: &str, limit: Duration) -> Result<String> {
+        let out = host::output_within(&mut self.command(ip, remote), limit)?;
+        if !out.status.success() {
+            bail!(
+                "`{remote}` on {}@{ip} failed ({}): {}",
+                self.user,
+                out.status,
+                host::failure_text(&out)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_runs_inside_the_namespace_with_the_test_key() {
+        let ssh = Ssh {
+            netns: "clvm-lab".into(),
+            key: "/s/ssh/id_ed25519".into(),
+            user: "root".into(),
+        };
+        let line = host::render(&ssh.command("192.0.2.11", "docker node ls"));
+        assert!(
+            line.starts_with("ip netns exec clvm-lab ssh -i /s/ssh/id_ed25519 "),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(" root@192.0.2.11 -- 'docker node ls'"),
+            "{line}"
+        );
+        assert!(line.contains("BatchMode=yes"), "{line}");
+    }
+}

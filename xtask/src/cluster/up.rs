@@ -1,0 +1,353 @@
+//! `cargo xtask cluster up`: N copies of the image, each flashed with its own hostname and the test SSH
+//! key, booted in QEMU on one virtual switch with a home router; the master first, the nodes after it
+//! (or all at the same instant with `--simultaneous`), then wait until the cluster has formed.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use serde::Serialize;
+
+use super::disk;
+use super::ssh::{self, Ssh};
+use super::state::{self, rel, Machine, State};
+use super::switch::{self, Switch};
+use super::vm;
+use super::watch::{Milestones, Watcher};
+use crate::arch::Arch;
+use crate::tools;
+
+#[derive(Debug, Clone, Args)]
+pub struct Up {
+    /// Machines in the cluster, the master included (1–9).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Architecture of the image (amd64, or arm64: slower under TCG).
+    #[arg(long, value_enum, default_value = "amd64")]
+    pub arch: Arch,
+    /// The image to boot (default: build/image/cluster-lab-<arch>.img from `cargo xtask image`).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Name of the cluster: its state lives in build/cluster/<name>/, its switch in netns clvm-<name>.
+    #[arg(long, default_value = "lab")]
+    pub name: String,
+    /// Power every machine on at the same instant instead of master first (the election test).
+    #[arg(long)]
+    pub simultaneous: bool,
+    /// Memory per VM in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub memory: u32,
+    /// Virtual CPUs per VM (TCG: each one is a host thread).
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Size of each VM's disk (the "SD card"): 4G, 2048M, …
+    #[arg(long, default_value = "4G", value_parser = disk::parse_size)]
+    pub disk_size: u64,
+    /// Seconds to wait for each stage (master ready, nodes joined).
+    #[arg(long, default_value_t = 1200)]
+    pub timeout: u64,
+    /// User the test key logs in as (cluster-lab.toml's keys are for root).
+    #[arg(long, default_value = "root")]
+    pub ssh_user: String,
+    /// Also wait until every machine is Ready in Docker Swarm (checked over SSH on the master).
+    #[arg(long)]
+    pub wait_swarm: bool,
+}
+
+/// What `up` measured, written to `artifacts/formation.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Formation {
+    pub simultaneous: bool,
+    pub hostnames: Vec<String>,
+    pub master: Option<String>,
+    pub milestones: Vec<Milestones>,
+    /// Seconds from the first power-on until every machine was alive in Consul (and Ready in Swarm
+    /// when that was waited for).
+    pub whole_cluster: Option<f64>,
+}
+
+impl Up {
+    /// Hostnames: `master`, `node1`, … when powered on in order; `vm1`, `vm2`, … when simultaneous
+    /// (nobody is the master until the election says so).
+    pub fn hostnames(&self) -> Vec<String> {
+        (0..self.nodes)
+            .map(|i| match (self.simultaneous, i) {
+                (true, _) => format!("vm{}", i + 1),
+                (false, 0) => "master".to_string(),
+                (false, _) => format!("node{i}"),
+            })
+            .collect()
+    }
+
+    pub fn run(self) -> Result<()> {
+        let f = self.start()?;
+        eprintln!(
+            "cluster: {} is up — master {}; `cargo xtask cluster status --name {}`, `cargo xtask cluster down --name {}`",
+            self.name,
+            f.master.as_deref().unwrap_or("?"),
+            self.name,
+            self.name
+        );
+        Ok(())
+    }
+
+    /// Set everything up, power on, wait; the state stays (VMs keep running) for `status`, `ssh`,
+    /// the acceptance test and `down`.
+    pub fn start(&self) -> Result<Formation> {
+        state::validate_name(&self.name)?;
+        if !(1..=9).contains(&self.nodes) {
+            bail!(
+                "--nodes {}: the virtual cluster runs 1 to 9 machines",
+                self.nodes
+            );
+        }
+        if !tools::is_root() {
+            bail!("the virtual cluster needs root (network namespace, taps): run `sudo -E cargo xtask cluster up`");
+        }
+        tools::require(&[
+            vm::qemu_tool(self.arch)?,
+            tools::Tool::debian("dnsmasq", "dnsmasq-base"),
+            tools::Tool::debian("ssh", "openssh-client"),
+            tools::Tool::debian("ssh-keygen", "openssh-client"),
+            tools::CURL,
+        ])?;
+        let image = self
+            .image
+            .clone()
+            .unwrap_or_else(|| disk::default_image(self.arch));
+        if !image.is_file() {
+            bail!(
+                "image {} does not exist: build it with `cargo xtask base --arch {a}` and `cargo xtask image --arch {a}`, or pass --image",
+                image.display(),
+                a = self.arch
+            );
+        }
+
+        let leftovers = super::down::teardown(&self.name);
+        if !leftovers.is_empty() {
+            eprintln!(
+                "cluster: removed leftovers of an earlier cluster {} with errors:\n  {}",
+                self.name,
+                leftovers.join("\n  ")
+            );
+        }
+        let dir = state::dir(&self.name);
+        std::fs::create_dir_all(dir.join("artifacts"))?;
+        let key = ssh::keygen(&dir.join("ssh"))?;
+        let pubkey = ssh::public_key(&key)?;
+        let sw = Switch::for_cluster(&self.name);
+
+        let machines: Vec<Machine> = self
+            .hostnames()
+            .into_iter()
+            .enumerate()
+            .map(|(i, hostname)| {
+                let vdir = dir.join(&hostname);
+                Machine {
+                    index: i,
+                    mac: switch::mac(i),
+                    tap: switch::tap(i),
+                    lan_ip: switch::lan_ip(i),
+                    disk: vdir.join("disk.img"),
+                    files: vm::Files::new(&vdir),
+                    hostname,
+                    powered_on_ms: None,
+                }
+            })
+            .collect();
+        let mut st = State {
+            name: self.name.clone(),
+            netns: sw.netns.clone(),
+            arch: self.arch.to_string(),
+            image: image.clone(),
+            ssh_key: key.clone(),
+            ssh_user: self.ssh_user.clone(),
+            router_pid: None,
+            machines,
+        };
+        st.save()?;
+
+        let t = Instant::now();
+        eprintln!(
+            "cluster: reading kernel, initrd and cmdline.txt from {}",
+            rel(&image).display()
+        );
+        let boot = disk::extract_boot_files(&image, self.arch, &dir.join("boot"))?;
+        let cmdline = vm::kernel_cmdline(&boot.cmdline, self.arch);
+        for m in &st.machines {
+            std::fs::create_dir_all(&m.files.dir)?;
+            disk::prepare(&image, &m.disk, &m.hostname, &pubkey, self.disk_size)?;
+            eprintln!(
+                "cluster: {:<8} disk {} flashed (hostname, test key), {} MiB",
+                m.hostname,
+                rel(&m.disk).display(),
+                self.disk_size >> 20
+            );
+        }
+        eprintln!("cluster: disks ready in {:.1} s", t.elapsed().as_secs_f64());
+
+        sw.create()?;
+        for m in &st.machines {
+            sw.add_tap(&m.tap)?;
+        }
+        let leases: Vec<switch::Lease> = st
+            .machines
+            .iter()
+            .map(|m| switch::Lease {
+                mac: m.mac.clone(),
+                ip: m.lan_ip,
+                hostname: m.hostname.clone(),
+            })
+            .collect();
+        st.router_pid = Some(sw.start_router(&dir, &leases)?);
+        st.save()?;
+        eprintln!(
+            "cluster: switch {} up: bridge {} with home router {}/{} (dnsmasq), {} taps",
+            sw.netns,
+            switch::BRIDGE,
+            switch::ROUTER,
+            switch::LAN_PREFIX_LEN,
+            st.machines.len()
+        );
+
+        for m in &st.machines {
+            let spec = vm::Spec {
+                arch: self.arch,
+                hostname: m.hostname.clone(),
+                mac: m.mac.clone(),
+                tap: m.tap.clone(),
+                disk: m.disk.clone(),
+                kernel: boot.kernel.clone(),
+                initrd: boot.initrd.clone(),
+                cmdline: cmdline.clone(),
+                memory_mib: self.memory,
+                cpus: self.cpus,
+                files: m.files.clone(),
+            };
+            let pid = vm::launch(&sw.netns, &spec)?;
+            eprintln!(
+                "cluster: {:<8} QEMU pid {pid} (paused), MAC {}, LAN {}, console {}",
+                m.hostname,
+                m.mac,
+                m.lan_ip,
+                rel(&m.files.serial).display()
+            );
+        }
+
+        let ssh = Ssh {
+            netns: sw.netns.clone(),
+            key,
+            user: self.ssh_user.clone(),
+        };
+        let formation = self.power_and_wait(&mut st, ssh)?;
+        std::fs::write(
+            st.artifacts().join("formation.json"),
+            serde_json::to_vec_pretty(&formation)?,
+        )?;
+        Ok(formation)
+    }
+
+    fn power_and_wait(&self, st: &mut State, ssh: Ssh) -> Result<Formation> {
+        let timeout = Duration::from_secs(self.timeout);
+        let n = st.machines.len();
+        let all: Vec<usize> = (0..n).collect();
+        let snapshot = st.clone();
+        let mut w = Watcher::new(&snapshot, ssh);
+        let first;
+        let power = |st: &mut State, w: &mut Watcher, which: &[usize]| -> Result<Instant> {
+            let sockets: Vec<&std::path::Path> = which
+                .iter()
+                .map(|&i| snapshot.machines[i].files.qmp.as_path())
+                .collect();
+            let (at, wall) = vm::power_on(&sockets)?;
+            for &i in which {
+                w.powered_on(i, at);
+                st.machines[i].powered_on_ms = Some(state::unix_ms(wall));
+            }
+            st.save()?;
+            let names: Vec<&str> = which
+                .iter()
+                .map(|&i| snapshot.machines[i].hostname.as_str())
+                .collect();
+            eprintln!("cluster: powered on {}", names.join(", "));
+            Ok(at)
+        };
+        if self.simultaneous {
+            first = power(st, &mut w, &all)?;
+            w.wait(
+                "one machine to serve the Consul UI",
+                timeout,
+                |w| w.master.is_some(),
+                |_, _| true,
+            )?;
+        } else {
+            first = power(st, &mut w, &[0])?;
+            w.wait(
+                "the master's Consul UI",
+                timeout,
+                |w| w.milestones[0].consul_ui.is_some(),
+                |_, _| true,
+            )?;
+            if n > 1 {
+                power(st, &mut w, &all[1..])?;
+            }
+        }
+        w.wait(
+            "every machine alive in Consul",
+            timeout,
+            |w| w.milestones.iter().all(|m| m.consul_alive.is_some()),
+            |w, i| w.milestones[i].consul_alive.is_none(),
+        )?;
+        if self.wait_swarm {
+            // Swarm is checked over SSH on the master; a shorter wait, so a cluster whose Consul
+            // formed but whose SSH or Swarm does not work fails in minutes, not in --timeout.
+            w.wait(
+                "every machine Ready in Swarm",
+                timeout.min(Duration::from_secs(600)),
+                |w| w.milestones.iter().all(|m| m.swarm_ready.is_some()),
+                |w, i| w.milestones[i].swarm_ready.is_none(),
+            )?;
+        }
+        let whole = first.elapsed().as_secs_f64();
+        eprintln!("cluster: {n} machine(s) formed a cluster {whole:.1} s after the first power-on");
+        Ok(Formation {
+            simultaneous: self.simultaneous,
+            hostnames: snapshot
+                .machines
+                .iter()
+                .map(|m| m.hostname.clone())
+                .collect(),
+            master: w.master.map(|i| snapshot.machines[i].hostname.clone()),
+            milestones: w.milestones.clone(),
+            whole_cluster: Some(whole),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        up: Up,
+    }
+
+    #[test]
+    fn hostnames_name_the_master_only_when_it_is_powered_first() {
+        let up = T::parse_from(["t", "--nodes", "3"]).up;
+        assert_eq!(up.hostnames(), ["master", "node1", "node2"]);
+        let up = T::parse_from(["t", "--nodes", "3", "--simultaneous"]).up;
+        assert_eq!(up.hostnames(), ["vm1", "vm2", "vm3"]);
+    }
+
+    #[test]
+    fn disk_size_takes_units() {
+        let up = T::parse_from(["t", "--disk-size", "2G"]).up;
+        assert_eq!(up.disk_size, 2 << 30);
+        assert!(T::try_parse_from(["t", "--disk-size", "big"]).is_err());
+    }
+}
