@@ -4,6 +4,7 @@
 //! Linux (type 0x83, ext4, label `clroot`) right after it, 4 MiB-aligned. This is the layout Raspberry Pi
 //! firmware expects and what `cmdline.txt`/`fstab` can name as `LABEL=clroot` / `LABEL=CLBOOT`.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::error::{ImageError, IoContext, Result};
@@ -142,6 +143,9 @@ pub fn build_disk(
     fat::check(&tmp_path, &layout.boot)?;
     ext4::check(&tmp_path, &layout.root)?;
 
+    // tempfile creates 0600; an image is not secret.
+    std::fs::set_permissions(&tmp_path, std::fs::Permissions::from_mode(0o644))
+        .at(&tmp_path, "setting image permissions")?;
     tmp.as_file().sync_all().at(&tmp_path, "syncing image")?;
     tmp.persist(out)
         .map_err(|e| e.error)

@@ -44,21 +44,74 @@ fn table<'d>(doc: &'d mut DocumentMut, name: &str) -> Result<&'d mut Table> {
         .ok_or_else(|| ImageError::Invalid(format!("{FILE_NAME}: [{name}] must be a table")))
 }
 
-/// Set `[cluster] secret` in `text`, keeping everything else as it is.
-pub fn set_secret(text: &str, secret: &str) -> Result<String> {
+/// In `[table]`, turn a commented-out example line `# key = ...` into `key = <value>` (keeping the
+/// comment block above it). `None` when the table has the key already or no such example line.
+fn uncomment(text: &str, table: &str, key: &str, value: &toml_edit::Value) -> Option<String> {
+    let doc = parse(text).ok()?;
+    if doc.get(table).and_then(|t| t.get(key)).is_some() {
+        return None;
+    }
+    let header = format!("[{table}]");
+    let example = format!("# {key} = ");
+    let mut in_table = false;
+    let mut out = String::with_capacity(text.len() + 80);
+    let mut done = false;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_table = t == header;
+        }
+        if in_table && !done && t.starts_with(&example) {
+            let mut v = value.clone();
+            v.decor_mut().clear();
+            out.push_str(&format!("{key} = {v}\n"));
+            done = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    // The result must still parse and hold the value; otherwise fall back to a plain insert.
+    let check = parse(&out).ok()?;
+    let got = check.get(table)?.get(key)?.as_value()?.to_string();
+    (done && got.trim() == value.to_string().trim()).then_some(out)
+}
+
+/// Set `key` in `[table]`: replaces an existing value, or uncomments the file's example line, or
+/// inserts the key.
+fn set(
+    text: &str,
+    table_name: &str,
+    key: &str,
+    v: toml_edit::Value,
+    note: Option<&str>,
+) -> Result<String> {
+    if let Some(out) = uncomment(text, table_name, key, &v) {
+        return Ok(out);
+    }
     let mut doc = parse(text)?;
-    let cluster = table(&mut doc, "cluster")?;
-    let fresh = !cluster.contains_key("secret");
-    cluster.insert("secret", value(secret));
-    if fresh {
-        if let Some(mut key) = cluster.key_mut("secret") {
-            key.leaf_decor_mut().set_prefix(
-                "# Written by `cargo xtask image`: fresh for every image build, shared by every card\n\
-                 # flashed from that image.\n",
-            );
+    let t = table(&mut doc, table_name)?;
+    let fresh = !t.contains_key(key);
+    t.insert(key, Item::Value(v));
+    if let (true, Some(note)) = (fresh, note) {
+        if let Some(mut k) = t.key_mut(key) {
+            k.leaf_decor_mut().set_prefix(note);
         }
     }
     Ok(doc.to_string())
+}
+
+/// Set `[cluster] secret` in `text`, keeping everything else as it is.
+pub fn set_secret(text: &str, secret: &str) -> Result<String> {
+    set(
+        text,
+        "cluster",
+        "secret",
+        secret.into(),
+        Some(
+            "# Written by `cargo xtask image`: fresh for every image build, shared by every card\n\
+             # flashed from that image.\n",
+        ),
+    )
 }
 
 /// Read `[cluster] secret`, if set.
@@ -121,9 +174,9 @@ pub fn parse_ssh_keys(text: &str) -> Result<Vec<String>> {
 /// Set `[node] hostname` and, when given, replace `[node] ssh_authorized_keys`.
 pub fn set_node(text: &str, hostname: &str, ssh_keys: Option<&[String]>) -> Result<String> {
     validate_hostname(hostname)?;
-    let mut doc = parse(text)?;
+    let text = set(text, "node", "hostname", hostname.into(), None)?;
+    let mut doc = parse(&text)?;
     let node = table(&mut doc, "node")?;
-    node.insert("hostname", value(hostname));
     if let Some(keys) = ssh_keys {
         let mut arr = Array::new();
         for k in keys {
@@ -193,5 +246,31 @@ mod tests {
         );
         // Comments of the original survive.
         assert!(t.contains("# Shared secret of the cluster"), "{t}");
+    }
+}
+
+#[cfg(test)]
+mod uncomment_tests {
+    use super::*;
+
+    #[test]
+    fn example_line_is_uncommented_in_place() {
+        let text = "[cluster]\nname = \"x\"\n# The secret.\n# secret = \"...\"\n\n[node]\n# hostname = \"node1\"\nrole = \"auto\"\n";
+        let t = set_secret(text, "abc").unwrap();
+        assert_eq!(t, text.replace("# secret = \"...\"", "secret = \"abc\""));
+        let t = set_node(&t, "n2", None).unwrap();
+        assert!(t.contains("[node]\nhostname = \"n2\"\nrole"), "{t}");
+        // Set again: the value is replaced, not duplicated.
+        let t = set_node(&t, "n3", None).unwrap();
+        assert_eq!(t.matches("hostname").count(), 1, "{t}");
+        assert!(t.contains("hostname = \"n3\""), "{t}");
+    }
+
+    #[test]
+    fn example_line_in_another_table_is_left_alone() {
+        let text = "[node]\n# secret = \"...\"\n[cluster]\nname = \"x\"\n";
+        let t = set_secret(text, "abc").unwrap();
+        assert!(t.contains("[node]\n# secret = \"...\""), "{t}");
+        assert_eq!(secret(&t).unwrap().as_deref(), Some("abc"));
     }
 }

@@ -56,11 +56,20 @@ pub fn make_from_dir(path: &Path, part: &Partition, src_dir: &Path, label: &str)
     let label = String::from_utf8_lossy(&fat_label(label)?)
         .trim_end()
         .to_string();
+    // mkfs.vfat's own cluster size choice leaves e.g. a 256 MiB FAT32 just under 65525 clusters, which
+    // mtools (and some firmware) then take for FAT16: pick the largest cluster (up to 4 KiB) that keeps
+    // a comfortable margin.
+    let sectors_per_cluster = [8u64, 4, 2, 1]
+        .into_iter()
+        .find(|spc| part.size / (spc * 512) >= 70_000)
+        .unwrap_or(1);
     let args: Vec<OsString> = vec![
         "-F".into(),
         "32".into(),
         "-S".into(),
         "512".into(),
+        "-s".into(),
+        sectors_per_cluster.to_string().into(),
         "-n".into(),
         label.into(),
         format!("--offset={}", part.start / 512).into(),

@@ -124,3 +124,30 @@ fn fat32_needs_room() {
     .unwrap_err();
     assert!(err.to_string().contains("too small for FAT32"), "{err}");
 }
+
+#[test]
+fn boot_partition_of_256_mib_is_real_fat32_for_mtools() {
+    // mkfs.vfat's default cluster size leaves 256 MiB just under the FAT32 cluster minimum, and mtools
+    // then refuses to copy into the root ("No directory slots"); build_disk picks the cluster size.
+    let dir = tempfile::tempdir().unwrap();
+    let (boot, root) = (dir.path().join("b"), dir.path().join("r"));
+    for i in 0..5 {
+        write(&boot.join(format!("overlays/o{i}.dtbo")), b"dtb");
+    }
+    write(&boot.join("kernel8.img"), &vec![3u8; 2 << 20]);
+    write(&root.join("y"), b"y");
+    let out = dir.path().join("b256.img");
+    let layout = build_disk(
+        &out,
+        &boot,
+        256 * MIB,
+        &root,
+        Some(16 * MIB),
+        &Labels::default(),
+    )
+    .unwrap();
+    let vol = fat::FatVolume::open(&out, &layout.boot, false).unwrap();
+    assert_eq!(vol.fat_type(), fatfs::FatType::Fat32);
+    assert_eq!(vol.read("overlays/o4.dtbo").unwrap().unwrap(), b"dtb");
+    assert_eq!(vol.read("kernel8.img").unwrap().unwrap().len(), 2 << 20);
+}
