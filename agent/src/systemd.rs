@@ -23,6 +23,13 @@ pub async fn restart_no_block(unit: &str) -> Result<(), CommandError> {
         .map(drop)
 }
 
+/// Restart those of `units` that are running (leaves stopped ones alone).
+pub async fn try_restart(units: &[&str]) -> Result<(), CommandError> {
+    let mut args = vec!["try-restart"];
+    args.extend_from_slice(units);
+    run("systemctl", args).await.map(drop)
+}
+
 /// Send `unit` its reload signal.
 pub async fn reload(unit: &str) -> Result<(), CommandError> {
     run("systemctl", ["reload", unit]).await.map(drop)

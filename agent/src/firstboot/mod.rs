@@ -88,7 +88,13 @@ impl Firstboot {
     pub async fn run(&self) -> anyhow::Result<Option<Summary>> {
         let net = &self.settings.network;
         let vlan_if = net.vlan_interface();
-        self.step_hostname()?;
+        if self.step_hostname()? {
+            // dockerd (the Swarm node name) and avahi (<hostname>.local) read the hostname when they start; they may
+            // have started before this step on first boot.
+            systemd::try_restart(&[systemd::DOCKER_UNIT, "avahi-daemon.service"])
+                .await
+                .context("restarting services that read the hostname")?;
+        }
         self.install(&RenderedFile {
             path: ETC_CONFIG.into(),
             contents: self.config_text.clone(),
@@ -138,17 +144,19 @@ impl Firstboot {
         Ok(Some(summary))
     }
 
-    fn step_hostname(&self) -> anyhow::Result<()> {
+    /// Returns whether the kernel hostname changed.
+    fn step_hostname(&self) -> anyhow::Result<bool> {
         self.install(&hostname::render_hostname_file(&self.hostname))?;
         let hosts_path = self.root.join("etc/hosts");
         let current = std::fs::read_to_string(&hosts_path).unwrap_or_default();
         self.install(&hostname::render_hosts_file(&current, &self.hostname))?;
-        if !self.dry_run && self.root == Path::new("/") {
-            let changed =
-                hostname::set_kernel_hostname(&self.hostname).context("setting the hostname")?;
-            tracing::info!(hostname = %self.hostname, changed, "hostname set");
+        if self.dry_run || self.root != Path::new("/") {
+            return Ok(false);
         }
-        Ok(())
+        let changed =
+            hostname::set_kernel_hostname(&self.hostname).context("setting the hostname")?;
+        tracing::info!(hostname = %self.hostname, changed, "hostname set");
+        Ok(changed)
     }
 
     /// The role: remembered from an earlier run, else configured, else elected on the VLAN. An elected master
