@@ -140,7 +140,7 @@ async fn candidate(ns: String, interface: String, mac: Mac) -> ClusterRole {
             master: true,
         };
         let _ = tokio::time::timeout(
-            Duration::from_secs(30),
+            Duration::from_secs(15),
             announce_master(&socket, &claim, Duration::from_millis(500)),
         )
         .await;
