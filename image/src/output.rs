@@ -73,6 +73,20 @@ pub fn remove_previous(out: &Path) -> Result<()> {
 /// Hash the finished raw image `work` (and compress it, unless `Compression::None`), then rename
 /// everything into place: `OUT.img`, `OUT.img.zst|xz`, and last `OUT.sha256` (sha256sum format).
 pub fn publish(work: &Path, out: &Path, compression: Compression) -> Result<Published> {
+    let partials = [
+        compression.extension().map(|e| partial(&with_ext(out, e))),
+        Some(partial(&with_ext(out, "sha256"))),
+    ];
+    let result = publish_inner(work, out, compression);
+    if result.is_err() {
+        for p in partials.iter().flatten() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    result
+}
+
+fn publish_inner(work: &Path, out: &Path, compression: Compression) -> Result<Published> {
     let image = with_ext(out, "img");
     let image_size = std::fs::metadata(work)
         .at(work, "reading image size")?
