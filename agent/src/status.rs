@@ -19,6 +19,8 @@ pub struct Status {
     pub firstboot_done: bool,
     pub vlan_interface: String,
     pub vlan_addresses: Vec<Ipv4Addr>,
+    /// The node's DHCP lease on the VLAN, as networkd keeps it (none on the master).
+    pub lease: Option<Lease>,
     pub consul_leader: Option<String>,
     pub consul_members: Vec<Member>,
     pub swarm: Option<LocalState>,
@@ -43,6 +45,10 @@ impl Status {
         if vlan_addresses.is_empty() {
             problems.push(format!("{vlan_interface} has no IPv4 address"));
         }
+        let lease = nix::net::if_::if_nametoindex(vlan_interface)
+            .ok()
+            .and_then(|i| std::fs::read_to_string(format!("{NETWORKD_LEASES}/{i}")).ok())
+            .and_then(|text| Lease::parse(&text));
         let (consul_leader, consul_members) = match (consul.leader().await, consul.members().await)
         {
             (Ok(leader), Ok(members)) => (leader, members),
@@ -101,6 +107,7 @@ impl Status {
             firstboot_done: stamp::is_done(root),
             vlan_interface: vlan_interface.into(),
             vlan_addresses,
+            lease,
             consul_leader,
             consul_members,
             swarm,
@@ -160,7 +167,54 @@ impl Status {
     }
 }
 
+/// Where systemd-networkd keeps DHCP leases, one file per interface index.
+pub const NETWORKD_LEASES: &str = "/run/systemd/netif/leases";
+
+/// A DHCP lease as networkd records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub address: Ipv4Addr,
+    pub server: Ipv4Addr,
+    pub lifetime_secs: u64,
+}
+
+impl Lease {
+    /// Parse networkd's `KEY=value` lease file; `None` when the essential keys are missing.
+    pub fn parse(text: &str) -> Option<Lease> {
+        let get = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::trim)
+        };
+        Some(Lease {
+            address: get("ADDRESS")?.parse().ok()?,
+            server: get("SERVER_ADDRESS")?.parse().ok()?,
+            lifetime_secs: get("LIFETIME").and_then(|v| v.parse().ok()).unwrap_or(0),
+        })
+    }
+}
+
 /// Defaults for the target.
 pub fn docker_socket() -> &'static Path {
     Path::new(swarm::SOCKET)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_networkd_lease() {
+        let text = "# This is private data. Do not parse.\nADDRESS=192.168.200.101\nNETMASK=255.255.255.0\n\
+                    SERVER_ADDRESS=192.168.200.1\nT1=1800\nT2=3150\nLIFETIME=3600\nCLIENTID=01525400123456\n";
+        assert_eq!(
+            Lease::parse(text),
+            Some(Lease {
+                address: "192.168.200.101".parse().unwrap(),
+                server: "192.168.200.1".parse().unwrap(),
+                lifetime_secs: 3600,
+            })
+        );
+        assert_eq!(Lease::parse("ADDRESS=192.168.200.101\n"), None);
+    }
 }
