@@ -9,10 +9,10 @@ use anyhow::{bail, Context, Result};
 
 use super::host;
 
-/// The test key pair in `dir` (created when missing); returns the private key's path.
-pub fn keygen(dir: &Path) -> Result<PathBuf> {
+/// The key pair `name` in `dir` (created when missing); returns the private key's path.
+pub fn keygen(dir: &Path, name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let key = dir.join("id_ed25519");
+    let key = dir.join(name);
     if !key.exists() {
         host::run(&mut host::command(
             "ssh-keygen",
@@ -43,7 +43,8 @@ pub fn public_key(key: &Path) -> Result<String> {
 #[derive(Debug, Clone)]
 pub struct Ssh {
     pub netns: String,
-    pub key: PathBuf,
+    /// Keys offered in order: the key flashed in cluster-lab.toml first, then the harness key if any.
+    pub keys: Vec<PathBuf>,
     pub user: String,
 }
 
@@ -65,7 +66,10 @@ impl Ssh {
     }
 
     fn options(&self, batch: bool) -> Vec<String> {
-        let mut o = vec!["-i".to_string(), self.key.display().to_string()];
+        let mut o = Vec::new();
+        for k in &self.keys {
+            o.extend(["-i".to_string(), k.display().to_string()]);
+        }
         let mut opt = |v: &str| o.extend(["-o".to_string(), v.to_string()]);
         if batch {
             opt("BatchMode=yes");
@@ -107,7 +111,7 @@ mod tests {
     fn ssh_runs_inside_the_namespace_with_the_test_key() {
         let ssh = Ssh {
             netns: "clvm-lab".into(),
-            key: "/s/ssh/id_ed25519".into(),
+            keys: vec!["/s/ssh/id_ed25519".into()],
             user: "root".into(),
         };
         let line = host::render(&ssh.command("192.0.2.11", "docker node ls"));

@@ -17,7 +17,11 @@ pub struct State {
     pub netns: String,
     pub arch: String,
     pub image: PathBuf,
+    /// The test key flashed into every card's cluster-lab.toml.
     pub ssh_key: PathBuf,
+    /// With `--harness-key`: a second key the harness wrote straight into root's authorized_keys.
+    #[serde(default)]
+    pub harness_key: Option<PathBuf>,
     pub ssh_user: String,
     pub router_pid: Option<u32>,
     pub machines: Vec<Machine>,
@@ -114,6 +118,17 @@ impl State {
                         .join(", ")
                 )
             })
+    }
+
+    /// SSH with every key this cluster has (flashed key first).
+    pub fn ssh(&self) -> super::ssh::Ssh {
+        let mut keys = vec![self.ssh_key.clone()];
+        keys.extend(self.harness_key.clone());
+        super::ssh::Ssh {
+            netns: self.netns.clone(),
+            keys,
+            user: self.ssh_user.clone(),
+        }
     }
 
     pub fn router_files(&self) -> super::switch::RouterFiles {

@@ -6,7 +6,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::http;
-use super::ssh::Ssh;
 use super::state::{rel, State};
 
 #[derive(Debug, Clone, Args)]
@@ -91,11 +90,7 @@ impl SshArgs {
     pub fn run(self) -> Result<()> {
         let st = State::require(&self.name)?;
         let m = st.machine(&self.machine)?;
-        let ssh = Ssh {
-            netns: st.netns.clone(),
-            key: st.ssh_key.clone(),
-            user: st.ssh_user.clone(),
-        };
+        let ssh = st.ssh();
         let ip = m.lan_ip.to_string();
         if self.command.is_empty() {
             let status = ssh.interactive(&ip).status().context("running ssh")?;

@@ -53,6 +53,10 @@ pub struct Up {
     /// Also wait until every machine is Ready in Docker Swarm (checked over SSH on the master).
     #[arg(long)]
     pub wait_swarm: bool,
+    /// Harness aid for images that do not install cluster-lab.toml's SSH keys: also write a second
+    /// test key straight into /root/.ssh/authorized_keys of every VM's root filesystem.
+    #[arg(long)]
+    pub harness_key: bool,
 }
 
 /// What `up` measured, written to `artifacts/formation.json`.
@@ -134,8 +138,13 @@ impl Up {
         }
         let dir = state::dir(&self.name);
         std::fs::create_dir_all(dir.join("artifacts"))?;
-        let key = ssh::keygen(&dir.join("ssh"))?;
+        let key = ssh::keygen(&dir.join("ssh"), "id_ed25519")?;
         let pubkey = ssh::public_key(&key)?;
+        let harness_key = if self.harness_key {
+            Some(ssh::keygen(&dir.join("ssh"), "harness_ed25519")?)
+        } else {
+            None
+        };
         let sw = Switch::for_cluster(&self.name);
 
         let machines: Vec<Machine> = self
@@ -162,6 +171,7 @@ impl Up {
             arch: self.arch.to_string(),
             image: image.clone(),
             ssh_key: key.clone(),
+            harness_key: harness_key.clone(),
             ssh_user: self.ssh_user.clone(),
             router_pid: None,
             machines,
@@ -178,6 +188,9 @@ impl Up {
         for m in &st.machines {
             std::fs::create_dir_all(&m.files.dir)?;
             disk::prepare(&image, &m.disk, &m.hostname, &pubkey, self.disk_size)?;
+            if let Some(k) = &harness_key {
+                disk::add_root_key(&m.disk, &k.with_extension("pub"))?;
+            }
             eprintln!(
                 "cluster: {:<8} disk {} flashed (hostname, test key), {} MiB",
                 m.hostname,
@@ -235,11 +248,7 @@ impl Up {
             );
         }
 
-        let ssh = Ssh {
-            netns: sw.netns.clone(),
-            key,
-            user: self.ssh_user.clone(),
-        };
+        let ssh = st.ssh();
         let formation = self.power_and_wait(&mut st, ssh)?;
         std::fs::write(
             st.artifacts().join("formation.json"),

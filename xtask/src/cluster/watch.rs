@@ -173,6 +173,18 @@ impl<'a> Watcher<'a> {
             if done(self) {
                 return Ok(());
             }
+            if let Some(e) = self
+                .ssh_error
+                .as_ref()
+                .filter(|e| e.contains("Permission denied"))
+            {
+                if start.elapsed() > Duration::from_secs(120) {
+                    bail!(
+                        "waiting for {what}: SSH to the master with the test key flashed in cluster-lab.toml is refused \
+                         ({e}); the image does not install [node] ssh_authorized_keys (use --harness-key to test the rest)"
+                    );
+                }
+            }
             if start.elapsed() > timeout {
                 let mut msg = format!("timed out after {} s waiting for {what}", timeout.as_secs());
                 for (i, m) in self.state.machines.iter().enumerate() {

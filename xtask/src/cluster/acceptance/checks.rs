@@ -63,6 +63,57 @@ pub fn master_reachable(lab: &Lab) -> Check {
     Check::verdict(NAME, ping_ok && ssh.is_ok(), ev)
 }
 
+/// Every machine lets root in with the key `flash` wrote into its cluster-lab.toml (that key alone).
+pub fn flashed_key(lab: &Lab) -> Check {
+    const NAME: &str = "SSH as root with the key flashed into cluster-lab.toml, on every machine";
+    let ssh = crate::cluster::ssh::Ssh {
+        keys: vec![lab.st.ssh_key.clone()],
+        ..lab.ssh.clone()
+    };
+    let mut ok = true;
+    let mut ev = String::new();
+    for m in &lab.st.machines {
+        let r = ssh.run(
+            &m.lan_ip.to_string(),
+            "hostname",
+            std::time::Duration::from_secs(30),
+        );
+        ok &= r.is_ok();
+        ev.push_str(&format!(
+            "{}: {}\n",
+            m.hostname,
+            match r {
+                Ok(h) => format!("logged in, hostname {}", h.trim()),
+                Err(e) => format!("{e:#}"),
+            }
+        ));
+    }
+    Check::verdict(NAME, ok, ev)
+}
+
+/// Every machine runs with the hostname it was flashed with.
+pub fn hostnames(lab: &Lab) -> Check {
+    const NAME: &str = "every machine has the hostname flashed into its cluster-lab.toml";
+    let mut ok = true;
+    let mut ev = String::new();
+    for m in &lab.st.machines {
+        let r = lab.sh(m, "hostname; cat /etc/hostname");
+        ok &= r
+            .as_ref()
+            .is_ok_and(|o| o.lines().all(|l| l.trim() == m.hostname) && o.lines().count() == 2);
+        ev.push_str(&format!(
+            "{} ({}): {}\n",
+            m.hostname,
+            m.lan_ip,
+            match r {
+                Ok(o) => o.trim().replace('\n', " / "),
+                Err(e) => format!("{e:#}"),
+            }
+        ));
+    }
+    Check::verdict(NAME, ok, ev)
+}
+
 /// `http://<master-lan-ip>:8500/ui/` is Consul's web UI.
 pub fn consul_ui(lab: &Lab) -> Check {
     let url = format!("http://{}:8500/ui/", lab.master_ip());

@@ -18,11 +18,7 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(st: State, master: Option<usize>) -> Lab {
-        let ssh = Ssh {
-            netns: st.netns.clone(),
-            key: st.ssh_key.clone(),
-            user: st.ssh_user.clone(),
-        };
+        let ssh = st.ssh();
         Lab {
             st,
             ssh,

@@ -58,6 +58,11 @@ pub struct Test {
     /// Leave the cluster running afterwards (for `cluster ssh`, `cluster status`).
     #[arg(long)]
     pub keep: bool,
+    /// Harness aid: also write a second test key straight into every VM's /root/.ssh/authorized_keys,
+    /// so the checks run over SSH even when the image does not install the flashed key (that is
+    /// still checked on its own and FAILs).
+    #[arg(long)]
+    pub harness_key: bool,
     /// Do not write the timings into docs/benchmarks.md.
     #[arg(long)]
     pub no_record: bool,
@@ -77,6 +82,7 @@ impl Test {
             timeout: self.timeout,
             ssh_user: "root".into(),
             wait_swarm: !simultaneous,
+            harness_key: self.harness_key,
         }
     }
 
@@ -136,6 +142,8 @@ impl Test {
         step("home LAN and Consul");
         report.add(checks::home_lan_leases(&lab));
         report.add(checks::master_reachable(&lab));
+        report.add(checks::flashed_key(&lab));
+        report.add(checks::hostnames(&lab));
         report.add(checks::consul_ui(&lab));
         report.add(browser::nodes_page(&lab, &artifacts));
         step("cluster VLAN, Consul members, Swarm");
