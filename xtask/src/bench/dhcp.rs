@@ -168,11 +168,6 @@ impl Dhcp {
         let teardown = topo.teardown();
 
         let command = command_line(&self, &servers);
-        let date_fmt = "+%Y-%m-%d %H:%M UTC";
-        let date = cmd!(sh, "date -u {date_fmt}")
-            .quiet()
-            .read()
-            .unwrap_or_default();
         let section = report::render(&report::Run {
             date: &date,
             machine: &machine,

@@ -109,7 +109,9 @@ impl Server {
                 let bin = cluster_lab.context("cluster-lab was not built")?;
                 let config = dir.join("cluster-lab.toml");
                 write(&config, &cluster_lab_config(&leases))?;
-                cmd.arg(bin)
+                // Warnings only, like the other two: no line per OFFER and ACK.
+                cmd.env("CLUSTER_LAB_LOG", "warn")
+                    .arg(bin)
                     .arg("dhcpd")
                     .arg("--config")
                     .arg(&config)
