@@ -2,7 +2,10 @@
 //!
 //! Every name starts with `clbench-`, so bench traffic never leaves these namespaces. Leftovers of an earlier
 //! run (namespaces, links, processes still inside the namespaces) are removed before building, and again when
-//! the topology is torn down or dropped; teardown collects its errors and keeps going.
+//! the topology is torn down or dropped; teardown collects its errors and keeps going. A bench stopped with
+//! Ctrl-C leaves the namespaces behind; the next run removes them first.
+
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use xshell::{cmd, Cmd, Shell};
@@ -46,8 +49,7 @@ impl<'a> Topology<'a> {
             (SERVER_NS, SERVER_IF, server_addr),
             (CLIENT_NS, CLIENT_IF, client_addr),
         ] {
-            // nodad: the address is usable at once; there is nobody else on this link.
-            run(cmd!(sh, "ip -n {ns} addr add {addr} dev {dev} nodad"))?;
+            run(cmd!(sh, "ip -n {ns} addr add {addr} dev {dev}"))?;
             run(cmd!(sh, "ip -n {ns} link set {dev} up"))?;
         }
         Ok(topo)
@@ -89,7 +91,10 @@ fn clean(sh: &Shell) -> Vec<String> {
         let pids = cmd!(sh, "ip netns pids {ns}").read().unwrap_or_default();
         for pid in pids.split_whitespace() {
             if let Err(e) = run(cmd!(sh, "kill -KILL {pid}")) {
-                errors.push(format!("{e:#}"));
+                // Gone between listing and killing: nothing left to do.
+                if Path::new("/proc").join(pid).exists() {
+                    errors.push(format!("{e:#}"));
+                }
             }
         }
         if let Err(e) = run(cmd!(sh, "ip netns del {ns}")) {
