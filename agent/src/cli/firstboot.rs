@@ -111,6 +111,7 @@ impl FirstbootArgs {
             secret,
             root: root.to_path_buf(),
             dry_run: self.dry_run,
+            env: crate::firstboot::Environment::target(),
         })
     }
 }

@@ -2,7 +2,6 @@
 //! Consul's KV store, and the services registered in Consul.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,7 +9,7 @@ use anyhow::Context;
 use super::{wait_for_address, wait_until, Firstboot};
 use crate::claims::ClaimSocket;
 use crate::consul::api::Service;
-use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams, DATA_DIR};
+use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
 use crate::consul::keys::gossip_key;
 use crate::consul::ConsulClient;
 use crate::election::{Claim, ClusterRole};
@@ -41,15 +40,14 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     tracing::info!(interface = %vlan_if, address = %master, "master address up");
 
     let dhcpd = systemd::dhcpd_unit(&vlan_if);
-    systemd::enable(&dhcpd).await?;
-    systemd::start_no_block(&dhcpd).await?;
+    fb.env.services.enable_and_start(&dhcpd, false).await?;
     let consul = consul_server(fb).await?;
     if let Some(task) = announcer {
         // dhcpd has had the time the Consul leader election took to come up; stop announcing.
         task.abort();
     }
 
-    let docker = Swarm::connect(Path::new(swarm::SOCKET), Duration::from_secs(300))
+    let docker = Swarm::connect(&fb.env.docker_socket, Duration::from_secs(300))
         .await
         .context("connecting to dockerd")?;
     let outcome = docker.init(master).await?;
@@ -71,19 +69,17 @@ async fn consul_server(fb: &Firstboot) -> anyhow::Result<ConsulClient> {
     let params = ConsulParams {
         datacenter: datacenter_name(&fb.settings.cluster.name),
         node_name: fb.hostname.to_string(),
-        data_dir: DATA_DIR.into(),
+        data_dir: fb.env.consul_data_dir.clone(),
         bind: BindAddr::Addr(fb.settings.network.master),
         master: fb.settings.network.master,
         gossip_key: gossip_key(&fb.secret),
     };
     let changed = fb.install(&AgentConfig::server(&params).render())?;
-    systemd::enable(systemd::CONSUL_UNIT).await?;
-    if changed {
-        systemd::restart_no_block(systemd::CONSUL_UNIT).await?;
-    } else {
-        systemd::start_no_block(systemd::CONSUL_UNIT).await?;
-    }
-    let client = ConsulClient::local();
+    fb.env
+        .services
+        .enable_and_start(systemd::CONSUL_UNIT, changed)
+        .await?;
+    let client = ConsulClient::new(fb.env.consul);
     let leader = wait_until(
         "consul server electing itself leader",
         Duration::from_secs(180),

@@ -5,8 +5,9 @@
 //! hostname → effective config in /etc → VLAN → role → networkd files → (master | node) → stamp.
 
 mod elect;
-mod master;
-mod node;
+pub mod master;
+pub mod node;
+mod services;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use crate::render::RenderedFile;
 use crate::{claims, networkd, stamp, systemd, vlan};
 
 pub use elect::{announce_master, elect, ElectionError, ElectionSetup};
+pub use services::{Environment, Services, Systemd};
 
 /// Where the agent keeps the effective configuration for services that run after first boot (dhcpd).
 pub const ETC_CONFIG: &str = "/etc/cluster-lab/cluster-lab.toml";
@@ -37,6 +39,8 @@ pub struct Firstboot {
     pub root: PathBuf,
     /// Only report what would change.
     pub dry_run: bool,
+    /// The services first boot configures and how to reach them.
+    pub env: Environment,
 }
 
 /// What first boot ended with.
@@ -91,7 +95,9 @@ impl Firstboot {
         if self.step_hostname()? {
             // dockerd (the Swarm node name) and avahi (<hostname>.local) read the hostname when they start; they may
             // have started before this step on first boot.
-            systemd::try_restart(&[systemd::DOCKER_UNIT, "avahi-daemon.service"])
+            self.env
+                .services
+                .try_restart(&[systemd::DOCKER_UNIT, "avahi-daemon.service"])
                 .await
                 .context("restarting services that read the hostname")?;
         }
@@ -118,7 +124,9 @@ impl Firstboot {
         let (role, claim_socket) = self.step_role().await?;
         for file in networkd::render(net, role).context("rendering networkd files")? {
             if self.install(&file)? && !self.dry_run {
-                systemd::networkd_reload()
+                self.env
+                    .services
+                    .networkd_reload()
                     .await
                     .context("reloading networkd")?;
             }
@@ -138,7 +146,9 @@ impl Firstboot {
         };
         stamp::mark_done(&self.root, &summary.console_line())
             .context("writing the firstboot stamp")?;
-        systemd::disable(systemd::FIRSTBOOT_UNIT)
+        self.env
+            .services
+            .disable(systemd::FIRSTBOOT_UNIT)
             .await
             .context("disabling the firstboot unit")?;
         Ok(Some(summary))

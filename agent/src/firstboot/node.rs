@@ -2,17 +2,16 @@
 //! join token read through Consul, the Swarm joined as a worker, and engine labels (arch, hostname).
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::{wait_for_address, wait_until, Firstboot};
 use crate::consul::api::Service;
-use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams, DATA_DIR};
+use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
 use crate::consul::keys::gossip_key;
 use crate::consul::ConsulClient;
-use crate::swarm::{self, Swarm};
+use crate::swarm::Swarm;
 use crate::{docker_labels, systemd, token};
 
 /// Returns the node's VLAN address.
@@ -30,19 +29,17 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
     let params = ConsulParams {
         datacenter: datacenter_name(&fb.settings.cluster.name),
         node_name: fb.hostname.to_string(),
-        data_dir: DATA_DIR.into(),
+        data_dir: fb.env.consul_data_dir.clone(),
         bind: BindAddr::Interface(vlan_if.clone()),
         master: net.master,
         gossip_key: gossip_key(&fb.secret),
     };
     let changed = fb.install(&AgentConfig::client(&params).render())?;
-    systemd::enable(systemd::CONSUL_UNIT).await?;
-    if changed {
-        systemd::restart_no_block(systemd::CONSUL_UNIT).await?;
-    } else {
-        systemd::start_no_block(systemd::CONSUL_UNIT).await?;
-    }
-    let consul = ConsulClient::local();
+    fb.env
+        .services
+        .enable_and_start(systemd::CONSUL_UNIT, changed)
+        .await?;
+    let consul = ConsulClient::new(fb.env.consul);
     wait_until(
         "consul client joining the master",
         Duration::from_secs(300),
@@ -71,7 +68,7 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
     .await?;
     let join_token = token::open(&fb.secret, &sealed)?;
 
-    let docker = Swarm::connect(Path::new(swarm::SOCKET), Duration::from_secs(300))
+    let docker = Swarm::connect(&fb.env.docker_socket, Duration::from_secs(300))
         .await
         .context("connecting to dockerd")?;
     let outcome = docker.join(address, net.master, &join_token).await?;
@@ -87,7 +84,9 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
         ],
     )?;
     if fb.install(&labels)? {
-        systemd::reload(systemd::DOCKER_UNIT)
+        fb.env
+            .services
+            .reload(systemd::DOCKER_UNIT)
             .await
             .context("reloading dockerd for its labels")?;
     }

@@ -115,6 +115,7 @@ pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: 
 }
 
 /// A daemon started by the test; stopped (SIGTERM, then SIGKILL) on drop. Its output goes to `log`.
+#[derive(Debug)]
 pub struct Daemon {
     pub name: String,
     pub child: Child,

@@ -1,0 +1,348 @@
+//! Root tier: the master and node parts of `cluster-lab firstboot`, run concurrently in two network namespaces
+//! joined by a veth pair named like the VLAN (`clfbm.200` / `clfbn.200`), against real Consul 1.8.7 and real
+//! dockerd, then run again to show a second run changes nothing.
+//!
+//! The one stand-in is the service manager (there is no systemd here): starting `consul.service` runs the Consul
+//! agent from the configuration first boot wrote, reloading `docker.service` sends dockerd SIGHUP, and the
+//! networkd-assigned VLAN addresses are put on the links by the test. The VLAN itself and the election are covered
+//! by root_vlan and root_election; the whole boot by the QEMU cluster proof.
+
+mod nslab;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cluster_lab::config::Settings;
+use cluster_lab::consul::ConsulClient;
+use cluster_lab::firstboot::{master, node, Environment, Firstboot, Services};
+use cluster_lab::hostname::Hostname;
+use cluster_lab::swarm::Swarm;
+use futures_util::future::BoxFuture;
+use nslab::{require_root, require_tool, run, veth, Daemon, Netns};
+
+const SECRET: &str = "root-firstboot-secret-0123456789";
+
+/// The service manager of one machine.
+#[derive(Debug)]
+struct TestServices {
+    ns_path: PathBuf,
+    root: PathBuf,
+    dockerd_pid: i32,
+    consul: Mutex<Option<Daemon>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl TestServices {
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+impl Services for TestServices {
+    fn enable_and_start(&self, unit: &str, restart: bool) -> BoxFuture<'_, anyhow::Result<()>> {
+        self.record(format!("start {unit} restart={restart}"));
+        if unit == "consul.service" {
+            let mut consul = self.consul.lock().unwrap();
+            let running = consul
+                .as_mut()
+                .is_some_and(|d| d.child.try_wait().ok().flatten().is_none());
+            if restart || !running {
+                if let Some(mut old) = consul.take() {
+                    old.stop();
+                }
+                let config = self.root.join("etc/consul.d/cluster-lab.json");
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--net={}", self.ns_path.display()))
+                    .args(["--", "consul", "agent", "-config-file"])
+                    .arg(&config);
+                *consul = Some(Daemon::spawn("consul", cmd, &self.root.join("consul.log")));
+            }
+        }
+        Box::pin(async { Ok(()) })
+    }
+    fn reload(&self, unit: &str) -> BoxFuture<'_, anyhow::Result<()>> {
+        self.record(format!("reload {unit}"));
+        if unit == "docker.service" {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.dockerd_pid),
+                nix::sys::signal::Signal::SIGHUP,
+            )
+            .unwrap();
+        }
+        Box::pin(async { Ok(()) })
+    }
+    fn try_restart(&self, units: &[&str]) -> BoxFuture<'_, anyhow::Result<()>> {
+        self.record(format!("try-restart {}", units.join(" ")));
+        Box::pin(async { Ok(()) })
+    }
+    fn networkd_reload(&self) -> BoxFuture<'_, anyhow::Result<()>> {
+        self.record("networkd reload".into());
+        Box::pin(async { Ok(()) })
+    }
+    fn disable(&self, unit: &str) -> BoxFuture<'_, anyhow::Result<()>> {
+        self.record(format!("disable {unit}"));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+struct Machine {
+    ns: Netns,
+    root: PathBuf,
+    socket: PathBuf,
+    dockerd: Daemon,
+    services: Arc<TestServices>,
+    fb: Firstboot,
+}
+
+impl Machine {
+    fn new(ns: Netns, dir: &Path, name: &str, interface: &str) -> Machine {
+        let root = dir.join(name);
+        std::fs::create_dir_all(root.join("etc/docker")).unwrap();
+        std::fs::write(root.join("etc/docker/daemon.json"), "{}\n").unwrap();
+        let socket = root.join("docker.sock");
+        let mut cmd = ns.command("dockerd");
+        cmd.arg(format!(
+            "--config-file={}",
+            root.join("etc/docker/daemon.json").display()
+        ))
+        .arg(format!(
+            "--data-root={}",
+            root.join("docker-data").display()
+        ))
+        .arg(format!(
+            "--exec-root={}",
+            root.join("docker-exec").display()
+        ))
+        .arg(format!("--pidfile={}", root.join("docker.pid").display()))
+        .arg(format!("--host=unix://{}", socket.display()))
+        .args(["--iptables=false", "--ip6tables=false", "--bridge=none"]);
+        let dockerd = Daemon::spawn("dockerd", cmd, &root.join("dockerd.log"));
+        let services = Arc::new(TestServices {
+            ns_path: ns.path(),
+            root: root.clone(),
+            dockerd_pid: dockerd.child.id() as i32,
+            consul: Mutex::new(None),
+            calls: Mutex::new(Vec::new()),
+        });
+        let mut settings = Settings::default();
+        settings.cluster.name = "fb-test".into();
+        settings.cluster.secret = Some(SECRET.into());
+        settings.network.interface = interface.into();
+        let fb = Firstboot {
+            settings,
+            config_text: String::new(),
+            hostname: Hostname::parse(&format!("fb-{name}")).unwrap(),
+            secret: SECRET.into(),
+            root: root.clone(),
+            dry_run: false,
+            env: Environment {
+                consul: "127.0.0.1:8500".parse().unwrap(),
+                docker_socket: socket.clone(),
+                consul_data_dir: root.join("consul-data").to_string_lossy().into_owned(),
+                services: services.clone(),
+            },
+        };
+        Machine {
+            ns,
+            root,
+            socket,
+            dockerd,
+            services,
+            fb,
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        run(Command::new("docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .args(args))
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.services.consul.lock().unwrap().take() {
+            c.stop();
+        }
+        self.dockerd.stop();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let prefix = self.root.to_string_lossy().into_owned();
+        let mut left: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        left.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in left {
+            let _ = Command::new("umount").args(["-l", m]).output();
+        }
+    }
+}
+
+fn run_master(m: &Machine) -> Ipv4Addr {
+    let fb = m.fb.clone();
+    m.ns.block_on(async move { master::run(&fb, None).await })
+        .unwrap_or_else(|e| panic!("master: {e:#}"))
+}
+
+fn run_node(n: &Machine) -> Ipv4Addr {
+    let fb = n.fb.clone();
+    n.ns.block_on(async move { node::run(&fb).await })
+        .unwrap_or_else(|e| panic!("node: {e:#}"))
+}
+
+#[test]
+fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
+    require_root();
+    require_tool(
+        "consul",
+        "run ci/install-consul.sh (Consul 1.8.7 from Debian bullseye)",
+    );
+    require_tool(
+        "dockerd",
+        "install Debian's docker.io (listed in ci/apt-packages.txt)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (m_ns, n_ns) = (Netns::new("cl-fb-master"), Netns::new("cl-fb-node"));
+    veth(
+        &m_ns,
+        "clfbm.200",
+        "192.168.200.1/24",
+        &n_ns,
+        "clfbn.200",
+        "192.168.200.101/24",
+    );
+    let m = Machine::new(m_ns, dir.path(), "master", "clfbm");
+    let n = Machine::new(n_ns, dir.path(), "node", "clfbn");
+
+    // Powered on together: the node waits for the master's Consul, token and swarm.
+    let (m_addr, n_addr) = std::thread::scope(|s| {
+        let master = s.spawn(|| run_master(&m));
+        let node = s.spawn(|| run_node(&n));
+        (master.join().unwrap(), node.join().unwrap())
+    });
+    assert_eq!(m_addr, "192.168.200.1".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(n_addr, "192.168.200.101".parse::<Ipv4Addr>().unwrap());
+
+    let master_calls = m.services.calls();
+    assert!(
+        master_calls
+            .contains(&"start cluster-lab-dhcpd@clfbm.200.service restart=false".to_string()),
+        "{master_calls:?}"
+    );
+    assert!(
+        master_calls.contains(&"start consul.service restart=true".to_string()),
+        "{master_calls:?}"
+    );
+
+    // Consul: both members alive, seen from the master; the master's services registered.
+    let members =
+        m.ns.block_on(async {
+            ConsulClient::new("127.0.0.1:8500".parse().unwrap())
+                .members()
+                .await
+        })
+        .unwrap();
+    let alive: Vec<_> = members
+        .iter()
+        .filter(|x| x.is_alive())
+        .map(|x| x.name.clone())
+        .collect();
+    assert_eq!(alive.len(), 2, "{members:?}");
+    assert!(
+        alive.contains(&"fb-master".to_string()) && alive.contains(&"fb-node".to_string()),
+        "{alive:?}"
+    );
+    let services =
+        m.ns.block_on(async {
+            ConsulClient::new("127.0.0.1:8500".parse().unwrap())
+                .services()
+                .await
+        })
+        .unwrap();
+    for s in ["swarm-manager", "docker", "cluster-lab-dhcpd"] {
+        assert!(
+            services.iter().any(|x| x == s),
+            "{s} not registered: {services:?}"
+        );
+    }
+    // The token in KV is sealed.
+    let raw =
+        m.ns.block_on(async {
+            ConsulClient::new("127.0.0.1:8500".parse().unwrap())
+                .kv_get(cluster_lab::token::KV_KEY)
+                .await
+        })
+        .unwrap()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains("SWMTKN"));
+
+    // Swarm: two ready nodes; the node labelled itself through daemon.json and a reload.
+    let socket = m.socket.clone();
+    let nodes =
+        m.ns.block_on(async move {
+            let swarm = Swarm::connect(&socket, Duration::from_secs(10)).await?;
+            for _ in 0..60 {
+                let nodes = swarm.nodes().await?;
+                if nodes.len() == 2 && nodes.iter().all(|n| n.state == "ready") {
+                    return Ok(nodes);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            swarm.nodes().await
+        })
+        .unwrap();
+    assert!(
+        nodes.len() == 2 && nodes.iter().all(|n| n.state == "ready"),
+        "{nodes:?}"
+    );
+    assert!(n
+        .services
+        .calls()
+        .contains(&"reload docker.service".to_string()));
+    // dockerd applies reloaded labels asynchronously.
+    let info = nslab::wait_for(
+        "engine labels after reload",
+        Duration::from_secs(10),
+        || {
+            let info = n.docker(&["info", "--format", "{{json .Labels}}"]);
+            if info.contains("cluster-lab.hostname=fb-node") {
+                Ok(info)
+            } else {
+                Err(info)
+            }
+        },
+    );
+    assert!(
+        info.contains(&format!(
+            "cluster-lab.arch={}",
+            cluster_lab::docker_labels::arch()
+        )),
+        "{info}"
+    );
+
+    // Second run of both: nothing restarted, nothing re-initialised.
+    let before_m = m.services.calls().len();
+    let before_n = n.services.calls().len();
+    assert_eq!(run_master(&m), m_addr);
+    assert_eq!(run_node(&n), n_addr);
+    let again_m = &m.services.calls()[before_m..];
+    let again_n = &n.services.calls()[before_n..];
+    assert!(
+        again_m.iter().all(|c| !c.contains("restart=true")),
+        "{again_m:?}"
+    );
+    assert!(
+        again_n
+            .iter()
+            .all(|c| !c.contains("restart=true") && !c.starts_with("reload")),
+        "{again_n:?}"
+    );
+    assert_eq!(m.docker(&["node", "ls", "-q"]).lines().count(), 2);
+}
