@@ -177,13 +177,20 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
 
     // The swarm join token travels sealed: the master stores it, the node opens it with the same secret.
     let sealed = cluster_lab::token::seal(SECRET, "SWMTKN-1-root-test");
-    srv.block_on(async move { local().kv_put(cluster_lab::token::KV_KEY, sealed.as_bytes()).await })
-        .unwrap();
+    srv.block_on(async move {
+        local()
+            .kv_put(cluster_lab::token::KV_KEY, sealed.as_bytes())
+            .await
+    })
+    .unwrap();
     let stored = cli
         .block_on(async { local().kv_get(cluster_lab::token::KV_KEY).await })
         .unwrap()
         .expect("token stored");
-    assert_eq!(cluster_lab::token::open(SECRET, &stored).unwrap(), "SWMTKN-1-root-test");
+    assert_eq!(
+        cluster_lab::token::open(SECRET, &stored).unwrap(),
+        "SWMTKN-1-root-test"
+    );
     assert!(cluster_lab::token::open("another-cluster-secret", &stored).is_err());
 
     // `cluster-lab status` reads the same agent: healthy Consul, and no dockerd here is reported as a problem.
@@ -197,10 +204,24 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
         .await
     });
     assert_eq!(status.consul_leader.as_deref(), Some("192.0.2.1:8300"));
-    assert_eq!(status.consul_members.iter().filter(|m| m.is_alive()).count(), 2);
-    assert_eq!(status.vlan_addresses, ["192.0.2.1".parse::<std::net::Ipv4Addr>().unwrap()]);
+    assert_eq!(
+        status
+            .consul_members
+            .iter()
+            .filter(|m| m.is_alive())
+            .count(),
+        2
+    );
+    assert_eq!(
+        status.vlan_addresses,
+        ["192.0.2.1".parse::<std::net::Ipv4Addr>().unwrap()]
+    );
     assert_eq!(status.problems.len(), 1, "{:?}", status.problems);
-    assert!(status.problems[0].starts_with("docker not answering"), "{:?}", status.problems);
+    assert!(
+        status.problems[0].starts_with("docker not answering"),
+        "{:?}",
+        status.problems
+    );
     assert!(status.to_text().contains("problem: docker not answering"));
 
     client.stop();
