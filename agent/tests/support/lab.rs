@@ -22,7 +22,7 @@ pub struct Netns {
 
 impl Lab {
     /// A fresh lab for the test `id` (a few letters, unique among the root tests). Leftovers of an earlier
-    /// run of the same test are removed first.
+    /// run of the same test (one whose process is gone) are removed first.
     pub fn new(id: &str) -> Lab {
         require_root();
         assert!(
@@ -124,7 +124,9 @@ impl Drop for Lab {
     }
 }
 
-/// Kill every process in each namespace named `prefix…` and delete it. Returns the errors met.
+/// Kill every process in each namespace named `prefix<pid>-…` whose test process `<pid>` is gone, and delete it.
+/// Namespaces of a run of the same test that is still going (another checkout, another user) are left alone.
+/// Returns the errors met.
 fn remove_namespaces(prefix: &str) -> Vec<String> {
     let list = match try_run(&mut cmd("ip", ["netns", "list"])) {
         Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -132,9 +134,21 @@ fn remove_namespaces(prefix: &str) -> Vec<String> {
     };
     list.lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
+        .filter(|n| {
+            n.strip_prefix(prefix)
+                .is_some_and(|rest| !owner_alive(rest))
+        })
         .flat_map(remove_namespace)
         .collect()
+}
+
+/// Whether the test process named at the start of `<pid>-<role>` is still running (and is not this one).
+fn owner_alive(rest: &str) -> bool {
+    match rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) {
+        Some(pid) if pid == std::process::id() => false,
+        Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+        None => false,
+    }
 }
 
 fn remove_namespace(name: &str) -> Vec<String> {
