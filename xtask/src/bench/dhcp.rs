@@ -15,8 +15,8 @@ use clap::Args;
 use xshell::{cmd, Shell};
 
 use super::netns::{self, Topology};
-use super::perfdhcp::{self, Report, CLIENTS};
-use super::servers::{Server, CLIENT_ADDR, POOL_FIRST, POOL_LAST, SERVER_ADDR};
+use super::perfdhcp::{self, Report};
+use super::servers::{Server, CLIENT_ADDR, SERVER_ADDR};
 use super::{machine, report};
 
 /// First offered rate, DORA/s.
@@ -386,11 +386,6 @@ fn target_dir(sh: &Shell) -> PathBuf {
             }
         })
         .unwrap_or_else(|| sh.current_dir().join("target"))
-}
-
-/// Description of the pool for the report.
-pub fn pool() -> String {
-    format!("{POOL_FIRST}–{POOL_LAST}, {CLIENTS} simulated clients")
 }
 
 #[cfg(test)]

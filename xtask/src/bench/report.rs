@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::dhcp::{self, Outcome, Point, BISECT_STEPS, MAX_DROP, START_RATE};
+use super::dhcp::{Outcome, Point, BISECT_STEPS, MAX_DROP, START_RATE};
 use super::machine::Machine;
 use super::netns::{CLIENT_NS, SERVER_NS};
-use super::servers::{Server, CLIENT_ADDR, SUBNET};
+use super::perfdhcp::CLIENTS;
+use super::servers::{Server, CLIENT_ADDR, POOL_FIRST, POOL_LAST, SUBNET};
 
 /// The section's heading; everything from it to the next `## ` heading is ours.
 pub const HEADING: &str = "## DHCP server (`cargo xtask bench dhcp`)";
@@ -85,13 +86,14 @@ pub fn render(run: &Run<'_>) -> String {
         s,
         "\nHow: each server runs alone in network namespace `{SERVER_NS}`, linked by a veth pair to `{CLIENT_NS}` \
          where perfdhcp runs; no packet leaves these namespaces. perfdhcp acts as a relay agent on the same link \
-         (giaddr {}, port 67) and broadcasts DISCOVERs for {}, in subnet {SUBNET} (a /20 around the default \
-         192.168.200.0/24 so that every simulated client fits), lease time 1 h. Each server starts with an empty \
-         lease file on {}. Each rate runs {} s; the offered rate doubles from {START_RATE}/s while at most {} % of \
-         exchanges go unfinished, then {BISECT_STEPS} bisection steps. DORA/s = ACKs received ÷ sending time at \
-         the best such rate; drops = 1 − ACKs ÷ DISCOVERs; latencies are perfdhcp's mean delays at that rate.\n",
+         (giaddr {}, port 67) and broadcasts DISCOVERs for {CLIENTS} simulated clients. Pool {POOL_FIRST}–{POOL_LAST} \
+         in subnet {SUBNET} (a /20 around the default 192.168.200.0/24, so that every client fits), lease time \
+         1 h, each server with its own defaults otherwise and an empty lease file on {}. Each rate runs {} s; the \
+         offered rate doubles from {START_RATE}/s while at most {} % of exchanges go unfinished, then \
+         {BISECT_STEPS} bisection steps; a rate missed by a little (under 10 % drops) is run a second time. \
+         DORA/s = ACKs received ÷ sending time at the best such rate; drops = 1 − ACKs ÷ DISCOVERs, where an \
+         answer later than 1 s counts as dropped; latencies are perfdhcp's mean delays at that rate.\n",
         CLIENT_ADDR.split('/').next().unwrap_or(CLIENT_ADDR),
-        dhcp::pool(),
         m.lease_fs,
         run.period.as_secs(),
         MAX_DROP * 100.0
