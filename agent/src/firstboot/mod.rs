@@ -122,14 +122,16 @@ impl Firstboot {
         }
 
         let (role, claim_socket) = self.step_role().await?;
+        let mut changed = false;
         for file in networkd::render(net, role).context("rendering networkd files")? {
-            if self.install(&file)? && !self.dry_run {
-                self.env
-                    .services
-                    .networkd_reload()
-                    .await
-                    .context("reloading networkd")?;
-            }
+            changed |= self.install(&file)?;
+        }
+        if changed && !self.dry_run {
+            self.env
+                .services
+                .networkd_reload()
+                .await
+                .context("reloading networkd")?;
         }
         if self.dry_run {
             println!("then, as {role:?}: VLAN address, Consul, Swarm, stamp; dry run, nothing was changed");
