@@ -16,7 +16,7 @@ use xshell::{cmd, Shell};
 
 use super::netns::{self, Topology};
 use super::perfdhcp::{self, Report};
-use super::servers::{Server, CLIENT_ADDR, SERVER_ADDR};
+use super::servers::{Daemon, Server, CLIENT_ADDR, SERVER_ADDR};
 use super::{machine, report};
 
 /// First offered rate, DORA/s.
@@ -39,7 +39,12 @@ const SETTLE: Duration = Duration::from_secs(1);
 #[derive(Debug, Args)]
 pub struct Dhcp {
     /// Servers to measure, comma-separated (default: all three).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Server::ALL)]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cluster-lab,kea,dnsmasq"
+    )]
     servers: Vec<Server>,
     /// Seconds perfdhcp sends at each rate point.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=30))]
@@ -194,7 +199,8 @@ impl Dhcp {
     }
 }
 
-/// Start `server`, wait until it answers, run the rate points, stop it.
+/// Start `server`, wait until it answers, run the rate points, stop it. On failure the end of the server's log
+/// goes to stderr.
 fn measure(
     sh: &Shell,
     server: Server,
@@ -205,15 +211,27 @@ fn measure(
     points: &mut Vec<Point>,
 ) -> Result<()> {
     let mut daemon = server.start(dir, cluster_lab)?;
-    perfdhcp::wait_until_serving(sh, Duration::from_secs(20), || daemon.alive()).with_context(
-        || {
-            format!(
-                "waiting for {} to answer; end of its log:\n{}",
-                server.label(),
-                daemon.log_tail()
-            )
-        },
-    )?;
+    let result = drive(sh, &mut daemon, period, quick, points);
+    if result.is_err() {
+        eprintln!(
+            "bench: end of {}:\n{}",
+            daemon.log().display(),
+            daemon.log_tail()
+        );
+    }
+    result?;
+    daemon.stop()
+}
+
+fn drive(
+    sh: &Shell,
+    daemon: &mut Daemon,
+    period: Duration,
+    quick: bool,
+    points: &mut Vec<Point>,
+) -> Result<()> {
+    perfdhcp::wait_until_serving(sh, Duration::from_secs(20), || daemon.alive())
+        .context("waiting for the first DHCPACK")?;
     std::thread::sleep(SETTLE);
     let mut probe = |rate: u32| -> Result<Point> {
         daemon.alive()?;
@@ -234,8 +252,7 @@ fn measure(
     } else {
         search(&mut probe, points)?;
     }
-    daemon.alive()?;
-    daemon.stop()
+    daemon.alive()
 }
 
 /// The rate search: double while sustained, halve below the start if even that fails, then bisect.

@@ -109,6 +109,7 @@ fn row(o: &Outcome, kea: Option<f64>) -> String {
     let name = o.server.label();
     if let Some(e) = &o.error {
         let first = e.lines().next().unwrap_or(e);
+        let first: String = first.chars().take(200).collect();
         return format!(
             "| {name} | {} | failed: {} | | | | |",
             o.version,

@@ -208,19 +208,21 @@ impl Daemon {
         Ok(Daemon { name, child, log })
     }
 
-    /// Fail with the end of the server's log if it has exited.
+    /// Fail, naming the server's last log line, if it has exited.
     pub fn alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "{} exited ({status}); end of {}:\n{}",
-                self.name,
-                self.log.display(),
-                self.log_tail()
-            );
+            let tail = self.log_tail();
+            let last = tail.lines().last().unwrap_or("(empty log)");
+            bail!("{} exited ({status}); its last log line: {last}", self.name);
         }
         Ok(())
     }
 
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last 20 lines of the server's log.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
