@@ -3,8 +3,9 @@
 //! dockerd, then run again to show a second run changes nothing.
 //!
 //! The one stand-in is the service manager (there is no systemd here): starting `consul.service` runs the Consul
-//! agent from the configuration first boot wrote, reloading `docker.service` sends dockerd SIGHUP, and the
-//! networkd-assigned VLAN addresses are put on the links by the test. The VLAN itself and the election are covered
+//! agent from the configuration first boot wrote, starting `cluster-lab-dhcpd@…` runs the real `cluster-lab dhcpd`,
+//! reloading `docker.service` sends dockerd SIGHUP. networkd's part is played by the test: the master's static
+//! address is put on its link, and the node's lease comes from the master's dhcpd through busybox udhcpc. The VLAN itself and the election are covered
 //! by root_vlan and root_election; the whole boot by the QEMU cluster proof.
 
 mod nslab;
@@ -32,6 +33,7 @@ struct TestServices {
     root: PathBuf,
     dockerd_pid: i32,
     consul: Mutex<Option<Daemon>>,
+    others: Mutex<Vec<Daemon>>,
     calls: Mutex<Vec<String>>,
 }
 
@@ -63,6 +65,18 @@ impl Services for TestServices {
                     .arg(&config);
                 *consul = Some(Daemon::spawn("consul", cmd, &self.root.join("consul.log")));
             }
+        }
+        if let Some(interface) = unit
+            .strip_prefix("cluster-lab-dhcpd@")
+            .and_then(|u| u.strip_suffix(".service"))
+        {
+            let mut cmd = Command::new("nsenter");
+            cmd.arg(format!("--net={}", self.ns_path.display()))
+                .args(["--", env!("CARGO_BIN_EXE_cluster-lab"), "dhcpd", "--config"])
+                .arg(self.root.join("etc/cluster-lab/cluster-lab.toml"))
+                .args(["--interface", interface]);
+            let daemon = Daemon::spawn("cluster-lab dhcpd", cmd, &self.root.join("dhcpd.log"));
+            self.others.lock().unwrap().push(daemon);
         }
         Box::pin(async { Ok(()) })
     }
@@ -128,15 +142,21 @@ impl Machine {
             root: root.clone(),
             dockerd_pid: dockerd.child.id() as i32,
             consul: Mutex::new(None),
+            others: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
         });
-        let mut settings = Settings::default();
-        settings.cluster.name = "fb-test".into();
-        settings.cluster.secret = Some(SECRET.into());
-        settings.network.interface = interface.into();
+        let config_text = format!(
+            "[cluster]\nname = \"fb-test\"\nsecret = \"{SECRET}\"\n[network]\ninterface = \"{interface}\"\n\
+             [dhcp]\nlease_file = \"{}\"\n",
+            root.join("dhcp-leases").display()
+        );
+        let config_path = root.join("etc/cluster-lab/cluster-lab.toml");
+        std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
+        std::fs::write(&config_path, &config_text).unwrap();
+        let settings = Settings::parse(&config_text, &config_path).unwrap();
         let fb = Firstboot {
             settings,
-            config_text: String::new(),
+            config_text,
             hostname: Hostname::parse(&format!("fb-{name}")).unwrap(),
             secret: SECRET.into(),
             root: root.clone(),
@@ -169,6 +189,9 @@ impl Drop for Machine {
     fn drop(&mut self) {
         if let Some(mut c) = self.services.consul.lock().unwrap().take() {
             c.stop();
+        }
+        for mut d in self.services.others.lock().unwrap().drain(..) {
+            d.stop();
         }
         self.dockerd.stop();
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
@@ -218,8 +241,32 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
         "clfbn.200",
         "192.168.200.101/24",
     );
+    run(Command::new("ip").args(["-n", &n_ns.name, "addr", "flush", "dev", "clfbn.200"]));
     let m = Machine::new(m_ns, dir.path(), "master", "clfbm");
     let n = Machine::new(n_ns, dir.path(), "node", "clfbn");
+    // The node's DHCP client (networkd's part on the target), applying the lease with a minimal event script.
+    let script = dir.path().join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr replace \"$ip/$mask\" dev \"$interface\";; esac\nexit 0\n",
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("755").arg(&script));
+    let mut cmd = n.ns.command("udhcpc");
+    cmd.args([
+        "-f",
+        "-i",
+        "clfbn.200",
+        "-t",
+        "0",
+        "-T",
+        "1",
+        "-A",
+        "1",
+        "-s",
+    ])
+    .arg(&script);
+    let _udhcpc = Daemon::spawn("udhcpc", cmd, &dir.path().join("udhcpc.log"));
 
     // Powered on together: the node waits for the master's Consul, token and swarm.
     let (m_addr, n_addr) = std::thread::scope(|s| {
@@ -228,7 +275,9 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
         (master.join().unwrap(), node.join().unwrap())
     });
     assert_eq!(m_addr, "192.168.200.1".parse::<Ipv4Addr>().unwrap());
-    assert_eq!(n_addr, "192.168.200.101".parse::<Ipv4Addr>().unwrap());
+    // The node's address is a lease from the master's dhcpd, inside its range.
+    let range = "192.168.200.101".parse::<Ipv4Addr>().unwrap()..="192.168.200.200".parse().unwrap();
+    assert!(range.contains(&n_addr), "{n_addr}");
 
     let master_calls = m.services.calls();
     assert!(
@@ -240,6 +289,8 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
         master_calls.contains(&"start consul.service restart=true".to_string()),
         "{master_calls:?}"
     );
+    let leases = std::fs::read_to_string(m.root.join("dhcp-leases")).unwrap_or_default();
+    assert!(leases.contains(&n_addr.to_string()), "lease file: {leases}");
 
     // Consul: both members alive, seen from the master; the master's services registered.
     let members =
