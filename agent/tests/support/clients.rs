@@ -66,20 +66,13 @@ impl Client {
                     .skip(after)
                     .find(|l| kinds.iter().any(|k| l.split_whitespace().next() == Some(k)))
             },
-            || {
-                format!(
-                    "--- {} events: {:?}\n{}",
-                    self.name,
-                    self.events(),
-                    diagnose()
-                )
-            },
+            || format!("{}{}", self.report(), diagnose()),
         )
     }
 
     /// Failure context: the event log and the client's own output.
     pub fn report(&self) -> String {
-        let addrs = self.ns.ipv4_addrs(&self.interface);
+        let addrs = self.ns.try_ipv4_addrs(&self.interface);
         let mut s = format!(
             "--- {} events: {:?}\n--- {} addresses on {}: {addrs:?}\n",
             self.name,

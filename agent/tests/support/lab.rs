@@ -198,15 +198,24 @@ impl Netns {
 
     /// IPv4 addresses on `dev`.
     pub fn ipv4_addrs(&self, dev: &str) -> Vec<Ipv4Addr> {
-        let out = self.ip(["-j", "-4", "addr", "show", "dev", dev]);
+        self.try_ipv4_addrs(dev).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// IPv4 addresses on `dev`, or what went wrong asking.
+    pub fn try_ipv4_addrs(&self, dev: &str) -> Result<Vec<Ipv4Addr>, String> {
+        let out = try_run(&mut cmd(
+            "ip",
+            ["-n", &self.name, "-j", "-4", "addr", "show", "dev", dev],
+        ))?;
+        let out = String::from_utf8_lossy(&out.stdout);
         let v: serde_json::Value = serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("`ip -n {} -j addr show dev {dev}`: {e}: {out}", self.name));
-        v.as_array()
+            .map_err(|e| format!("`ip -n {} -j addr show dev {dev}`: {e}: {out}", self.name))?;
+        Ok(v.as_array()
             .into_iter()
             .flatten()
             .flat_map(|link| link["addr_info"].as_array().cloned().unwrap_or_default())
             .filter_map(|a| a["local"].as_str().and_then(|s| s.parse().ok()))
-            .collect()
+            .collect())
     }
 
     /// The address of `dev` inside `first..=last`, if any.
