@@ -1,8 +1,9 @@
 //! The running DHCP server: socket, lease log and state machine in one loop.
 //!
 //! Each turn of the loop drains every queued datagram (up to [`BATCH`]), handles them, sends the OFFERs, NAKs and
-//! INFORM answers at once, writes the lease records of the turn with a single `fdatasync` (group commit), and only
-//! then sends the ACKs. A burst of clients therefore costs one disk sync per turn, not one per client.
+//! INFORM answers at once, and hands the turn's lease records and ACKs to the lease [`Writer`] thread, which
+//! sends the ACKs only after one `fdatasync` covering all records queued meanwhile (group commit). The loop never
+//! waits for the disk, and a burst of clients costs one sync, not one per client.
 
 use std::fs::{File, OpenOptions};
 use std::net::Ipv4Addr;
@@ -17,8 +18,9 @@ use tracing::{debug, error, info, warn};
 
 use super::leases::LeaseLog;
 use super::packet;
-use super::server::{Reply, Server, ServerConfig};
+use super::server::{Server, ServerConfig};
 use super::socket::ServerSocket;
+use super::writer::{Batch, Writer};
 
 /// Most datagrams handled per loop turn (and per disk sync).
 pub const BATCH: usize = 512;
@@ -63,7 +65,8 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     }
     log.compact(server.snapshot(now()))
         .with_context(|| format!("compacting lease file {}", opts.lease_file.display()))?;
-    let mut next_compaction = 2 * log.lines() + COMPACT_SLACK;
+    let mut lines = log.lines();
+    let mut next_compaction = 2 * lines + COMPACT_SLACK;
 
     let mut sock = ServerSocket::bind(&opts.interface, opts.port)?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -80,9 +83,10 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         "dhcpd ready"
     );
 
+    let writer = Writer::start(log, sock.try_clone_std().context("duplicating socket")?)
+        .context("starting lease writer thread")?;
     let mut buf = vec![0u8; 1500];
     let mut out = Vec::with_capacity(1500);
-    let mut held: Vec<Reply> = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             biased;
@@ -91,6 +95,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             r = sock.readable() => r.context("waiting for packets")?,
         }
         let now = now();
+        let mut batch = Batch::default();
         for _ in 0..BATCH {
             let rx = match sock.try_recv(&mut buf) {
                 Ok(Some(rx)) => rx,
@@ -119,51 +124,33 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
                 }
             };
             let outcome = server.handle(&req, now);
-            if let Some(r) = &outcome.record {
-                log.append(r);
-            }
-            match outcome.reply {
-                Some(reply) if reply.durable => held.push(reply),
-                Some(reply) => send(&sock, &reply, &mut out).await,
-                None => {}
-            }
-        }
-        if log.dirty() {
-            if let Err(e) = log.commit() {
-                // Not on disk: the ACKs must not go out. Clients retry; the next turn writes again.
-                error!(lease_file = %log.path().display(), error = %e, acks = held.len(), "writing leases failed, ACKs withheld");
-                held.clear();
+            lines += usize::from(outcome.record.is_some());
+            batch.records.extend(outcome.record);
+            let Some(reply) = outcome.reply else { continue };
+            out.clear();
+            if let Err(e) = reply.msg.encode(&mut dhcproto::Encoder::new(&mut out)) {
+                error!(error = %e, "encoding reply");
                 continue;
             }
-        }
-        for reply in held.drain(..) {
-            send(&sock, &reply, &mut out).await;
-        }
-        if log.lines() >= next_compaction {
-            match log.compact(server.snapshot(now)) {
-                Ok(()) => debug!(lines = log.lines(), "lease file compacted"),
-                Err(e) => {
-                    error!(lease_file = %log.path().display(), error = %e, "compacting lease file failed")
-                }
+            if reply.durable {
+                // Sent by the writer once the lease is on disk.
+                batch.acks.push((out.clone(), reply.to));
+            } else if let Err(e) = sock.send_to(&out, reply.to).await {
+                warn!(to = %reply.to, error = %e, "sending reply");
             }
-            next_compaction = 2 * log.lines() + COMPACT_SLACK;
         }
+        if lines >= next_compaction {
+            let snapshot = server.snapshot(now);
+            lines = snapshot.len() + 1;
+            next_compaction = 2 * lines + COMPACT_SLACK;
+            batch.compact = Some(snapshot);
+        }
+        writer.submit(batch);
     }
-    log.commit().context("writing leases")?;
+    // Everything handled so far is written and acknowledged before exit.
+    let _ = writer.finish();
     info!("dhcpd stopped");
     Ok(())
-}
-
-async fn send(sock: &ServerSocket, reply: &Reply, out: &mut Vec<u8>) {
-    out.clear();
-    let mut enc = dhcproto::Encoder::new(out);
-    if let Err(e) = reply.msg.encode(&mut enc) {
-        error!(error = %e, "encoding reply");
-        return;
-    }
-    if let Err(e) = sock.send_to(out, reply.to).await {
-        warn!(to = %reply.to, error = %e, "sending reply");
-    }
 }
 
 /// One server per lease file: an exclusive lock on `<lease file>.lock`.

@@ -9,3 +9,4 @@ pub mod probe;
 pub mod reply;
 pub mod server;
 pub mod socket;
+pub mod writer;

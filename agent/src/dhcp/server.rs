@@ -197,7 +197,8 @@ impl Server {
             return Outcome::default();
         };
         self.pool.offer(c, ip, now + OFFER_HOLD_SECS);
-        info!(client = %c.key, hw = %hex(&c.hw), hostname = c.hostname.as_deref().unwrap_or(""), address = %ip, "offer");
+        // Debug, not info: a DISCOVER flood must not flood the journal; the ACK is the line that matters.
+        debug!(client = %c.key, hw = %hex(&c.hw), hostname = c.hostname.as_deref().unwrap_or(""), address = %ip, "offer");
         self.reply(
             req,
             Answer::Offer {

@@ -33,6 +33,8 @@ pub struct ServerSocket {
     interface: String,
     ifindex: u32,
     cmsg: Vec<u8>,
+    /// A blocking-API handle on the same socket, for the lease writer thread.
+    std: std::net::UdpSocket,
 }
 
 impl ServerSocket {
@@ -57,12 +59,14 @@ impl ServerSocket {
         s.bind(&addr.into()).with_context(|| {
             format!("binding UDP {addr} on {interface} (port {SERVER_PORT} needs root or CAP_NET_BIND_SERVICE; is another DHCP server running?)")
         })?;
+        let std = s.try_clone().context("duplicating socket")?.into();
         let sock = UdpSocket::from_std(s.into()).context("registering socket with tokio")?;
         Ok(ServerSocket {
             sock,
             interface: interface.to_string(),
             ifindex,
             cmsg: nix::cmsg_space!(nix::libc::in_pktinfo),
+            std,
         })
     }
 
@@ -72,6 +76,11 @@ impl ServerSocket {
 
     pub fn ifindex(&self) -> u32 {
         self.ifindex
+    }
+
+    /// Another handle on this socket (same port, same device binding) for sending from a plain thread.
+    pub fn try_clone_std(&self) -> io::Result<std::net::UdpSocket> {
+        self.std.try_clone()
     }
 
     /// Wait until a datagram can be read.

@@ -1,0 +1,139 @@
+//! The lease writer: a thread that owns the lease log, syncs it, and only then sends the ACKs it covers.
+//!
+//! The packet loop never waits for the disk: it hands each turn's records and encoded ACKs over as one [`Batch`]
+//! and goes on answering DISCOVERs. The writer takes every batch queued while it was busy, writes them, issues a
+//! single `fdatasync` for all of them (group commit), then sends their ACKs. An ACK therefore never leaves before
+//! its lease is on disk, and a burst of clients costs one sync per writer turn.
+
+use std::net::{SocketAddrV4, UdpSocket};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::{debug, error, warn};
+
+use super::leases::{LeaseLog, Record};
+
+/// Batches the packet loop may queue before it waits for the disk.
+const QUEUE: usize = 1024;
+
+/// One packet-loop turn's worth of durable work.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<Record>,
+    /// Encoded ACKs and where they go; sent after `records` are synced.
+    pub acks: Vec<(Vec<u8>, SocketAddrV4)>,
+    /// Replace the log with this live state (taken after `records` were applied).
+    pub compact: Option<Vec<Record>>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.acks.is_empty() && self.compact.is_none()
+    }
+}
+
+/// Handle to the writer thread.
+#[derive(Debug)]
+pub struct Writer {
+    tx: Option<SyncSender<Batch>>,
+    thread: Option<JoinHandle<LeaseLog>>,
+}
+
+impl Writer {
+    /// Start the thread; ACKs go out through `sock` (a clone of the server socket).
+    pub fn start(log: LeaseLog, sock: UdpSocket) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("lease-writer".into())
+            .spawn(move || run(log, sock, rx))?;
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queue a batch; waits only when [`QUEUE`] batches are already waiting for the disk.
+    pub fn submit(&self, batch: Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Some(tx) = &self.tx {
+            if tx.send(batch).is_err() {
+                error!("lease writer has stopped; ACKs withheld");
+            }
+        }
+    }
+
+    /// Write and send everything queued, then stop the thread.
+    pub fn finish(mut self) -> Option<LeaseLog> {
+        self.tx.take();
+        self.thread.take()?.join().ok()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(mut log: LeaseLog, sock: UdpSocket, rx: Receiver<Batch>) -> LeaseLog {
+    let mut acks: Vec<(Vec<u8>, SocketAddrV4)> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut batch = Some(first);
+        let mut closed = false;
+        // Everything queued so far shares one sync.
+        while let Some(b) = batch.take() {
+            for r in &b.records {
+                log.append(r);
+            }
+            acks.extend(b.acks);
+            if let Some(snapshot) = b.compact {
+                match log.compact(snapshot) {
+                    Ok(()) => debug!(lines = log.lines(), "lease file compacted"),
+                    Err(e) => {
+                        error!(lease_file = %log.path().display(), error = %e, "compacting lease file failed")
+                    }
+                }
+            }
+            match rx.try_recv() {
+                Ok(next) => batch = Some(next),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => closed = true,
+            }
+        }
+        if let Err(e) = log.commit() {
+            // Not on disk: the ACKs must not go out. Clients retry and the next turn writes again.
+            error!(lease_file = %log.path().display(), error = %e, acks = acks.len(), "writing leases failed, ACKs withheld");
+            acks.clear();
+        }
+        for (bytes, to) in acks.drain(..) {
+            send(&sock, &bytes, to);
+        }
+        if closed {
+            break;
+        }
+    }
+    log
+}
+
+/// Send on the (non-blocking) socket, waiting briefly if its buffer is full.
+fn send(sock: &UdpSocket, bytes: &[u8], to: SocketAddrV4) {
+    for _ in 0..100 {
+        match sock.send_to(bytes, to) {
+            Ok(_) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => {
+                warn!(to = %to, error = %e, "sending ACK");
+                return;
+            }
+        }
+    }
+    warn!(to = %to, "send buffer full for 100 ms, ACK dropped");
+}
