@@ -278,3 +278,18 @@ fn probe_hears_a_server_that_starts_late() {
     assert_eq!(json["servers"][0]["server_id"], "192.168.200.2", "{ctx}");
     assert_eq!(json["servers"][0]["kind"], "foreign", "{ctx}");
 }
+
+#[test]
+fn probe_works_next_to_a_dhcp_client_on_the_same_interface() {
+    let mut lab = Lab::new("prbcli");
+    let (client, srv) = segment(&mut lab, &[("dns", "192.168.200.2/24")]);
+    let dnsmasq = servers::dnsmasq(&lab, &srv[0], "lab0", DNSMASQ_RANGE.0, DNSMASQ_RANGE.1);
+    // dhclient holds UDP port 68 on the interface, as a node's own DHCP client would.
+    let dhc = support::clients::dhclient::start(&lab, "dhclient", &client, "eth0");
+    dhc.wait_event(support::LEASE_TIMEOUT, 0, &["BOUND"], || dnsmasq.report());
+    assert!(client.udp_listening(68), "{}", dhc.report());
+
+    let run = probe(&client, "eth0", "lab", 3);
+    assert_eq!(run.code, Some(1), "{run}\n{}", dnsmasq.report());
+    assert_foreign(&run, "192.168.200.2", DNSMASQ_RANGE);
+}
