@@ -378,6 +378,23 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
         "{info}"
     );
 
+    // `cluster-lab status` on the master: healthy, both machines in Consul and Swarm.
+    let socket = m.socket.clone();
+    let root = m.root.clone();
+    let status = m.ns.block_on(async move {
+        let consul = ConsulClient::new("127.0.0.1:8500".parse().unwrap());
+        cluster_lab::status::Status::collect(&root, "clfbm.200", &consul, &socket).await
+    });
+    assert!(status.problems.is_empty(), "{:?}", status.problems);
+    assert_eq!(status.consul_members.len(), 2);
+    assert_eq!(status.swarm_nodes.len(), 2);
+    assert!(status.swarm.as_ref().is_some_and(|s| s.manager));
+    assert!(
+        status.to_text().ends_with("healthy\n"),
+        "{}",
+        status.to_text()
+    );
+
     // Second run of both: nothing restarted, nothing re-initialised.
     let before_m = m.services.calls().len();
     let before_n = n.services.calls().len();
