@@ -1,0 +1,224 @@
+//! `cargo xtask image` and `cargo xtask flash` end to end on the Raspberry Pi OS-like fixture
+//! (image/tests/data/raspios-like.img.xz): outputs, checksums, injected files, hostname on the card, and
+//! the refusals (no --yes without a terminal, the system disk, a bad hostname).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use cluster_lab_image::{boot_config, disk, ext4, fat};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn xtask(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .stdin(Stdio::null())
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .expect("running xtask");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn toml_on_card(img: &Path) -> String {
+    let located = disk::locate(img).unwrap();
+    let vol = fat::FatVolume::open(img, &located.boot, false).unwrap();
+    String::from_utf8(vol.read(boot_config::FILE_NAME).unwrap().unwrap()).unwrap()
+}
+
+#[test]
+fn image_then_flash_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = root().join("image/tests/data/raspios-like.img.xz");
+    let agent = dir.path().join("cluster-lab");
+    std::fs::write(&agent, b"\x7fELF stand-in agent").unwrap();
+    let out = dir.path().join("out/lab");
+    let (ok, log) = xtask(&[
+        "image",
+        "--arch",
+        "arm64",
+        "--base",
+        base.to_str().unwrap(),
+        "--agent",
+        agent.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{log}");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["lab.img", "lab.img.zst", "lab.sha256"], "{log}");
+    let check = Command::new("sha256sum")
+        .arg("-c")
+        .arg("lab.sha256")
+        .current_dir(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    let img = dir.path().join("out/lab.img");
+    let located = disk::locate(&img).unwrap();
+    let st = ext4::stat_all(
+        &img,
+        &located.root,
+        &[
+            "/usr/bin/cluster-lab",
+            "/usr/lib/systemd/system/cluster-lab-firstboot.service",
+            "/etc/systemd/system/multi-user.target.wants/cluster-lab-firstboot.service",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        st[0]
+            .as_ref()
+            .map(|s| (s.kind.as_str(), s.mode, s.uid, s.gid)),
+        Some(("regular", 0o755, 0, 0))
+    );
+    assert_eq!(st[1].as_ref().map(|s| (s.mode, s.uid)), Some((0o644, 0)));
+    assert_eq!(st[2].as_ref().map(|s| s.kind.as_str()), Some("symlink"));
+    let first = toml_on_card(&img);
+    let secret = boot_config::secret(&first).unwrap().expect("secret set");
+    assert_eq!(secret.len(), 64);
+
+    // A second build gets a different secret.
+    let (ok, log) = xtask(&[
+        "image",
+        "--arch",
+        "arm64",
+        "--base",
+        base.to_str().unwrap(),
+        "--agent",
+        agent.to_str().unwrap(),
+        "-o",
+        dir.path().join("out/lab2").to_str().unwrap(),
+        "--compress",
+        "none",
+    ]);
+    assert!(ok, "{log}");
+    let second = boot_config::secret(&toml_on_card(&dir.path().join("out/lab2.img")))
+        .unwrap()
+        .unwrap();
+    assert_ne!(secret, second);
+
+    let card = dir.path().join("card.img");
+    // No terminal and no --yes: refused, nothing written.
+    let (ok, log) = xtask(&[
+        "flash",
+        "--hostname",
+        "node1",
+        img.to_str().unwrap(),
+        card.to_str().unwrap(),
+    ]);
+    assert!(!ok && log.contains("pass --yes"), "{log}");
+    assert!(!card.exists());
+    let (ok, log) = xtask(&[
+        "flash",
+        "--hostname",
+        "node_1",
+        "--yes",
+        img.to_str().unwrap(),
+        card.to_str().unwrap(),
+    ]);
+    assert!(!ok && log.contains("hostname \"node_1\""), "{log}");
+
+    let key = dir.path().join("id.pub");
+    std::fs::write(
+        &key,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA test@example\n",
+    )
+    .unwrap();
+    let (ok, log) = xtask(&[
+        "flash",
+        "--hostname",
+        "node1",
+        "--ssh-key",
+        key.to_str().unwrap(),
+        "--yes",
+        dir.path().join("out/lab.img.zst").to_str().unwrap(),
+        card.to_str().unwrap(),
+    ]);
+    assert!(ok, "{log}");
+    assert!(log.contains("verified"), "{log}");
+    let text = toml_on_card(&card);
+    assert!(text.contains("hostname = \"node1\""), "{text}");
+    assert!(
+        text.contains("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA test@example"),
+        "{text}"
+    );
+    assert_eq!(
+        boot_config::secret(&text).unwrap().as_deref(),
+        Some(secret.as_str())
+    );
+}
+
+#[test]
+fn flash_refuses_the_system_disk() {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let dev = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 1 && f[1] == "/" && f[0].starts_with("/dev/"))
+        .map(|f| f[0].to_string())
+        .expect("no /dev source for / in /proc/self/mounts");
+    let img = root().join("image/tests/data/raspios-like.img.xz");
+    let (ok, log) = xtask(&[
+        "flash",
+        "--hostname",
+        "node1",
+        "--yes",
+        img.to_str().unwrap(),
+        &dev,
+    ]);
+    assert!(
+        !ok && log.contains("refusing to overwrite a disk in use"),
+        "{log}"
+    );
+}
+
+#[test]
+fn image_with_a_corrupt_base_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("junk.img");
+    std::fs::write(&base, vec![0x5a; 4096]).unwrap();
+    let agent = dir.path().join("a");
+    std::fs::write(&agent, b"a").unwrap();
+    let out = dir.path().join("o");
+    let (ok, log) = xtask(&[
+        "image",
+        "--arch",
+        "amd64",
+        "--base",
+        base.to_str().unwrap(),
+        "--agent",
+        agent.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && log.contains("no MBR signature"), "{log}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "only the inputs remain: {left:?}");
+}
