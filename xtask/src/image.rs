@@ -11,7 +11,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use cluster_lab_image::{boot_config, disk, inject, output};
-use xshell::{cmd, Shell};
+use xshell::Shell;
+
+use crate::arch::Arch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Compress {
@@ -25,9 +27,9 @@ pub enum Compress {
 
 #[derive(Debug, Args)]
 pub struct Image {
-    /// Target architecture: armhf, arm64 or amd64.
-    #[arg(long, value_parser = ["armhf", "arm64", "amd64"])]
-    pub arch: String,
+    /// Target architecture (of the agent that is built and injected).
+    #[arg(long, value_enum)]
+    pub arch: Arch,
     /// Base image to inject into: .img, .img.xz, .img.zst or .zip holding one .img, with an MBR, a FAT
     /// boot partition and an ext4 root (Raspberry Pi OS, Debian raspi images, ours).
     /// Default: build/base/<arch>.img from `cargo xtask base`.
@@ -56,7 +58,7 @@ impl Image {
         let root = crate::project_root();
         let base = match &self.base {
             Some(b) => b.clone(),
-            None => default_base(&root, &self.arch)?,
+            None => default_base(&root, self.arch)?,
         };
         if !base.is_file() {
             bail!(
@@ -78,8 +80,20 @@ impl Image {
             .clone()
             .unwrap_or_else(|| root.join("overlays"));
         let agent = match &self.agent {
-            Some(a) => a.clone(),
-            None => build_agent(sh, &self.arch)?,
+            Some(a) => {
+                // A binary for another board would leave a card that never finishes its first boot.
+                crate::elf::require_machine(a, self.arch).context("checking --agent")?;
+                a.clone()
+            }
+            None => {
+                step(&format!(
+                    "building the agent for {} (cargo xtask agent --arch {} --release)",
+                    self.arch, self.arch
+                ));
+                crate::agent::build(sh, self.arch, true, false)
+                    .context("building the agent (pass --agent PATH to use an existing binary)")?
+                    .path
+            }
         };
         let compression = match (self.compress, self.level) {
             (Compress::Zst, l) => output::Compression::Zstd(l.unwrap_or(12).clamp(1, 19)),
@@ -172,7 +186,7 @@ fn strip_img_ext(out: &Path) -> PathBuf {
 
 /// `build/base/<arch>.img` (the newest base `cargo xtask base` built), else the newest
 /// `build/base/<arch>-*.img`.
-fn default_base(root: &Path, arch: &str) -> Result<PathBuf> {
+fn default_base(root: &Path, arch: Arch) -> Result<PathBuf> {
     let dir = root.join("build/base");
     let latest = dir.join(format!("{arch}.img"));
     if latest.exists() {
@@ -214,27 +228,4 @@ fn default_config(root: &Path) -> Result<String> {
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
-}
-
-/// Build the release agent for `arch` with `cargo xtask agent`, which prints the binary's path last.
-fn build_agent(sh: &Shell, arch: &str) -> Result<PathBuf> {
-    step(&format!(
-        "building the agent for {arch} (cargo xtask agent --arch {arch} --release)"
-    ));
-    let me = std::env::current_exe().context("finding the xtask binary")?;
-    let stdout = cmd!(sh, "{me} agent --arch {arch} --release")
-        .read()
-        .context("building the agent (pass --agent PATH to use an existing binary)")?;
-    let path = stdout
-        .lines()
-        .last()
-        .map(|l| PathBuf::from(l.trim()))
-        .context("`cargo xtask agent` printed no binary path")?;
-    if !path.is_file() {
-        bail!(
-            "`cargo xtask agent` reported {}, which does not exist",
-            path.display()
-        );
-    }
-    Ok(path)
 }

@@ -32,6 +32,21 @@ fn xtask(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// A minimal little-endian ELF64 header for `machine` (183 = AArch64, 62 = x86-64): enough for the
+/// architecture check `cargo xtask image` does on `--agent`.
+fn stand_in_agent(path: &Path, machine: u16) {
+    let mut h = vec![0u8; 64];
+    h[..4].copy_from_slice(b"\x7fELF");
+    h[4] = 2; // 64-bit
+    h[5] = 1; // little-endian
+    h[6] = 1;
+    h[16] = 2; // ET_EXEC
+    h[18..20].copy_from_slice(&machine.to_le_bytes());
+    h[54] = 56; // program header entry size, no entries
+    h.extend_from_slice(b"stand-in agent");
+    std::fs::write(path, h).unwrap();
+}
+
 fn toml_on_card(img: &Path) -> String {
     let located = disk::locate(img).unwrap();
     let vol = fat::FatVolume::open(img, &located.boot, false).unwrap();
@@ -43,7 +58,7 @@ fn image_then_flash_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let base = root().join("image/tests/data/raspios-like.img.xz");
     let agent = dir.path().join("cluster-lab");
-    std::fs::write(&agent, b"\x7fELF stand-in agent").unwrap();
+    stand_in_agent(&agent, 183);
     let out = dir.path().join("out/lab");
     let (ok, log) = xtask(&[
         "image",
@@ -172,6 +187,29 @@ fn image_then_flash_a_file() {
 }
 
 #[test]
+fn agent_for_another_board_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = dir.path().join("a");
+    stand_in_agent(&agent, 62);
+    let base = root().join("image/tests/data/raspios-like.img.xz");
+    let (ok, log) = xtask(&[
+        "image",
+        "--arch",
+        "arm64",
+        "--base",
+        base.to_str().unwrap(),
+        "--agent",
+        agent.to_str().unwrap(),
+        "-o",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && log.contains("x86-64") && log.contains("AArch64"),
+        "{log}"
+    );
+}
+
+#[test]
 fn flash_refuses_the_system_disk() {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let dev = mounts
@@ -201,7 +239,7 @@ fn image_with_a_corrupt_base_names_the_problem() {
     let base = dir.path().join("junk.img");
     std::fs::write(&base, vec![0x5a; 4096]).unwrap();
     let agent = dir.path().join("a");
-    std::fs::write(&agent, b"a").unwrap();
+    stand_in_agent(&agent, 62);
     let out = dir.path().join("o");
     let (ok, log) = xtask(&[
         "image",
