@@ -16,7 +16,7 @@ use xshell::{cmd, Shell};
 
 use super::netns::{self, Topology};
 use super::perfdhcp::{self, Report};
-use super::servers::{Daemon, Server, CLIENT_ADDR, SERVER_ADDR};
+use super::servers::{self, Daemon, Server, CLIENT_ADDR, SERVER_ADDR};
 use super::{machine, report};
 
 /// First offered rate, DORA/s.
@@ -86,6 +86,8 @@ pub struct Outcome {
     pub server: Server,
     pub version: String,
     pub points: Vec<Point>,
+    /// Size of the lease file when the server was stopped.
+    pub lease_bytes: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -153,6 +155,7 @@ impl Dhcp {
                 server,
                 version,
                 points: Vec::new(),
+                lease_bytes: None,
                 error: None,
             };
             let result = measure(
@@ -164,9 +167,12 @@ impl Dhcp {
                 self.quick,
                 &mut outcome.points,
             );
-            if let Err(e) = result {
-                eprintln!("bench: {}: {e:#}", server.label());
-                outcome.error = Some(format!("{e:#}"));
+            match result {
+                Ok(bytes) => outcome.lease_bytes = Some(bytes),
+                Err(e) => {
+                    eprintln!("bench: {}: {e:#}", server.label());
+                    outcome.error = Some(format!("{e:#}"));
+                }
             }
             outcomes.push(outcome);
         }
@@ -199,8 +205,8 @@ impl Dhcp {
     }
 }
 
-/// Start `server`, wait until it answers, run the rate points, stop it. On failure the end of the server's log
-/// goes to stderr.
+/// Start `server`, wait until it answers, run the rate points, stop it, and check that it kept its leases on disk
+/// (returns the lease file's size). On failure the end of the server's log goes to stderr.
 fn measure(
     sh: &Shell,
     server: Server,
@@ -209,7 +215,7 @@ fn measure(
     period: Duration,
     quick: bool,
     points: &mut Vec<Point>,
-) -> Result<()> {
+) -> Result<u64> {
     let mut daemon = server.start(dir, cluster_lab)?;
     let result = drive(sh, &mut daemon, period, quick, points);
     if result.is_err() {
@@ -220,7 +226,17 @@ fn measure(
         );
     }
     result?;
-    daemon.stop()
+    daemon.stop()?;
+    let leases = servers::lease_file(dir);
+    let bytes = std::fs::metadata(&leases).map_or(0, |m| m.len());
+    if bytes == 0 {
+        bail!(
+            "{} acknowledged leases but kept none on disk: {} is empty or missing",
+            server.label(),
+            leases.display()
+        );
+    }
+    Ok(bytes)
 }
 
 fn drive(
@@ -429,6 +445,7 @@ mod tests {
             server: Server::Kea,
             version: String::new(),
             points,
+            lease_bytes: None,
             error: None,
         };
         (
@@ -480,6 +497,7 @@ mod tests {
             server: Server::Kea,
             version: String::new(),
             points,
+            lease_bytes: None,
             error: None,
         };
         assert!(o.capped());

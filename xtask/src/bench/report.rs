@@ -100,7 +100,10 @@ pub fn render(run: &Run<'_>) -> String {
     );
     let _ = writeln!(s, "Leases on disk:\n");
     for o in run.outcomes {
-        let _ = writeln!(s, "- {}: {}", o.server.label(), o.server.storage());
+        let size = o.lease_bytes.map_or(String::new(), |b| {
+            format!(" Lease file after the run: {}.", bytes(b))
+        });
+        let _ = writeln!(s, "- {}: {}.{size}", o.server.label(), o.server.storage());
     }
     s
 }
@@ -137,6 +140,14 @@ fn row(o: &Outcome, kea: Option<f64>) -> String {
         ms(b),
         ms_ra(b)
     )
+}
+
+fn bytes(b: u64) -> String {
+    if b < 1_000_000 {
+        format!("{} kB", b.div_ceil(1000))
+    } else {
+        format!("{:.1} MB", b as f64 / 1e6)
+    }
 }
 
 fn ms(p: &Point) -> String {
@@ -223,18 +234,21 @@ mod tests {
                 server: Server::ClusterLab,
                 version: "0.1.0".into(),
                 points: vec![point(100, 100.0), point(200, 200.0), point(400, 300.0)],
+                lease_bytes: Some(2_500_000),
                 error: None,
             },
             Outcome {
                 server: Server::Kea,
                 version: "2.2.0".into(),
                 points: vec![point(100, 100.0), point(200, 100.0)],
+                lease_bytes: None,
                 error: None,
             },
             Outcome {
                 server: Server::Dnsmasq,
                 version: "2.90".into(),
                 points: vec![],
+                lease_bytes: None,
                 error: Some("dnsmasq exited (exit status: 2)\nlog".into()),
             },
         ];

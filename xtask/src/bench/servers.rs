@@ -103,7 +103,7 @@ impl Server {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", SERVER_NS]);
-        let leases = dir.join("leases");
+        let leases = lease_file(dir);
         match self {
             Server::ClusterLab => {
                 let bin = cluster_lab.context("cluster-lab was not built")?;
@@ -135,6 +135,11 @@ impl Server {
         }
         Daemon::spawn(self.label(), cmd, dir.join("server.log"))
     }
+}
+
+/// Where a server started with `dir` keeps its leases.
+pub fn lease_file(dir: &Path) -> PathBuf {
+    dir.join("leases")
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
