@@ -119,14 +119,32 @@ fn hostile_packets_never_panic() {
     };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut handled = 0;
-    for i in 0..20_000u32 {
+    // CLUSTER_LAB_FUZZ_ITERATIONS runs a longer fuzz by hand.
+    let iterations: u32 = std::env::var("CLUSTER_LAB_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    for i in 0..iterations {
         let buf: Vec<u8> = match i % 4 {
             // Pure noise of any length.
             0 => (0..rng.below(700)).map(|_| rng.next() as u8).collect(),
-            // A valid header followed by random option bytes.
+            // A valid header, a message type, then random options: plausible codes and lengths, random bodies.
             1 => {
                 let mut b = seeds[0][..HEADER_LEN].to_vec();
-                b.extend((0..rng.below(400)).map(|_| rng.next() as u8));
+                b.extend([53, 1, 1 + rng.below(8) as u8]);
+                for _ in 0..rng.below(12) {
+                    let len = if rng.below(4) == 0 {
+                        rng.below(256)
+                    } else {
+                        rng.below(8)
+                    };
+                    b.push(rng.next() as u8);
+                    b.push(len as u8);
+                    b.extend((0..len).map(|_| rng.next() as u8));
+                }
+                if rng.below(2) == 0 {
+                    b.push(255);
+                }
                 b
             }
             // Valid packets with a few bytes flipped.

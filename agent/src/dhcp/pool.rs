@@ -135,10 +135,13 @@ impl Pool {
     pub fn new(start: Ipv4Addr, end: Ipv4Addr, exclude: &[Ipv4Addr]) -> Pool {
         let (a, b) = (u32::from(start), u32::from(end));
         let (first, last) = (a.min(b), a.max(b));
+        let mut exclude = exclude.to_vec();
+        exclude.sort();
+        exclude.dedup();
         Pool {
             first,
             size: last.wrapping_sub(first).saturating_add(1),
-            exclude: exclude.to_vec(),
+            exclude,
             slots: HashMap::new(),
             by_client: HashMap::new(),
             by_hw: HashMap::new(),
@@ -232,7 +235,8 @@ impl Pool {
         let start = (key.hash() % u64::from(self.size)) as u32;
         let mut oldest: Option<(u64, Ipv4Addr)> = None;
         for i in 0..self.size {
-            let ip = Ipv4Addr::from(self.first.wrapping_add(start.wrapping_add(i) % self.size));
+            let offset = (u64::from(start) + u64::from(i)) % u64::from(self.size);
+            let ip = Ipv4Addr::from(self.first.wrapping_add(offset as u32));
             if self.exclude.contains(&ip) {
                 continue;
             }
@@ -356,7 +360,7 @@ impl Pool {
             .exclude
             .iter()
             .filter(|ip| u32::from(**ip).wrapping_sub(self.first) < self.size);
-        self.size - excluded.count() as u32
+        self.size.saturating_sub(excluded.count() as u32)
     }
 }
 

@@ -181,3 +181,18 @@ fn rebinding_elsewhere_drops_the_old_address() {
     assert!(p.lease_at(ip(101)).is_none());
     assert_eq!(p.leases().count(), 1);
 }
+
+#[test]
+fn degenerate_ranges_do_not_panic() {
+    let p = Pool::new(ip(1), ip(1), &[ip(1), ip(1), ip(1)]);
+    assert_eq!(p.capacity(), 0);
+    assert_eq!(p.choose(&client(1), None, NOW), None);
+    let p = Pool::new(
+        Ipv4Addr::new(0, 0, 0, 0),
+        Ipv4Addr::new(255, 255, 255, 255),
+        &[],
+    );
+    assert!(p.choose(&client(1), None, NOW).is_some());
+    // Reversed bounds are the same range.
+    assert_eq!(Pool::new(ip(110), ip(101), &[]).capacity(), 10);
+}

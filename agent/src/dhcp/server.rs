@@ -196,7 +196,7 @@ impl Server {
             self.warn_exhausted(req, now);
             return Outcome::default();
         };
-        self.pool.offer(c, ip, now + OFFER_HOLD_SECS);
+        self.pool.offer(c, ip, now.saturating_add(OFFER_HOLD_SECS));
         // Debug, not info: a DISCOVER flood must not flood the journal; the ACK is the line that matters.
         debug!(client = %c.key, hw = %hex(&c.hw), hostname = c.hostname.as_deref().unwrap_or(""), address = %ip, "offer");
         self.reply(
@@ -241,7 +241,7 @@ impl Server {
         if !self.pool.available_for(ip, &c.key, now) {
             return self.nak(req, ip, "address taken");
         }
-        let expires = now + u64::from(self.lease_secs);
+        let expires = now.saturating_add(u64::from(self.lease_secs));
         self.pool.bind(c, ip, expires);
         info!(client = %c.key, hw = %hex(&c.hw), hostname = c.hostname.as_deref().unwrap_or(""), address = %ip, expires, "ack");
         let record = lease_record(c, ip, expires);
@@ -274,7 +274,7 @@ impl Server {
             debug!(client = %c.key, address = %ip, "decline of an address the client does not hold, ignored");
             return Outcome::default();
         }
-        let until = now + self.cfg.decline_quarantine.as_secs();
+        let until = now.saturating_add(self.cfg.decline_quarantine.as_secs());
         self.pool.quarantine(ip, until);
         warn!(client = %c.key, address = %ip, until, "decline: address in use by another host, quarantined");
         Outcome {
@@ -322,7 +322,7 @@ impl Server {
     fn warn_exhausted(&mut self, req: &Request, now: u64) {
         let due = self
             .last_exhausted_warn
-            .is_none_or(|t| now >= t + EXHAUSTED_WARN_EVERY);
+            .is_none_or(|t| now >= t.saturating_add(EXHAUSTED_WARN_EVERY));
         if due {
             warn!(
                 client = %req.client.key,

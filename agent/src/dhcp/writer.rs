@@ -137,3 +137,76 @@ fn send(sock: &UdpSocket, bytes: &[u8], to: SocketAddrV4) {
     }
     warn!(to = %to, "send buffer full for 100 ms, ACK dropped");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn acks_leave_only_after_their_records_are_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases");
+        let (log, _) = LeaseLog::open(&path).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let to = match client.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("{other}"),
+        };
+        let writer = Writer::start(log, UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        for n in 0..50u8 {
+            let record = Record::Decline {
+                ip: Ipv4Addr::new(10, 0, 0, n),
+                until: u64::from(n),
+            };
+            writer.submit(Batch {
+                records: vec![record],
+                acks: vec![(vec![n], to)],
+                compact: None,
+            });
+        }
+        let mut buf = [0u8; 16];
+        for _ in 0..50 {
+            let (len, _) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(len, 1);
+            // The record this ACK stands for is already in the file.
+            let text = std::fs::read_to_string(&path).unwrap();
+            let needle = format!("\"ip\":\"10.0.0.{}\"", buf[0]);
+            assert!(
+                text.contains(&needle),
+                "ACK {} before its record:\n{text}",
+                buf[0]
+            );
+        }
+        let log = writer.finish().expect("writer thread returns the log");
+        assert_eq!(log.lines(), 50);
+    }
+
+    #[test]
+    fn compaction_through_the_writer_keeps_later_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases");
+        let (log, _) = LeaseLog::open(&path).unwrap();
+        let writer = Writer::start(log, UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let decline = |n: u8| Record::Decline {
+            ip: Ipv4Addr::new(10, 0, 0, n),
+            until: 9,
+        };
+        writer.submit(Batch {
+            records: vec![decline(1), decline(2)],
+            acks: vec![],
+            compact: Some(vec![decline(2)]),
+        });
+        writer.submit(Batch {
+            records: vec![decline(3)],
+            ..Batch::default()
+        });
+        drop(writer.finish());
+        let (_, loaded) = LeaseLog::open(&path).unwrap();
+        assert_eq!(loaded.records, vec![decline(2), decline(3)]);
+    }
+}
