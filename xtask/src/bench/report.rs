@@ -86,7 +86,8 @@ pub fn render(run: &Run<'_>) -> String {
         s,
         "\nHow: each server runs alone in network namespace `{SERVER_NS}`, linked by a veth pair to `{CLIENT_NS}` \
          where perfdhcp runs; no packet leaves these namespaces. perfdhcp acts as a relay agent on the same link \
-         (giaddr {}, port 67) and broadcasts DISCOVERs for {CLIENTS} simulated clients. Pool {POOL_FIRST}–{POOL_LAST} \
+         (giaddr {}, port 67) and broadcasts DISCOVERs for {CLIENTS} simulated clients, taken in turn from the \
+         first one at every rate, so beyond the first {CLIENTS} exchanges every client already holds a lease. Pool {POOL_FIRST}–{POOL_LAST} \
          in subnet {SUBNET} (a /20 around the default 192.168.200.0/24, so that every client fits), lease time \
          1 h, each server with its own defaults otherwise and an empty lease file on {}. Each rate runs {} s; the \
          offered rate doubles from {START_RATE}/s while at most {} % of exchanges go unfinished, then \
