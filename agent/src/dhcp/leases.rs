@@ -61,6 +61,8 @@ pub struct LeaseLog {
     pending: Vec<u8>,
     /// Records in the file now.
     lines: usize,
+    /// A failed write may have left a partial line: start the next write on a fresh line.
+    broken: bool,
 }
 
 impl LeaseLog {
@@ -82,6 +84,7 @@ impl LeaseLog {
                 file,
                 pending: Vec::with_capacity(64 * 1024),
                 lines,
+                broken: false,
             },
             loaded,
         ))
@@ -116,11 +119,16 @@ impl LeaseLog {
         if self.pending.is_empty() {
             return Ok(());
         }
+        if self.broken {
+            // The partial line becomes one unreadable line, skipped on load; the records after it stay whole.
+            self.pending.insert(0, b'\n');
+        }
         let result = self
             .file
             .write_all(&self.pending)
             .and_then(|()| self.file.sync_data());
         self.pending.clear();
+        self.broken = result.is_err();
         result
     }
 
@@ -143,10 +151,11 @@ impl LeaseLog {
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, &self.path)?;
-        sync_dir(&self.path)?;
+        // From here on the old file is unlinked: switch to the new one before anything else can fail.
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.lines = lines;
-        Ok(())
+        self.broken = false;
+        sync_dir(&self.path)
     }
 }
 

@@ -6,7 +6,7 @@
 //! its lease is on disk, and a burst of clients costs one sync per writer turn.
 
 use std::net::{SocketAddrV4, UdpSocket};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -85,7 +85,8 @@ fn run(mut log: LeaseLog, sock: UdpSocket, rx: Receiver<Batch>) -> LeaseLog {
     let mut acks: Vec<(Vec<u8>, SocketAddrV4)> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut batch = Some(first);
-        let mut closed = false;
+        // A failed compaction may have lost queued records: their ACKs must not go out.
+        let mut failed = false;
         // Everything queued so far shares one sync.
         while let Some(b) = batch.take() {
             for r in &b.records {
@@ -96,26 +97,27 @@ fn run(mut log: LeaseLog, sock: UdpSocket, rx: Receiver<Batch>) -> LeaseLog {
                 match log.compact(snapshot) {
                     Ok(()) => debug!(lines = log.lines(), "lease file compacted"),
                     Err(e) => {
-                        error!(lease_file = %log.path().display(), error = %e, "compacting lease file failed")
+                        error!(lease_file = %log.path().display(), error = %e, "compacting lease file failed");
+                        failed = true;
                     }
                 }
             }
-            match rx.try_recv() {
-                Ok(next) => batch = Some(next),
-                Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Disconnected) => closed = true,
-            }
+            batch = rx.try_recv().ok();
         }
         if let Err(e) = log.commit() {
-            // Not on disk: the ACKs must not go out. Clients retry and the next turn writes again.
-            error!(lease_file = %log.path().display(), error = %e, acks = acks.len(), "writing leases failed, ACKs withheld");
+            error!(lease_file = %log.path().display(), error = %e, "writing leases failed");
+            failed = true;
+        }
+        if failed {
+            // Not on disk: clients retry, and the retry is written again.
+            warn!(
+                acks = acks.len(),
+                "ACKs withheld: their leases may not be on disk"
+            );
             acks.clear();
         }
         for (bytes, to) in acks.drain(..) {
             send(&sock, &bytes, to);
-        }
-        if closed {
-            break;
         }
     }
     log
