@@ -14,6 +14,14 @@ use crate::dhcp::server::ServerConfig;
 /// Serve DHCP on the cluster VLAN only. Leases are synced to disk before they are acknowledged; the server stops
 /// on SIGTERM or SIGINT.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Needs root (port 67, SO_BINDTODEVICE). Replies go out only on the chosen interface. \
+A client keeps its address across restarts of the server and of the client (client identifier, else MAC; a \
+re-flashed card by its hostname).\n\n\
+An ACK is sent only after its lease is synced to the lease file, so leases survive a crash or kill -9. \
+SIGTERM or SIGINT stops the server after everything received has been written and acknowledged.\n\n\
+Logs go to stderr; CLUSTER_LAB_LOG=debug also shows offers and dropped packets."
+)]
 pub struct DhcpdArgs {
     /// Path to cluster-lab.toml.
     #[arg(long, short)]
@@ -42,7 +50,12 @@ impl DhcpdArgs {
             .unwrap_or_else(|| settings.network.vlan_interface());
         let server_id = self.server_address.unwrap_or(settings.network.master);
         crate::dhcp::socket::interface_index(&interface)?;
-        daemon::check_server_address(&interface, server_id, self.server_address.is_some())?;
+        daemon::check_server_address(
+            &interface,
+            server_id,
+            settings.network.subnet.prefix(),
+            self.server_address.is_some(),
+        )?;
         let opts = DaemonOptions {
             interface,
             port: self.port,

@@ -163,7 +163,8 @@ fn lock(opts: &DaemonOptions) -> anyhow::Result<Flock<File>> {
     name.push(".lock");
     let path = opts.lease_file.with_file_name(name);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating lease file directory {}", dir.display()))?;
     }
     let f = OpenOptions::new()
         .create(true)
@@ -185,6 +186,7 @@ fn lock(opts: &DaemonOptions) -> anyhow::Result<Flock<File>> {
 pub fn check_server_address(
     interface: &str,
     server_id: Ipv4Addr,
+    prefix: u8,
     explicit: bool,
 ) -> anyhow::Result<()> {
     let have = super::socket::interface_addresses(interface)?;
@@ -205,6 +207,6 @@ pub fn check_server_address(
     }
     bail!(
         "interface {interface} does not have the master address {server_id} (it has {list}): \
-         add it (ip addr add {server_id}/<prefix> dev {interface}), or pass --server-address"
+         add it (ip addr add {server_id}/{prefix} dev {interface}), or pass --server-address"
     )
 }
