@@ -10,6 +10,7 @@ fn package_of(program: &str) -> &'static str {
     match program {
         "fsck.vfat" | "mkfs.vfat" => "dosfstools",
         "mcopy" | "mdir" => "mtools",
+        "blockdev" | "partx" | "sfdisk" => "util-linux",
         _ => "e2fsprogs",
     }
 }

@@ -290,3 +290,13 @@ pub fn personalise(target: &Path, hostname: &str, ssh_keys: Option<&[String]>) -
     }
     Ok(new)
 }
+
+/// Ask the kernel to re-read the partition table of a flashed device (`blockdev --rereadpt`), so the
+/// new partitions appear without unplugging the card.
+pub fn reread_partitions(device: &Path) -> Result<()> {
+    crate::command::run(
+        "blockdev",
+        &[std::ffi::OsStr::new("--rereadpt"), device.as_os_str()],
+    )?;
+    Ok(())
+}

@@ -79,6 +79,12 @@ impl Flash {
         if let Some(k) = &keys {
             eprintln!("    {} SSH key(s) set", k.len());
         }
+        if let flash::Target::BlockDevice { path, .. } = &target {
+            // Last, so nothing automounts the new partitions while they are being edited.
+            if let Err(e) = flash::reread_partitions(path) {
+                eprintln!("    note: the kernel did not re-read the partition table ({e}); replug the card");
+            }
+        }
         eprintln!("==> done: {} is ready", target.path().display());
         Ok(())
     }
