@@ -280,19 +280,14 @@ impl Pool {
     }
 
     fn assign(&mut self, client: &Client, ip: Ipv4Addr, expires: u64, offered_until: u64) {
-        if let Some(Slot::Lease(old)) = self.slots.get(&ip) {
-            if old.client != client.key && self.by_client.get(&old.client) == Some(&ip) {
-                let old_key = old.client.clone();
-                self.by_client.remove(&old_key);
+        // A client holds one address: moving drops the old one.
+        if let Some(&prev) = self.by_client.get(&client.key) {
+            if prev != ip {
+                self.vacate(prev);
             }
         }
-        if let Some(prev) = self.by_client.insert(client.key.clone(), ip) {
-            if prev != ip
-                && matches!(self.slots.get(&prev), Some(Slot::Lease(l)) if l.client == client.key)
-            {
-                self.slots.remove(&prev);
-            }
-        }
+        self.vacate(ip);
+        self.by_client.insert(client.key.clone(), ip);
         self.by_hw.insert(client.hw.clone(), ip);
         if let Some(name) = &client.hostname {
             self.by_host.insert(name.clone(), ip);
@@ -305,6 +300,24 @@ impl Pool {
             offered_until,
         };
         self.slots.insert(ip, Slot::Lease(lease));
+    }
+
+    /// Empty `ip` and every index entry pointing at it, so the indexes never outgrow the range (a flood of
+    /// random hardware addresses cannot grow memory).
+    fn vacate(&mut self, ip: Ipv4Addr) {
+        if let Some(Slot::Lease(old)) = self.slots.remove(&ip) {
+            if self.by_client.get(&old.client) == Some(&ip) {
+                self.by_client.remove(&old.client);
+            }
+            if self.by_hw.get(&old.hw) == Some(&ip) {
+                self.by_hw.remove(&old.hw);
+            }
+            if let Some(name) = &old.hostname {
+                if self.by_host.get(name) == Some(&ip) {
+                    self.by_host.remove(name);
+                }
+            }
+        }
     }
 
     /// End `key`'s lease on `ip` at `at`; the address stays remembered for it. False if it was not its lease.
@@ -321,12 +334,7 @@ impl Pool {
 
     /// Keep `ip` out of the pool until `until` (a client found it in use).
     pub fn quarantine(&mut self, ip: Ipv4Addr, until: u64) {
-        if let Some(Slot::Lease(l)) = self.slots.get(&ip) {
-            if self.by_client.get(&l.client) == Some(&ip) {
-                let key = l.client.clone();
-                self.by_client.remove(&key);
-            }
-        }
+        self.vacate(ip);
         self.slots.insert(ip, Slot::Quarantined { until });
     }
 
@@ -352,6 +360,16 @@ impl Pool {
             .values()
             .filter(|s| matches!(s, Slot::Lease(l) if l.expires > now))
             .count()
+    }
+
+    /// Sizes of the slot table and its indexes (for tests: none may outgrow the range).
+    pub fn table_sizes(&self) -> [usize; 4] {
+        [
+            self.slots.len(),
+            self.by_client.len(),
+            self.by_hw.len(),
+            self.by_host.len(),
+        ]
     }
 
     /// Number of addresses the pool may hand out.

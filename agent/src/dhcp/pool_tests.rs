@@ -196,3 +196,24 @@ fn degenerate_ranges_do_not_panic() {
     // Reversed bounds are the same range.
     assert_eq!(Pool::new(ip(110), ip(101), &[]).capacity(), 10);
 }
+
+#[test]
+fn a_flood_of_new_clients_cannot_grow_memory() {
+    let mut p = pool();
+    for n in 0..5000u32 {
+        let b = n.to_be_bytes();
+        let c = Client {
+            key: ClientKey::Hw(vec![2, 0, b[0], b[1], b[2], b[3]]),
+            hw: vec![2, 0, b[0], b[1], b[2], b[3]],
+            hostname: Some(format!("h{n}")),
+        };
+        // Each offer lapses before the next client comes.
+        let now = NOW + u64::from(n) * 100;
+        if let Some(a) = p.choose(&c, None, now) {
+            p.offer(&c, a, now + 30);
+        }
+    }
+    for size in p.table_sizes() {
+        assert!(size <= 10, "{:?}", p.table_sizes());
+    }
+}
