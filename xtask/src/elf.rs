@@ -26,7 +26,7 @@ impl ElfInfo {
 
 pub fn machine_name(machine: u16) -> &'static str {
     match machine {
-        EM_ARM => "ARM (32-bit)",
+        EM_ARM => "ARM",
         EM_X86_64 => "x86-64",
         EM_AARCH64 => "AArch64",
         _ => "unknown machine",
