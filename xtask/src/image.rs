@@ -96,9 +96,12 @@ impl Image {
             }
         };
         let compression = match (self.compress, self.level) {
-            (Compress::Zst, l) => output::Compression::Zstd(l.unwrap_or(12).clamp(1, 19)),
-            (Compress::Xz, l) => output::Compression::Xz(l.unwrap_or(6).clamp(0, 9) as u32),
+            (Compress::Zst, None) => output::Compression::Zstd(12),
+            (Compress::Zst, Some(l @ 1..=19)) => output::Compression::Zstd(l),
+            (Compress::Xz, None) => output::Compression::Xz(6),
+            (Compress::Xz, Some(l @ 0..=9)) => output::Compression::Xz(l as u32),
             (Compress::None, _) => output::Compression::None,
+            (c, Some(l)) => bail!("--level {l} is out of range for {c:?} (zstd: 1–19, xz: 0–9)"),
         };
 
         // Payload first: a bad overlay or missing agent fails before any big copy.
