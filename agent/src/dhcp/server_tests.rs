@@ -364,3 +364,60 @@ fn restart_restores_every_client_address() {
             .0
     );
 }
+
+#[test]
+fn leases_survive_a_crash_through_the_log_file() {
+    use crate::dhcp::leases::LeaseLog;
+    use std::io::Write as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leases");
+    let mut addrs = Vec::new();
+    {
+        let (mut log, _) = LeaseLog::open(&path).unwrap();
+        let mut s = Server::new(config());
+        for mac in 1..=10 {
+            let (offer, _) = exchange(&mut s, &client_msg(MessageType::Discover, mac, vec![]), NOW);
+            let a = offer.unwrap().0.yiaddr();
+            let req = client_msg(
+                MessageType::Request,
+                mac,
+                vec![
+                    DhcpOption::ServerIdentifier(SERVER),
+                    DhcpOption::RequestedIpAddress(a),
+                ],
+            );
+            let (_, record) = exchange(&mut s, &req, NOW);
+            log.append(&record.unwrap());
+            addrs.push(a);
+        }
+        log.commit().unwrap();
+        // Killed here, in the middle of writing the next record.
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(br#"{"kind":"lease","ip":"192.168"#)
+        .unwrap();
+    let (mut log, loaded) = LeaseLog::open(&path).unwrap();
+    assert!(loaded.torn_tail);
+    let mut s = Server::new(config());
+    assert_eq!(s.restore(&loaded.records), 0);
+    log.compact(s.snapshot(NOW + 60)).unwrap();
+    for (mac, a) in (1..=10).zip(addrs) {
+        // INIT-REBOOT after the restart: the same address, acknowledged.
+        let req = client_msg(
+            MessageType::Request,
+            mac,
+            vec![DhcpOption::RequestedIpAddress(a)],
+        );
+        let (reply, _) = exchange(&mut s, &req, NOW + 60);
+        let ack = reply.unwrap().0;
+        assert_eq!(
+            (kind(&ack), ack.yiaddr()),
+            (MessageType::Ack, a),
+            "client {mac}"
+        );
+    }
+}
