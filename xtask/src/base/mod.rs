@@ -155,6 +155,9 @@ impl Base {
         std::fs::create_dir_all(&out_dir)
             .with_context(|| format!("creating {}", out_dir.display()))?;
 
+        // One build per architecture at a time: a second one waits, then usually finds the first one's result.
+        let _lock = lock_arch(&out_dir, arch)?;
+
         // Consul first: its digest is part of the cache key.
         let staging = out_dir.join(format!(".consul-{arch}"));
         std::fs::create_dir_all(&staging)?;
@@ -296,6 +299,22 @@ impl Base {
         );
         Ok(paths.output(manifest, false))
     }
+}
+
+/// An exclusive lock on `build/base/.lock-<arch>`, held until the returned file is dropped.
+fn lock_arch(dir: &Path, arch: Arch) -> Result<std::fs::File> {
+    let path = dir.join(format!(".lock-{arch}"));
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    if file.try_lock().is_err() {
+        eprintln!(
+            "base: another {arch} base build is running; waiting for it ({})",
+            rel(&path).display()
+        );
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+    }
+    Ok(file)
 }
 
 /// The one place the disk image is put together: cluster-lab-image's assembler (mbrman, fatfs, mke2fs -d,
