@@ -114,6 +114,9 @@ impl Image {
         let secret = boot_config::random_secret();
         let config =
             boot_config::set_secret(&config, &secret).context("writing the cluster secret")?;
+        if self.arch == Arch::Amd64 && cfg!(target_arch = "x86_64") {
+            check_config_with_agent(&agent, &config)?;
+        }
         payload.add_boot_file(boot_config::FILE_NAME, config.into_bytes());
 
         output::remove_previous(&out).context("removing previous outputs")?;
@@ -231,4 +234,31 @@ fn default_config(root: &Path) -> Result<String> {
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// When the agent runs on this host, let it validate the generated file (`cluster-lab config check`): the
+/// card must not boot with a config its own agent rejects.
+fn check_config_with_agent(agent: &Path, config: &str) -> Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let file = dir.path().join(boot_config::FILE_NAME);
+    std::fs::write(&file, config).with_context(|| format!("writing {}", file.display()))?;
+    let out = std::process::Command::new(agent)
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .with_context(|| format!("running {} config check", agent.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the agent rejects the generated cluster-lab.toml (`{} config check`, {}): {}{}",
+            agent.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    eprintln!(
+        "    cluster-lab.toml accepted by `{} config check`",
+        agent.display()
+    );
+    Ok(())
 }

@@ -239,12 +239,12 @@ fn image_with_a_corrupt_base_names_the_problem() {
     let base = dir.path().join("junk.img");
     std::fs::write(&base, vec![0x5a; 4096]).unwrap();
     let agent = dir.path().join("a");
-    stand_in_agent(&agent, 62);
+    stand_in_agent(&agent, 183);
     let out = dir.path().join("o");
     let (ok, log) = xtask(&[
         "image",
         "--arch",
-        "amd64",
+        "arm64",
         "--base",
         base.to_str().unwrap(),
         "--agent",
@@ -259,4 +259,51 @@ fn image_with_a_corrupt_base_names_the_problem() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(left.len(), 2, "only the inputs remain: {left:?}");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amd64_agent_that_rejects_the_config_stops_the_build() {
+    // An amd64 agent runs on this host, so `cargo xtask image` has it check the generated
+    // cluster-lab.toml; /bin/false stands in for an agent that rejects it, /bin/true for one that accepts.
+    let dir = tempfile::tempdir().unwrap();
+    let base = root().join("image/tests/data/raspios-like.img.xz");
+    let out = dir.path().join("o");
+    let (ok, log) = xtask(&[
+        "image",
+        "--arch",
+        "amd64",
+        "--base",
+        base.to_str().unwrap(),
+        "--agent",
+        "/bin/false",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && log.contains("the agent rejects the generated cluster-lab.toml"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    let (ok, log) = xtask(&[
+        "image",
+        "--arch",
+        "amd64",
+        "--base",
+        base.to_str().unwrap(),
+        "--agent",
+        "/bin/true",
+        "-o",
+        out.to_str().unwrap(),
+        "--compress",
+        "none",
+    ]);
+    assert!(
+        ok && log.contains("accepted by `/bin/true config check`"),
+        "{log}"
+    );
 }
