@@ -16,6 +16,7 @@ pub mod firstboot;
 pub mod hostname;
 pub mod logging;
 pub mod networkd;
+pub mod overlay;
 pub mod render;
 pub mod stamp;
 pub mod status;

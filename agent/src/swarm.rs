@@ -117,6 +117,11 @@ impl Swarm {
         }
     }
 
+    /// The engine connection, for operations beyond the swarm itself (networks).
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
     pub async fn local_state(&self) -> Result<LocalState, SwarmError> {
         let info = self
             .docker

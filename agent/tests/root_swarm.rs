@@ -157,6 +157,26 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
     };
     assert!(token.starts_with("SWMTKN-1-"), "{token}");
 
+    // The routing mesh gets the overlay MTU that fits the VLAN, once.
+    for expected in [Outcome::Done, Outcome::AlreadyDone] {
+        let m = m.clone();
+        let outcome = manager
+            .block_on(async move { cluster_lab::overlay::ensure_ingress_mtu(&m, 1446).await })
+            .unwrap();
+        assert_eq!(outcome, expected);
+    }
+    let ingress = manager.docker(&[
+        "network",
+        "inspect",
+        "ingress",
+        "--format",
+        "{{json .Options}}",
+    ]);
+    assert!(
+        ingress.contains("\"com.docker.network.driver.mtu\":\"1446\""),
+        "{ingress}"
+    );
+
     // The worker joins with the token, twice: the second is a no-op.
     let w = worker.connect();
     for expected in [Outcome::Done, Outcome::AlreadyDone] {

@@ -14,7 +14,7 @@ use crate::consul::keys::gossip_key;
 use crate::consul::ConsulClient;
 use crate::election::{Claim, ClusterRole};
 use crate::swarm::{self, Swarm};
-use crate::{systemd, token};
+use crate::{networkd, overlay, systemd, token};
 
 /// Returns the master's VLAN address.
 pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::Result<Ipv4Addr> {
@@ -52,6 +52,13 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
         .context("connecting to dockerd")?;
     let outcome = docker.init(master).await?;
     tracing::info!(?outcome, advertise = %master, "swarm manager");
+    let mtu = overlay::overlay_mtu(networkd::vlan_mtu(networkd::PARENT_MTU));
+    match overlay::ensure_ingress_mtu(&docker, mtu).await {
+        Ok(outcome) => tracing::info!(?outcome, mtu, "ingress network"),
+        Err(e) => {
+            tracing::warn!(error = %e, mtu, "ingress network keeps its MTU (overlay traffic is fragmented)")
+        }
+    }
     publish_token(fb, &consul, &docker).await?;
 
     for service in services(master) {
