@@ -61,7 +61,7 @@ pub fn unpack(base: &Path, out: &Path) -> Result<u64> {
     let written = match packing {
         Packing::Raw => {
             let bar = progress::bytes(packed_len, "copying");
-            copy_sparse(&mut bar.wrap_read(file), &mut dst, out).map_err(|e| match e {
+            copy_raw(&file, packed_len, &mut dst, out, &bar).map_err(|e| match e {
                 CopyError::Read(e) => ImageError::Io {
                     path: base.into(),
                     what: "reading base image",
@@ -110,6 +110,7 @@ pub fn unpack(base: &Path, out: &Path) -> Result<u64> {
             })?
         }
     };
+    dst.set_len(written).at(out, "sizing working image")?;
     dst.sync_all().at(out, "syncing working image")?;
     Ok(written)
 }
@@ -119,7 +120,8 @@ enum CopyError {
     Write(ImageError),
 }
 
-/// Copy `src` to `dst` in 1 MiB blocks, seeking over blocks that are all zeros.
+/// Copy `src` to `dst` from its current position in 1 MiB blocks, seeking over blocks that are all
+/// zeros (the caller sets the final length).
 fn copy_sparse(src: &mut dyn Read, dst: &mut File, dst_path: &Path) -> Result<u64, CopyError> {
     const BLOCK: usize = 1 << 20;
     let mut buf = vec![0u8; BLOCK];
@@ -143,10 +145,45 @@ fn copy_sparse(src: &mut dyn Read, dst: &mut File, dst_path: &Path) -> Result<u6
             break;
         }
     }
-    dst.set_len(total)
-        .at(dst_path, "sizing working image")
-        .map_err(CopyError::Write)?;
     Ok(total)
+}
+
+/// Copy a raw image: only its data extents (SEEK_DATA/SEEK_HOLE), each sparsely; holes stay holes.
+/// Falls back to reading everything where the filesystem does not report extents.
+fn copy_raw(
+    src: &File,
+    len: u64,
+    dst: &mut File,
+    dst_path: &Path,
+    bar: &indicatif::ProgressBar,
+) -> Result<u64, CopyError> {
+    use nix::unistd::{lseek64, Whence};
+    let end = len as i64;
+    let mut pos: i64 = 0;
+    while pos < end {
+        let data = match lseek64(src, pos, Whence::SeekData) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
+            Err(_) => pos,                          // no extent support: copy the rest
+        };
+        let hole = lseek64(src, data, Whence::SeekHole).unwrap_or(end).min(end);
+        let mut reader = src;
+        reader
+            .seek(SeekFrom::Start(data as u64))
+            .map_err(CopyError::Read)?;
+        dst.seek(SeekFrom::Start(data as u64))
+            .at(dst_path, "writing working image")
+            .map_err(CopyError::Write)?;
+        bar.set_position(data as u64);
+        copy_sparse(
+            &mut bar.wrap_read(reader.take((hole - data) as u64)),
+            dst,
+            dst_path,
+        )?;
+        pos = hole;
+    }
+    bar.set_position(len);
+    Ok(len)
 }
 
 /// The two partitions cluster-lab edits.
