@@ -224,9 +224,24 @@ pub fn write(image: &Path, target: &Target) -> Result<Written> {
                 });
             }
         }
-        out.write_all(&buf[..n]).at(tpath, "writing to target")?;
+        let block_device = matches!(target, Target::BlockDevice { .. });
+        if !block_device && buf[..n].iter().all(|&b| b == 0) {
+            // A file target stays sparse (it was just truncated, so holes read back as zeros).
+            out.seek(SeekFrom::Current(n as i64))
+                .at(tpath, "writing to target")?;
+        } else {
+            out.write_all(&buf[..n]).at(tpath, "writing to target")?;
+        }
         hasher.update(&buf[..n]);
         bytes += n as u64;
+        // Flush a card every 64 MiB, so the progress bar shows the card's speed rather than the page
+        // cache's, and the final sync does not hang at 100 %.
+        if block_device && bytes % (64 << 20) < n as u64 {
+            out.sync_data().at(tpath, "syncing target")?;
+        }
+    }
+    if matches!(target, Target::File { .. }) {
+        out.set_len(bytes).at(tpath, "sizing target file")?;
     }
     out.sync_all().at(tpath, "syncing target")?;
     bar.finish_and_clear();
