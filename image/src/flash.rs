@@ -196,6 +196,17 @@ pub struct Written {
 pub fn write(image: &Path, target: &Target) -> Result<Written> {
     let (reader, packed_len) = open_image(image)?;
     let tpath = target.path();
+    if let Target::BlockDevice { size, .. } = target {
+        // A raw image's size is known up front: refuse before writing anything.
+        if Packing::detect(image)? == Packing::Raw && packed_len > *size {
+            return Err(ImageError::BadInput {
+                path: tpath.into(),
+                reason: format!(
+                    "the device holds {size} bytes, too small for the image ({packed_len} bytes); nothing was written"
+                ),
+            });
+        }
+    }
     let mut out = match target {
         Target::File { path } => File::create(path).at(path, "creating target file")?,
         Target::BlockDevice { path, .. } => File::options()

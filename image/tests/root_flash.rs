@@ -177,5 +177,21 @@ fn a_device_too_small_for_the_image_is_refused() {
     let lo = Loop::new(&card);
     let target = flash::check_target(&lo.dev, &fx.image).unwrap();
     let e = flash::write(&fx.image, &target).unwrap_err().to_string();
+    assert!(
+        e.contains("too small for the image") && e.contains("nothing was written"),
+        "{e}"
+    );
+    assert!(
+        std::fs::read(&card).unwrap().iter().all(|&b| b == 0),
+        "the device was touched"
+    );
+    // A compressed image's size shows only while writing: refused when the device is full.
+    let zst = fx.dir.path().join("i.img.zst");
+    std::fs::write(
+        &zst,
+        zstd::encode_all(&std::fs::read(&fx.image).unwrap()[..], 1).unwrap(),
+    )
+    .unwrap();
+    let e = flash::write(&zst, &target).unwrap_err().to_string();
     assert!(e.contains("too small for the image"), "{e}");
 }
