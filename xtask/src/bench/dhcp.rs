@@ -114,10 +114,19 @@ impl Dhcp {
             .quiet()
             .read()
             .unwrap_or_default();
-        preflight(sh, &self.servers)?;
+        preflight(&self.servers)?;
         let mut servers = self.servers.clone();
         servers.sort();
         servers.dedup();
+
+        // Load is sampled before our own build, so that it shows other work on the machine.
+        let work = target_dir(sh).join("bench-dhcp");
+        if work.exists() {
+            std::fs::remove_dir_all(&work)
+                .with_context(|| format!("removing {}", work.display()))?;
+        }
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let machine = machine::describe(sh, &work);
 
         let cluster_lab = if servers.contains(&Server::ClusterLab) {
             step("building cluster-lab (release)");
@@ -126,14 +135,6 @@ impl Dhcp {
         } else {
             None
         };
-
-        let work = target_dir(sh).join("bench-dhcp");
-        if work.exists() {
-            std::fs::remove_dir_all(&work)
-                .with_context(|| format!("removing {}", work.display()))?;
-        }
-        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        let machine = machine::describe(sh, &work);
 
         step(&format!(
             "network: {} {SERVER_ADDR} <-veth-> {} {CLIENT_ADDR}",
@@ -365,7 +366,7 @@ fn command_line(args: &Dhcp, servers: &[Server]) -> String {
     c
 }
 
-fn preflight(sh: &Shell, servers: &[Server]) -> Result<()> {
+fn preflight(servers: &[Server]) -> Result<()> {
     if !super::is_root() {
         bail!("the DHCP bench needs root (network namespaces, port 67); run `sudo -E cargo xtask bench dhcp`");
     }
@@ -397,7 +398,6 @@ fn preflight(sh: &Shell, servers: &[Server]) -> Result<()> {
             missing.join(", ")
         );
     }
-    let _ = sh;
     Ok(())
 }
 
