@@ -59,8 +59,15 @@ fn partial(path: &Path) -> PathBuf {
 /// Remove the outputs of an earlier build at `out`, so a failing build cannot leave them looking like
 /// its own result.
 pub fn remove_previous(out: &Path) -> Result<()> {
+    let mut stale = Vec::new();
     for ext in ["img", "img.zst", "img.xz", "sha256"] {
         let p = with_ext(out, ext);
+        // Leftovers of an interrupted build, too.
+        stale.push(partial(&p));
+        stale.push(p);
+    }
+    stale.push(crate::inject::temp_path(out, "img"));
+    for p in stale {
         match std::fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -89,9 +89,14 @@ fn zstd_and_xz_outputs_with_checksums() {
 fn previous_outputs_are_removed_and_none_is_uncompressed_only() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x");
-    for ext in ["img", "img.zst", "sha256"] {
+    for ext in ["img", "img.zst", "sha256", "img.zst.partial"] {
         std::fs::write(output::with_ext(&out, ext), b"old").unwrap();
     }
+    std::fs::write(
+        cluster_lab_image::inject::temp_path(&out, "img"),
+        b"interrupted",
+    )
+    .unwrap();
     output::remove_previous(&out).unwrap();
     assert!(names(dir.path()).is_empty());
     let work = dir.path().join("w");
