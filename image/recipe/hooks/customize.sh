@@ -42,7 +42,7 @@ rm -f "$root/var/lib/systemd/random-seed"
 
 # Boot partition contents.
 root_label="${CLUSTER_LAB_ROOT_LABEL:?}"
-render() { sed -e "s|@ROOT_LABEL@|$root_label|g" -e "s|@KVER@|$kver|g" "$1"; }
+render() { sed -e "s|@ROOT_LABEL@|$root_label|g" "$1"; }
 kver=$(ls "$root/lib/modules" | sort -V | tail -n 1)
 fw="$root/boot/firmware"
 case "$arch" in
@@ -58,11 +58,17 @@ amd64)
     printf '%s\n' "$cmdline" > "$fw/cmdline.txt"
     ;;
 arm64 | armhf)
-    # raspi-firmware's kernel hook copied firmware, kernel, initrd and device trees here.
-    render "$recipe/boot/config-$arch.txt" > "$fw/config.txt"
-    render "$recipe/boot/cmdline-raspi.txt" | grep -v '^#' > "$fw/cmdline.txt"
-    # Later kernel upgrades on the device regenerate these files with the same root.
-    sed -i "s|^#\?ROOTPART=.*|ROOTPART=LABEL=$root_label|" "$root/etc/default/raspi-firmware"
+    # raspi-firmware's kernel hook copies the firmware, kernel, initrd and device trees here and writes
+    # config.txt and cmdline.txt from /etc/default/raspi-firmware*. Configure it, then run it again, so a
+    # kernel upgrade on the device later writes the same files.
+    sed -i -e "s|^#\?ROOTPART=.*|ROOTPART=LABEL=$root_label|" \
+        -e 's|^#\?CONSOLES=.*|CONSOLES="tty0 ttyAMA0,115200 ttyS1,115200"|' \
+        "$root/etc/default/raspi-firmware"
+    grep -q "^ROOTPART=LABEL=$root_label\$" "$root/etc/default/raspi-firmware"
+    cp "$recipe/boot/raspi-firmware-custom" "$root/etc/default/raspi-firmware-custom"
+    in_root /etc/kernel/postinst.d/z50-raspi-firmware "$kver"
+    grep -q "root=LABEL=$root_label " "$fw/cmdline.txt"
+    grep -q "^kernel=vmlinuz-$kver\$" "$fw/config.txt"
     ;;
 esac
 

@@ -61,7 +61,7 @@ pub fn boot_check(out: &BaseOutput, timeout: Duration) -> Result<BootReport> {
         .arg("-append")
         .arg(format!(
             "{} panic=-1 systemd.wants=cluster-lab-base-report.service",
-            out.manifest.cmdline
+            out.manifest.qemu_cmdline
         ))
         .arg("-drive")
         .arg(format!("file={},format=qcow2,if=virtio", overlay.display()))

@@ -17,6 +17,10 @@ pub struct Manifest {
     pub kernel_version: String,
     /// Kernel command line (as in the boot partition's cmdline.txt); use it with QEMU's `-append`.
     pub cmdline: String,
+    /// Kernel command line for QEMU's direct boot (`-kernel`/`-initrd`): amd64 `-M pc`, arm64/armhf `-M virt`
+    /// (serial console on ttyAMA0 there).
+    #[serde(default)]
+    pub qemu_cmdline: String,
     pub image_bytes: u64,
     pub root_tree_bytes: u64,
     pub boot_tree_bytes: u64,

@@ -107,7 +107,11 @@ impl Base {
             "base: QEMU direct boot: -kernel {} -initrd {} -append '{}'",
             rel(&out.kernel).display(),
             rel(&out.initrd).display(),
-            m.cmdline
+            if m.qemu_cmdline.is_empty() {
+                &m.cmdline
+            } else {
+                &m.qemu_cmdline
+            }
         );
         if self.boot_check {
             let step = Step::start("boot check: QEMU TCG, waiting for the serial login prompt");
@@ -267,6 +271,7 @@ impl Base {
             mirror: self.mirror.clone(),
             consul: consul_key,
             kernel_version,
+            qemu_cmdline: qemu_cmdline(arch, &cmdline),
             cmdline,
             image_bytes: layout.size,
             root_tree_bytes: root_used,
@@ -329,6 +334,21 @@ fn assemble(disk: &Path, boot: &Path, tree: &Path) -> Result<cluster_lab_image::
         &cluster_lab_image::assemble::Labels::default(),
     )
     .context("assembling the disk image")
+}
+
+/// The command line for booting the base in QEMU: on amd64 the boot partition's own; the Pi's names the Pi's
+/// UARTs, so arm64/armhf (`-M virt`) get the virt machine's PL011 as console instead.
+fn qemu_cmdline(arch: Arch, cmdline: &str) -> String {
+    match arch {
+        Arch::Amd64 => cmdline.to_string(),
+        Arch::Arm64 | Arch::Armhf => {
+            let rest: Vec<&str> = cmdline
+                .split_whitespace()
+                .filter(|w| !w.starts_with("console="))
+                .collect();
+            format!("console=ttyAMA0,115200 {}", rest.join(" "))
+        }
+    }
 }
 
 /// Move the contents of `<tree>/boot/firmware` (the FAT partition's files) to `boot`, leaving the empty
@@ -440,5 +460,21 @@ impl Step {
         let s = self.started.elapsed().as_secs_f64();
         eprintln!("base: {} — done in {s:.1} s", self.what);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_cmdline_swaps_pi_consoles_for_virt() {
+        let pi = "console=tty0 console=ttyAMA0,115200 console=ttyS1,115200 root=LABEL=clroot rw fsck.repair=yes net.ifnames=0 rootwait";
+        assert_eq!(
+            qemu_cmdline(Arch::Arm64, pi),
+            "console=ttyAMA0,115200 root=LABEL=clroot rw fsck.repair=yes net.ifnames=0 rootwait"
+        );
+        let pc = "root=LABEL=clroot ro console=tty0 console=ttyS0,115200";
+        assert_eq!(qemu_cmdline(Arch::Amd64, pc), pc);
     }
 }
