@@ -25,6 +25,11 @@ pub const CURL: Tool = Tool::debian("curl", "curl");
 pub const ARM_GCC: Tool = Tool::debian("arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf");
 pub const AARCH64_GCC: Tool = Tool::debian("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu");
 pub const QEMU_IMG: Tool = Tool::debian("qemu-img", "qemu-utils");
+pub const QEMU_SYSTEM_ARM: Tool = Tool {
+    program: "qemu-system-aarch64",
+    package: "qemu-system-arm",
+    backports: true,
+};
 pub const QEMU_SYSTEM_X86: Tool = Tool {
     program: "qemu-system-x86_64",
     package: "qemu-system-x86",

@@ -1,6 +1,7 @@
 //! `cargo xtask base --boot-check`: boot the base image in QEMU (TCG) and check what came up.
 //!
-//! amd64 boots directly (`-kernel`/`-initrd` extracted next to the image, `-append` from the manifest)
+//! amd64 (`-M pc`) and arm64 (`-M virt`) boot directly (`-kernel`/`-initrd` extracted next to the image,
+//! `-append` from the manifest's `qemu_cmdline`)
 //! from a virtio disk: a qcow2 overlay on the image, 4 GiB large, so the image stays unchanged and
 //! first-boot growth of the root partition is exercised. `systemd.wants=cluster-lab-base-report.service`
 //! makes the guest print `base-report: key=value` lines on the serial console once multi-user.target is
@@ -30,13 +31,14 @@ pub struct BootReport {
 }
 
 pub fn boot_check(out: &BaseOutput, timeout: Duration) -> Result<BootReport> {
-    if out.manifest.arch != "amd64" {
-        bail!(
-            "--boot-check boots amd64 bases only (this one is {}); boot Pi images on a Pi",
-            out.manifest.arch
-        );
-    }
-    tools::require(&[tools::QEMU_SYSTEM_X86, tools::QEMU_IMG])?;
+    let (tool, machine): (_, &[&str]) = match out.manifest.arch.as_str() {
+        "amd64" => (tools::QEMU_SYSTEM_X86, &["-M", "pc"]),
+        "arm64" => (tools::QEMU_SYSTEM_ARM, &["-M", "virt", "-cpu", "cortex-a72"]),
+        other => bail!(
+            "--boot-check boots amd64 and arm64 bases (this one is {other}); boot 32-bit Pi images on a Pi"
+        ),
+    };
+    tools::require(&[tool, tools::QEMU_IMG])?;
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let overlay = dir.path().join("disk.qcow2");
     let image = out
@@ -51,8 +53,9 @@ pub fn boot_check(out: &BaseOutput, timeout: Duration) -> Result<BootReport> {
             .arg(format!("{DISK_MIB}M")),
     )?;
 
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg,thread=multi", "-m", "1024", "-smp", "2"])
+    let mut cmd = Command::new(tool.program);
+    cmd.args(machine)
+        .args(["-accel", "tcg,thread=multi", "-m", "1024", "-smp", "2"])
         .args(["-nographic", "-no-reboot", "-nic", "none"])
         .arg("-kernel")
         .arg(&out.kernel)
@@ -72,7 +75,9 @@ pub fn boot_check(out: &BaseOutput, timeout: Duration) -> Result<BootReport> {
     let mut log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let started = Instant::now();
-    let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", tool.program))?;
     let (tx, rx) = mpsc::channel::<String>();
     let stdout = child.stdout.take().context("qemu stdout")?;
     std::thread::spawn(move || {
