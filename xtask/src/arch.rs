@@ -4,11 +4,11 @@ use clap::ValueEnum;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum Arch {
-    /// 32-bit Raspberry Pi 2/3/4 (ARMv7, hard float, glibc).
+    /// 32-bit Raspberry Pi 2/3/4 (ARMv7 hard-float; the agent links against glibc).
     Armhf,
-    /// 64-bit Raspberry Pi 3/4/5 and other aarch64 boards (static musl).
+    /// 64-bit Raspberry Pi 3/4/5 and other aarch64 boards (the agent is static, musl).
     Arm64,
-    /// PCs and QEMU (static musl).
+    /// PCs and QEMU (the agent is static, musl).
     Amd64,
 }
 

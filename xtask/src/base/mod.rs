@@ -54,10 +54,11 @@ pub struct Base {
     /// Build even when a cached base with the same recipe hash exists.
     #[arg(long)]
     pub rebuild: bool,
-    /// Boot the result in QEMU (amd64, TCG) and wait for the login prompt on the serial console.
+    /// Then boot it in QEMU (amd64 or arm64, TCG) and check its services, root growth and identity on the
+    /// serial console.
     #[arg(long)]
     pub boot_check: bool,
-    /// Seconds to wait for the login prompt with --boot-check.
+    /// Seconds --boot-check waits for the guest's report.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub boot_timeout: u64,
     /// Also copy the image here (the cached copy stays in build/base/).
