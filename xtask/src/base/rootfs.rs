@@ -62,7 +62,7 @@ impl Bootstrap<'_> {
         let log = std::fs::File::create(&self.log)
             .with_context(|| format!("creating {}", self.log.display()))?;
         cmd.stdout(log.try_clone()?).stderr(log);
-        let status = cmd.status().context("running mmdebstrap")?;
+        let status = wait_with_heartbeat(&mut cmd, &self.log)?;
         if !status.success() {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             bail!(
@@ -76,6 +76,26 @@ impl Bootstrap<'_> {
             );
         }
         Ok(())
+    }
+}
+
+/// Run `cmd`; while it runs, print a line every minute with the newest line of its log, so a 20-minute
+/// foreign-architecture build shows it is alive.
+fn wait_with_heartbeat(cmd: &mut Command, log: &Path) -> Result<std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    let mut child = cmd.spawn().context("running mmdebstrap")?;
+    let mut next = 60;
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for mmdebstrap")? {
+            return Ok(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let secs = started.elapsed().as_secs();
+        if secs >= next {
+            next += 60;
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            eprintln!("base:   … {secs} s, {}", tail(&text, 1).trim());
+        }
     }
 }
 
