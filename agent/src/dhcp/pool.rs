@@ -207,17 +207,20 @@ impl Pool {
         if let Some(ip) = requested.filter(|ip| self.untouched_for(*ip, &client.key, now)) {
             return Some(ip);
         }
+        // Clients without a hardware address (hlen 0) share the empty one: it identifies nobody.
+        let real_hw = client.hw.iter().any(|b| *b != 0);
         if let Some(name) = &client.hostname {
             if let Some(&ip) = self.by_host.get(name) {
                 if let Some(l) = self.lease_at(ip) {
                     let same_name = l.hostname.as_deref() == Some(name.as_str());
-                    if same_name && (!l.held(now) || l.hw == client.hw) && self.contains(ip) {
+                    let same_hw = real_hw && l.hw == client.hw;
+                    if same_name && (!l.held(now) || same_hw) && self.contains(ip) {
                         return Some(ip);
                     }
                 }
             }
         }
-        if let Some(&ip) = self.by_hw.get(&client.hw) {
+        if let Some(&ip) = self.by_hw.get(&client.hw).filter(|_| real_hw) {
             if matches!(self.lease_at(ip), Some(l) if l.hw == client.hw && !l.held(now))
                 && self.contains(ip)
             {

@@ -217,3 +217,29 @@ fn a_flood_of_new_clients_cannot_grow_memory() {
         assert!(size <= 10, "{:?}", p.table_sizes());
     }
 }
+
+#[test]
+fn clients_without_hardware_address_are_told_apart_by_client_id() {
+    let mut p = pool();
+    let a = Client {
+        key: ClientKey::Id(vec![1]),
+        hw: vec![],
+        hostname: Some("same".into()),
+    };
+    p.bind(&a, ip(104), NOW + 100);
+    let b = Client {
+        key: ClientKey::Id(vec![2]),
+        ..a.clone()
+    };
+    assert_ne!(p.choose(&b, None, NOW), Some(ip(104)), "active lease kept");
+    let c = Client {
+        key: ClientKey::Id(vec![3]),
+        hw: vec![],
+        hostname: None,
+    };
+    assert_ne!(
+        p.choose(&c, None, NOW + 200),
+        Some(ip(104)),
+        "no takeover through the empty hardware address"
+    );
+}
