@@ -114,6 +114,11 @@ fn check_of_a_missing_file_exits_2_naming_it() {
         stderr.contains("reading /nonexistent/cluster-lab.toml: No such file or directory"),
         "{stderr}"
     );
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "the cause is said once: {stderr}"
+    );
 }
 
 #[test]

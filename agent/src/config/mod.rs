@@ -40,10 +40,11 @@ pub fn find_on_boot_partition() -> Option<std::path::PathBuf> {
 /// A configuration error a person will read: which file, where, which key, and what is allowed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
+    // The io error is part of the message, not a `source`, so a printed chain does not say it twice.
+    #[error("reading {path}: {error}")]
     Read {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A value or key that is not allowed, with the dotted key it belongs to.
     #[error("{path}:{line}:{column}: {key}: {message}")]
@@ -86,9 +87,9 @@ impl ConfigError {
 impl Settings {
     /// Read and validate a `cluster-lab.toml`.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Settings::parse(&text, path)
     }
