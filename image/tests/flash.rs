@@ -45,7 +45,10 @@ fn flash_to_file_sets_hostname_and_keys() {
     assert_eq!(written.sha256, sha256_file(&fx.image).unwrap());
     let meta = std::fs::metadata(&target_path).unwrap();
     assert_eq!(meta.len(), fx.layout.size);
-    assert!(meta.blocks() * 512 < meta.len() / 2, "a file target is written sparse");
+    assert!(
+        meta.blocks() * 512 < meta.len() / 2,
+        "a file target is written sparse"
+    );
 
     let keys = boot_config::parse_ssh_keys(&format!("{KEY1}\n\n# comment\n{KEY2}\n")).unwrap();
     flash::personalise(&target_path, "node-7", Some(&keys)).unwrap();
