@@ -43,8 +43,19 @@ enum Task {
     Bench(bench::Bench),
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // The error chain, not a backtrace: these are messages for a person (what failed, on what, what to do).
+            eprintln!("xtask: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     match cli.task {
