@@ -66,9 +66,17 @@ arm64 | armhf)
         "$root/etc/default/raspi-firmware"
     grep -q "^ROOTPART=LABEL=$root_label\$" "$root/etc/default/raspi-firmware"
     cp "$recipe/boot/raspi-firmware-custom" "$root/etc/default/raspi-firmware-custom"
-    in_root /etc/kernel/postinst.d/z50-raspi-firmware "$kver"
-    grep -q "root=LABEL=$root_label " "$fw/cmdline.txt"
-    grep -q "^kernel=vmlinuz-$kver\$" "$fw/config.txt"
+    # The hook acts on "configure" only, and needs /proc to see that it runs in a chroot.
+    proc_mounted=
+    if [ ! -e "$root/proc/self" ]; then
+        mount -t proc proc "$root/proc"
+        proc_mounted=1
+    fi
+    in_root env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware "$kver"
+    [ -z "$proc_mounted" ] || umount "$root/proc"
+    echo "customize: $(cat "$fw/cmdline.txt")"
+    grep -q "root=LABEL=$root_label " "$fw/cmdline.txt" || { echo "customize: cmdline.txt lacks root=LABEL=$root_label" >&2; exit 1; }
+    grep -q "^kernel=vmlinuz-$kver\$" "$fw/config.txt" || { echo "customize: config.txt lacks kernel=vmlinuz-$kver" >&2; exit 1; }
     ;;
 esac
 
