@@ -9,6 +9,7 @@
 mod bootcheck;
 mod consul;
 mod manifest;
+mod output;
 mod recipe;
 mod rootfs;
 
@@ -22,6 +23,7 @@ use crate::arch::Arch;
 use crate::tools;
 pub use consul::ConsulSource;
 pub use manifest::Manifest;
+use output::{link_latest, rel, Paths, Step};
 use recipe::Recipe;
 
 /// Size of the FAT boot partition: Pi firmware, kernel, initrd, device trees (or the EFI loader) with room
@@ -382,86 +384,6 @@ fn newest_kernel(tree: &Path) -> Result<String> {
     versions.pop().context(
         "no kernel (boot/vmlinuz-*) in the root tree: is a linux-image package in the recipe?",
     )
-}
-
-struct Paths {
-    image: PathBuf,
-    manifest: PathBuf,
-    kernel: PathBuf,
-    initrd: PathBuf,
-    log: PathBuf,
-}
-
-impl Paths {
-    fn new(dir: &Path, stem: &str) -> Paths {
-        Paths {
-            image: dir.join(format!("{stem}.img")),
-            manifest: dir.join(format!("{stem}.json")),
-            kernel: dir.join(format!("{stem}.vmlinuz")),
-            initrd: dir.join(format!("{stem}.initrd.img")),
-            log: dir.join(format!("{stem}.log")),
-        }
-    }
-
-    fn output(&self, manifest: Manifest, cached: bool) -> BaseOutput {
-        BaseOutput {
-            image: self.image.clone(),
-            manifest_path: self.manifest.clone(),
-            manifest,
-            kernel: self.kernel.clone(),
-            initrd: self.initrd.clone(),
-            cached,
-        }
-    }
-}
-
-/// `build/base/<arch>.img` (and .json, .vmlinuz, .initrd.img) point at the newest build for that arch.
-fn link_latest(dir: &Path, arch: Arch, paths: &Paths) -> Result<()> {
-    for (target, ext) in [
-        (&paths.image, "img"),
-        (&paths.manifest, "json"),
-        (&paths.kernel, "vmlinuz"),
-        (&paths.initrd, "initrd.img"),
-    ] {
-        let link = dir.join(format!("{arch}.{ext}"));
-        let tmp = dir.join(format!(".{arch}.{ext}.link"));
-        std::fs::remove_file(&tmp).ok();
-        let name = target.file_name().context("output without a file name")?;
-        std::os::unix::fs::symlink(name, &tmp)?;
-        std::fs::rename(&tmp, &link).with_context(|| format!("updating {}", link.display()))?;
-    }
-    Ok(())
-}
-
-/// `p` relative to the workspace root, for messages.
-fn rel(p: &Path) -> PathBuf {
-    p.strip_prefix(crate::project_root())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| p.to_path_buf())
-}
-
-/// One progress line per step on stderr, with elapsed time.
-pub struct Step {
-    what: String,
-    started: Instant,
-}
-
-impl Step {
-    pub fn start(what: impl Into<String>) -> Step {
-        let what = what.into();
-        eprintln!("base: {what} …");
-        Step {
-            what,
-            started: Instant::now(),
-        }
-    }
-
-    /// Print the step's time and return it in seconds.
-    pub fn done(self) -> f64 {
-        let s = self.started.elapsed().as_secs_f64();
-        eprintln!("base: {} — done in {s:.1} s", self.what);
-        s
-    }
 }
 
 #[cfg(test)]
