@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the whole suite, one visible step per tier.
 //!
-//! Tiers: `lint` (fmt, clippy), `plain` (no root), `root` (root, inside network namespaces the tests create).
-//! Root-tier test binaries are named `root_*`; the plain tier runs everything else. A tier that cannot run
-//! (root tier without root, no tests found) fails the run.
+//! Tiers, in order: `lint` (fmt, clippy), `plain` (no root), `root` (root, inside network namespaces the tests
+//! create), `image` (root: builds the real amd64 base with mmdebstrap, boots it in QEMU, injects and flashes).
+//! Test binaries named `root_*` need root; `root_base` and `root_image` make up the image tier, the others the
+//! root tier; the plain tier runs everything else. A tier that cannot run (no root, no tests found) fails the run.
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
@@ -14,9 +15,14 @@ pub enum Tier {
     Lint,
     /// Tests that need no privileges: parsing, rendering, allocators, disk-image code on fixtures.
     Plain,
-    /// Tests that need root: network namespaces with real DHCP clients and servers.
+    /// Tests that need root, each in network namespaces it creates: real DHCP clients and servers, Consul, dockerd.
     Root,
+    /// Root: the real amd64 base (mmdebstrap, QEMU boot check, cache hit), the image built from it, flashing.
+    Image,
 }
+
+/// nextest filter of the image tier's test binaries.
+const IMAGE_TESTS: &str = "binary(/^root_(base|image)$/)";
 
 #[derive(Debug, Args)]
 pub struct Test {
@@ -28,7 +34,7 @@ pub struct Test {
 impl Test {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let tiers = if self.tiers.is_empty() {
-            vec![Tier::Lint, Tier::Plain, Tier::Root]
+            vec![Tier::Lint, Tier::Plain, Tier::Root, Tier::Image]
         } else {
             self.tiers
         };
@@ -42,23 +48,28 @@ impl Test {
                 }
                 Tier::Plain => {
                     step("tier 1: plain tests (no root)");
+                    cmd!(sh, "cargo test --workspace --doc").run()?;
                     cmd!(
                         sh,
                         "cargo nextest run --workspace --no-fail-fast -E not(binary(/^root_/))"
                     )
                     .run()?;
-                    cmd!(sh, "cargo test --workspace --doc").run()?;
                 }
                 Tier::Root => {
                     step("tier 2: root tests in network namespaces");
-                    if !nix_is_root() {
-                        bail!("the root tier needs root (network namespaces); run `sudo -E cargo xtask test --tier root`");
-                    }
+                    require_root("root")?;
+                    let filter = format!("binary(/^root_/) and not {IMAGE_TESTS}");
                     cmd!(
                         sh,
-                        "cargo nextest run --workspace --no-fail-fast -E binary(/^root_/)"
+                        "cargo nextest run --workspace --no-fail-fast -E {filter}"
                     )
                     .run()?;
+                }
+                Tier::Image => {
+                    step("tier 3: images (amd64 base build and QEMU boot check, image, flash)");
+                    require_root("image")?;
+                    // One at a time: the image test uses the base the base test builds.
+                    cmd!(sh, "cargo nextest run --workspace --no-fail-fast --test-threads 1 -E {IMAGE_TESTS}").run()?;
                 }
             }
         }
@@ -70,8 +81,15 @@ fn step(name: &str) {
     eprintln!("\n==> {name}");
 }
 
-fn nix_is_root() -> bool {
-    // SAFETY-free check: /proc/self/status holds the effective uid in the second field of `Uid:`.
+fn require_root(tier: &str) -> Result<()> {
+    if !is_root() {
+        bail!("the {tier} tier needs root; run it as root: `cargo xtask test --tier {tier}`");
+    }
+    Ok(())
+}
+
+/// Whether the effective uid is 0 (third field of `Uid:` in /proc/self/status).
+fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
