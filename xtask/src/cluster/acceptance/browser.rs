@@ -26,17 +26,20 @@ fn chromium_args(profile: &Path) -> Vec<String> {
         "--disable-sync",
         "--disable-dev-shm-usage",
         "--window-size=1280,900",
-        // Let the UI's JavaScript fetch the node list before the page is captured. Consul's UI keeps
-        // blocking queries open, so a long budget makes Chromium wait that long in real time too:
-        // 5 s of virtual time renders the node list (checked: all names present) in about a minute on
-        // a loaded 2-core host.
-        "--virtual-time-budget=5000",
     ]
     .iter()
     .map(|s| s.to_string())
     .chain([format!("--user-data-dir={}", profile.display())])
     .collect()
 }
+
+/// The screenshot: `--timeout` ends loading after 15 s at most (the node list is drawn within ~2 s).
+/// A virtual time budget hangs here: Consul's UI keeps blocking queries open and virtual time never
+/// runs out while requests are pending.
+const SCREENSHOT_WAIT: &str = "--timeout=15000";
+/// The DOM dump: without a budget it is taken at the load event, before the UI has fetched the nodes;
+/// 5 s of virtual time renders them (about a minute of real time on a loaded 2-core host).
+const DOM_WAIT: &str = "--virtual-time-budget=5000";
 
 /// Whether `word` occurs in `text` with no letter, digit or '-' right before or after it.
 pub fn contains_word(text: &str, word: &str) -> bool {
@@ -69,6 +72,7 @@ fn inner(lab: &Lab, artifacts: &Path, name: &str) -> Result<Check> {
     let dom_path = artifacts.join("consul-nodes.html");
 
     let mut args = chromium_args(profile.path());
+    args.push(SCREENSHOT_WAIT.into());
     args.push(format!("--screenshot={}", shot.display()));
     args.push(url.clone());
     let out = host::output_within(
@@ -78,6 +82,7 @@ fn inner(lab: &Lab, artifacts: &Path, name: &str) -> Result<Check> {
     let shot_ok = shot.metadata().map(|m| m.len() > 1000).unwrap_or(false);
 
     let mut args = chromium_args(profile.path());
+    args.push(DOM_WAIT.into());
     args.push("--dump-dom".into());
     args.push(url.clone());
     let dom = host::output_within(
