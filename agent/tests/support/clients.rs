@@ -267,6 +267,9 @@ pub mod dhcpcd {
         for d in [&run_dir, &db_dir] {
             std::fs::create_dir_all(d).expect("creating dhcpcd state directories");
         }
+        // A private resolv.conf too: whatever dhcpcd does, the host's DNS settings stay untouched.
+        let resolv = c.dir.join("resolv.conf");
+        std::fs::write(&resolv, "").expect("creating dhcpcd's private resolv.conf");
         let mut args: Vec<String> = [
             "-m",
             "--propagation",
@@ -274,7 +277,8 @@ pub mod dhcpcd {
             "sh",
             "-c",
             "mkdir -p /run/dhcpcd && mount --bind \"$1\" /run/dhcpcd && \
-             mount --bind \"$2\" /var/lib/dhcpcd && shift 2 && exec \"$@\"",
+             mount --bind \"$2\" /var/lib/dhcpcd && mount --bind \"$3\" /etc/resolv.conf && \
+             shift 3 && exec \"$@\"",
             "sh",
         ]
         .iter()
@@ -282,6 +286,7 @@ pub mod dhcpcd {
         .collect();
         args.push(run_dir.display().to_string());
         args.push(db_dir.display().to_string());
+        args.push(resolv.display().to_string());
         args.push("dhcpcd".into());
         args.extend(dhcpcd_args.iter().map(|s| s.to_string()));
         c.ns.command("unshare", args)
