@@ -19,6 +19,15 @@ apt-get install -y -qq --no-install-recommends $(grep -v '^\s*\(#\|$\)' ci/apt-p
 
 if [ -s ci/apt-backports.txt ]; then
     step "apt: bookworm-backports packages from ci/apt-backports.txt"
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        # Same mirror as the machine's own Debian source, backports suite added.
+        mirror=$(grep -rhoE '^(URIs:|deb) +[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+            | head -n1 | awk '{print $2}')
+        : "${mirror:?no Debian apt source found to derive the bookworm-backports source from}"
+        printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            "$mirror" > /etc/apt/sources.list.d/bookworm-backports.sources
+        apt-get update -qq
+    fi
     # shellcheck disable=SC2046
     apt-get install -y -qq --no-install-recommends -t bookworm-backports \
         $(grep -v '^\s*\(#\|$\)' ci/apt-backports.txt | sort -u) >/dev/null
