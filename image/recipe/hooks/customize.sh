@@ -15,7 +15,8 @@ fi
 in_root getent group consul >/dev/null || in_root groupadd --system consul
 in_root getent passwd consul >/dev/null ||
     in_root useradd --system --gid consul --home-dir /var/lib/consul --shell /usr/sbin/nologin consul
-install -d -m 0750 -o 0 -g 0 "$root/etc/consul.d"
+# Group consul: Consul runs as that user and must read the configuration the agent writes here (0640 root:consul).
+in_root install -d -m 0750 -o root -g consul /etc/consul.d
 in_root install -d -m 0750 -o consul -g consul /var/lib/consul
 
 # Accounts: root locked; `cluster` (sudo, docker) logs in with SSH keys set at flash time.
