@@ -70,7 +70,20 @@ fn inner(lab: &Lab, artifacts: &Path, name: &str) -> Result<Check> {
     let profile = tempfile::tempdir().context("creating a Chromium profile directory")?;
     let shot = artifacts.join("consul-nodes.png");
     let dom_path = artifacts.join("consul-nodes.html");
+    // Artifacts of an earlier run of the same cluster name must not pass for this run's.
+    std::fs::remove_file(&shot).ok();
+    std::fs::remove_file(&dom_path).ok();
 
+    // The DOM first: it waits for the UI to render the nodes and leaves its scripts in the profile's
+    // cache, so the screenshot after it shows the node list rather than the loading splash.
+    let mut args = chromium_args(profile.path());
+    args.push(DOM_WAIT.into());
+    args.push("--dump-dom".into());
+    args.push(url.clone());
+    let dom = host::output_within(
+        &mut host::in_netns(&lab.st.netns, CHROMIUM.program, &args),
+        Duration::from_secs(300),
+    )?;
     let mut args = chromium_args(profile.path());
     args.push(SCREENSHOT_WAIT.into());
     args.push(format!("--screenshot={}", shot.display()));
@@ -81,14 +94,6 @@ fn inner(lab: &Lab, artifacts: &Path, name: &str) -> Result<Check> {
     )?;
     let shot_ok = shot.metadata().map(|m| m.len() > 1000).unwrap_or(false);
 
-    let mut args = chromium_args(profile.path());
-    args.push(DOM_WAIT.into());
-    args.push("--dump-dom".into());
-    args.push(url.clone());
-    let dom = host::output_within(
-        &mut host::in_netns(&lab.st.netns, CHROMIUM.program, &args),
-        Duration::from_secs(300),
-    )?;
     let dom_text = String::from_utf8_lossy(&dom.stdout).into_owned();
     std::fs::write(&dom_path, &dom_text)?;
     let missing: Vec<&str> = lab
