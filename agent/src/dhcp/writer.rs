@@ -17,10 +17,12 @@ use super::leases::{LeaseLog, Record};
 /// Batches the packet loop may queue before it waits for the disk.
 const QUEUE: usize = 1024;
 /// After a slow sync, hundreds of ACKs may be ready at once. A relay agent (or perfdhcp) receives them all on one
-/// socket, so they leave in groups of this many with a short pause between groups rather than as one burst that
-/// overflows the receiver's socket buffer. The cap this puts on the rate (~250 000 ACKs/s) is far above any disk.
-const PACE_EVERY: usize = 64;
-const PACE_PAUSE: Duration = Duration::from_micros(250);
+/// socket, together with the OFFERs the packet loop sends meanwhile, so ACKs leave in small groups with a short
+/// pause between groups rather than as one burst that overflows the receiver's socket buffer (perfdhcp's default
+/// 208 KiB holds ~160 replies). Measured under perfdhcp at 6400 DORA/s: groups of 64 lost 58–405 replies in the
+/// client's buffer in 4 of 6 runs, groups of 8 none in 6. The nominal cap (~80 000 ACKs/s) is far above any disk.
+const PACE_EVERY: usize = 8;
+const PACE_PAUSE: Duration = Duration::from_micros(100);
 
 /// One packet-loop turn's worth of durable work.
 #[derive(Debug, Default)]
