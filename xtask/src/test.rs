@@ -82,20 +82,8 @@ fn step(name: &str) {
 }
 
 fn require_root(tier: &str) -> Result<()> {
-    if !is_root() {
+    if !crate::tools::is_root() {
         bail!("the {tier} tier needs root; run it as root: `cargo xtask test --tier {tier}`");
     }
     Ok(())
-}
-
-/// Whether the effective uid is 0 (third field of `Uid:` in /proc/self/status).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
 }
