@@ -12,6 +12,7 @@ mod cluster;
 mod elf;
 mod flash;
 mod image;
+mod serial;
 mod test;
 mod tools;
 

@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::BaseOutput;
+use crate::serial::strip_ansi;
 use crate::tools;
 
 /// Size of the virtual disk the guest sees (the image grows into it on first boot).
@@ -211,27 +212,6 @@ fn judge(f: &BTreeMap<String, String>) -> Vec<String> {
         problems.push(format!("failed units: {}", get("failed")));
     }
     problems
-}
-
-/// Drop terminal escape sequences (systemd colours its status words).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-        } else if c != '\r' {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::host;
 use crate::arch::Arch;
+use crate::serial::strip_ansi;
 
 /// What QEMU needs to boot one VM.
 #[derive(Debug, Clone)]
@@ -354,27 +355,6 @@ impl SerialWatch {
         let text = strip_ansi(&String::from_utf8_lossy(new));
         text.lines().find(|l| pred(l)).map(str::to_string)
     }
-}
-
-/// Drop terminal escape sequences and carriage returns (systemd colours its status words).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-        } else if c != '\r' {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
