@@ -15,6 +15,7 @@ pub mod election;
 pub mod firstboot;
 pub mod hostname;
 pub mod logging;
+pub mod login;
 pub mod networkd;
 pub mod overlay;
 pub mod render;

@@ -76,6 +76,7 @@ fn dry_run_lists_the_steps_and_changes_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     for expected in [
+        "login of cluster: nothing to change (0 keys, no password)",
         "would write /etc/hostname",
         "would write /etc/cluster-lab/cluster-lab.toml",
         "would create VLAN eth0.200 (id 200) on eth0",

@@ -2,7 +2,8 @@
 //!
 //! Each step checks the current state before acting, so the agent can be run again after a power cut at any point
 //! and finishes the job; once the role is decided it is remembered and never re-elected. The steps, in order:
-//! hostname → effective config in /etc → VLAN → role → networkd files → (master | node) → stamp.
+//! login (SSH keys, password) → hostname → effective config in /etc → VLAN → role → networkd files →
+//! (master | node) → stamp. Login comes first so a person can get in to look at a first boot that is stuck.
 
 mod elect;
 pub mod master;
@@ -19,7 +20,7 @@ use crate::config::{Role, Settings};
 use crate::election::{ClusterRole, Mac, Timing};
 use crate::hostname::{self, Hostname};
 use crate::render::RenderedFile;
-use crate::{claims, networkd, stamp, systemd, vlan};
+use crate::{claims, login, networkd, stamp, systemd, vlan};
 
 pub use elect::{announce_master, elect, ElectionError, ElectionSetup};
 pub use services::{Environment, Services, Systemd};
@@ -92,6 +93,7 @@ impl Firstboot {
     pub async fn run(&self) -> anyhow::Result<Option<Summary>> {
         let net = &self.settings.network;
         let vlan_if = net.vlan_interface();
+        self.step_login()?;
         if self.step_hostname()? {
             // dockerd (the Swarm node name) and avahi (<hostname>.local) read the hostname when they start; they may
             // have started before this step on first boot.
@@ -154,6 +156,40 @@ impl Firstboot {
             .await
             .context("disabling the firstboot unit")?;
         Ok(Some(summary))
+    }
+
+    /// The `cluster` user's SSH keys and password hash from `[node]`. Returns whether anything changed.
+    fn step_login(&self) -> anyhow::Result<bool> {
+        let node = &self.settings.node;
+        let login = login::Login {
+            user: login::USER,
+            keys: &node.ssh_authorized_keys,
+            password_hash: node.password_hash.as_deref(),
+        };
+        let outcome = login
+            .apply(&self.root, self.dry_run)
+            .context("setting up login")?;
+        if self.dry_run {
+            if !outcome.changed() {
+                let password = match login.password_hash {
+                    Some(_) => "password hash",
+                    None => "no password",
+                };
+                println!(
+                    "login of {}: nothing to change ({} keys, {password})",
+                    login::USER,
+                    login.keys.len(),
+                );
+            }
+            return Ok(outcome.changed());
+        }
+        tracing::info!(
+            keys = login.keys.len(),
+            password = login.password_hash.is_some(),
+            changed = outcome.changed(),
+            "login set"
+        );
+        Ok(outcome.changed())
     }
 
     /// Returns whether the kernel hostname changed.
