@@ -3,6 +3,9 @@
 //! VXLAN adds 50 bytes. Docker's overlay default MTU (1450) assumes a 1500-byte underlay; the VLAN has 1496 (see
 //! `networkd::vlan_mtu`), so overlay packets would be fragmented. The swarm's `ingress` network (the routing mesh)
 //! is created by `swarm init` with the default; this replaces it, once, with one of the right MTU.
+//!
+//! First boot does not call [`ensure_ingress_mtu`] yet: right after `swarm init` the swarm can create its default
+//! ingress network again beside the replacement (two networks named `ingress`), seen in `root_firstboot`.
 
 use std::collections::HashMap;
 use std::time::Duration;

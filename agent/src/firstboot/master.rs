@@ -14,7 +14,7 @@ use crate::consul::keys::gossip_key;
 use crate::consul::ConsulClient;
 use crate::election::{Claim, ClusterRole};
 use crate::swarm::{self, Swarm};
-use crate::{networkd, overlay, systemd, token};
+use crate::{systemd, token};
 
 /// Returns the master's VLAN address.
 pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::Result<Ipv4Addr> {
@@ -52,13 +52,10 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
         .context("connecting to dockerd")?;
     let outcome = docker.init(master).await?;
     tracing::info!(?outcome, advertise = %master, "swarm manager");
-    let mtu = overlay::overlay_mtu(networkd::vlan_mtu(networkd::PARENT_MTU));
-    match overlay::ensure_ingress_mtu(&docker, mtu).await {
-        Ok(outcome) => tracing::info!(?outcome, mtu, "ingress network"),
-        Err(e) => {
-            tracing::warn!(error = %e, mtu, "ingress network keeps its MTU (overlay traffic is fragmented)")
-        }
-    }
+    // The routing mesh keeps Docker's default overlay MTU (1450) for now, so the kernel fragments its VXLAN packets
+    // on the 1496-byte VLAN. `overlay::ensure_ingress_mtu` replaces the ingress network with one that fits, but
+    // right after `swarm init` the swarm can create its default again beside it (two networks named `ingress`),
+    // so first boot does not call it until that race is settled.
     publish_token(fb, &consul, &docker).await?;
 
     for service in services(master) {
