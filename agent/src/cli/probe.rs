@@ -1,18 +1,14 @@
 //! `cluster-lab probe --interface IF [--timeout SECS] [--json]`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
-use crate::config::Settings;
+use crate::config::{self, Settings};
 use crate::dhcp::probe::{self, Report};
-
-/// Where the configuration lives on a node, in the order they are tried.
-pub const DEFAULT_CONFIG_PATHS: [&str; 2] =
-    ["/boot/firmware/cluster-lab.toml", "/boot/cluster-lab.toml"];
 
 /// Broadcast DHCPDISCOVER (never REQUEST: no lease is taken) and list the servers that offer.
 ///
@@ -75,52 +71,21 @@ impl ProbeArgs {
         }
         let path = match &self.config {
             Some(p) => p.clone(),
-            None => find_default_config(DEFAULT_CONFIG_PATHS.iter().map(Path::new)).with_context(
-                || {
-                    format!(
-                        "no configuration found at {}; pass --config FILE or --cluster NAME",
-                        DEFAULT_CONFIG_PATHS.join(" or ")
-                    )
-                },
-            )?,
+            None => config::find_on_boot_partition().with_context(|| {
+                format!(
+                    "no configuration found at {}; pass --config FILE or --cluster NAME",
+                    config::BOOT_PATHS.join(" or ")
+                )
+            })?,
         };
         let settings = Settings::load(&path)?;
         Ok(settings.cluster.name)
     }
 }
 
-/// The first of `candidates` that exists.
-fn find_default_config<'a>(candidates: impl IntoIterator<Item = &'a Path>) -> Option<PathBuf> {
-    candidates
-        .into_iter()
-        .find(|p| p.exists())
-        .map(Path::to_path_buf)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn first_existing_default_config_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let firmware = dir.path().join("firmware.toml");
-        let boot = dir.path().join("boot.toml");
-        assert_eq!(
-            find_default_config([firmware.as_path(), boot.as_path()]),
-            None
-        );
-        std::fs::write(&boot, "").unwrap();
-        assert_eq!(
-            find_default_config([firmware.as_path(), boot.as_path()]),
-            Some(boot.clone())
-        );
-        std::fs::write(&firmware, "").unwrap();
-        assert_eq!(
-            find_default_config([firmware.as_path(), boot.as_path()]),
-            Some(firmware)
-        );
-    }
 
     #[test]
     fn cluster_flag_overrides_the_config() {

@@ -31,10 +31,40 @@ pub const BOOT_PATHS: [&str; 2] = ["/boot/firmware/cluster-lab.toml", "/boot/clu
 
 /// The first of [`BOOT_PATHS`] that exists.
 pub fn find_on_boot_partition() -> Option<std::path::PathBuf> {
-    BOOT_PATHS
-        .iter()
-        .map(std::path::PathBuf::from)
+    first_existing(BOOT_PATHS.iter().map(Path::new))
+}
+
+/// The first of `candidates` that exists.
+fn first_existing<'a>(
+    candidates: impl IntoIterator<Item = &'a Path>,
+) -> Option<std::path::PathBuf> {
+    candidates
+        .into_iter()
         .find(|p| p.exists())
+        .map(Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+
+    #[test]
+    fn first_existing_config_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let firmware = dir.path().join("firmware.toml");
+        let boot = dir.path().join("boot.toml");
+        assert_eq!(first_existing([firmware.as_path(), boot.as_path()]), None);
+        std::fs::write(&boot, "").unwrap();
+        assert_eq!(
+            first_existing([firmware.as_path(), boot.as_path()]),
+            Some(boot.clone())
+        );
+        std::fs::write(&firmware, "").unwrap();
+        assert_eq!(
+            first_existing([firmware.as_path(), boot.as_path()]),
+            Some(firmware)
+        );
+    }
 }
 
 /// A configuration error a person will read: which file, where, which key, and what is allowed.
