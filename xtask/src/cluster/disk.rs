@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use cluster_lab_image::{disk, ext4, fat::FatVolume, flash};
+use cluster_lab_image::{disk, fat::FatVolume, flash};
 
 use crate::arch::Arch;
 
@@ -98,32 +98,6 @@ pub fn prepare(image: &Path, out: &Path, hostname: &str, ssh_pub: &str, size: u6
     }
     std::fs::rename(&partial, out).with_context(|| format!("renaming to {}", out.display()))?;
     Ok(())
-}
-
-/// Harness aid (`--harness-key`): write `pub_file` as /root/.ssh/authorized_keys into the disk's root
-/// filesystem (debugfs, every write read back), for images that do not install the flashed keys.
-pub fn add_root_key(disk: &Path, pub_file: &Path) -> Result<()> {
-    let located = disk::locate(disk)?;
-    let entry = |dest: &str, content: ext4::Content, mode: u32| ext4::Entry {
-        dest: dest.into(),
-        content,
-        mode,
-        uid: 0,
-        gid: 0,
-    };
-    ext4::write_entries(
-        disk,
-        &located.root,
-        &[
-            entry("/root/.ssh", ext4::Content::Dir, 0o700),
-            entry(
-                "/root/.ssh/authorized_keys",
-                ext4::Content::File(pub_file.to_path_buf()),
-                0o600,
-            ),
-        ],
-    )
-    .with_context(|| format!("writing the harness key into {}", disk.display()))
 }
 
 /// The image the cluster boots by default: what `cargo xtask image --arch A` writes.

@@ -43,7 +43,7 @@ pub fn public_key(key: &Path) -> Result<String> {
 #[derive(Debug, Clone)]
 pub struct Ssh {
     pub netns: String,
-    /// Keys offered in order: the key flashed in cluster-lab.toml first, then the harness key if any.
+    /// Keys offered in order (the key flashed in cluster-lab.toml).
     pub keys: Vec<PathBuf>,
     pub user: String,
 }
@@ -101,6 +101,25 @@ impl Ssh {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+
+    /// Run `remote` as root on the VM at `ip`: through `sudo -n sh -c` unless the login is root.
+    pub fn run_as_root(&self, ip: &str, remote: &str, limit: Duration) -> Result<String> {
+        self.run(ip, &as_root(&self.user, remote), limit)
+    }
+}
+
+/// `remote` wrapped to run as root when logged in as `user` (sudo, never prompting for a password).
+pub fn as_root(user: &str, remote: &str) -> String {
+    if user == "root" {
+        remote.to_string()
+    } else {
+        format!("sudo -n sh -c {}", shell_quote(remote))
+    }
+}
+
+/// One POSIX shell word that stands for `s` exactly.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]
@@ -124,5 +143,23 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("BatchMode=yes"), "{line}");
+    }
+
+    #[test]
+    fn root_commands_go_through_sudo_unless_logged_in_as_root() {
+        assert_eq!(as_root("root", "ss -lnp"), "ss -lnp");
+        assert_eq!(
+            as_root("cluster", "echo 'a b'"),
+            r#"sudo -n sh -c 'echo '\''a b'\'''"#
+        );
+        // The quoted word reads back as the original through a real shell.
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("printf %s {}", shell_quote("it's a 'b' \\ $x")),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "it's a 'b' \\ $x");
     }
 }

@@ -19,9 +19,6 @@ pub struct State {
     pub image: PathBuf,
     /// The test key flashed into every card's cluster-lab.toml.
     pub ssh_key: PathBuf,
-    /// With `--harness-key`: a second key the harness wrote straight into root's authorized_keys.
-    #[serde(default)]
-    pub harness_key: Option<PathBuf>,
     pub ssh_user: String,
     pub router_pid: Option<u32>,
     pub machines: Vec<Machine>,
@@ -120,13 +117,11 @@ impl State {
             })
     }
 
-    /// SSH with every key this cluster has (flashed key first).
+    /// SSH with the key flashed into every card's cluster-lab.toml.
     pub fn ssh(&self) -> super::ssh::Ssh {
-        let mut keys = vec![self.ssh_key.clone()];
-        keys.extend(self.harness_key.clone());
         super::ssh::Ssh {
             netns: self.netns.clone(),
-            keys,
+            keys: vec![self.ssh_key.clone()],
             user: self.ssh_user.clone(),
         }
     }

@@ -47,16 +47,13 @@ pub struct Up {
     /// Seconds to wait for each stage (master ready, nodes joined).
     #[arg(long, default_value_t = 1200)]
     pub timeout: u64,
-    /// User the test key logs in as (cluster-lab.toml's keys are for root).
-    #[arg(long, default_value = "root")]
+    /// User the test key logs in as: the image installs cluster-lab.toml's keys for `cluster`
+    /// (root is locked; `cluster` has sudo).
+    #[arg(long, default_value = "cluster")]
     pub ssh_user: String,
     /// Also wait until every machine is Ready in Docker Swarm (checked over SSH on the master).
     #[arg(long)]
     pub wait_swarm: bool,
-    /// Harness aid for images that do not install cluster-lab.toml's SSH keys: also write a second
-    /// test key straight into /root/.ssh/authorized_keys of every VM's root filesystem.
-    #[arg(long)]
-    pub harness_key: bool,
 }
 
 /// What `up` measured, written to `artifacts/formation.json`.
@@ -140,11 +137,6 @@ impl Up {
         std::fs::create_dir_all(dir.join("artifacts"))?;
         let key = ssh::keygen(&dir.join("ssh"), "id_ed25519")?;
         let pubkey = ssh::public_key(&key)?;
-        let harness_key = if self.harness_key {
-            Some(ssh::keygen(&dir.join("ssh"), "harness_ed25519")?)
-        } else {
-            None
-        };
         let sw = Switch::for_cluster(&self.name);
 
         let machines: Vec<Machine> = self
@@ -171,7 +163,6 @@ impl Up {
             arch: self.arch.to_string(),
             image: image.clone(),
             ssh_key: key.clone(),
-            harness_key: harness_key.clone(),
             ssh_user: self.ssh_user.clone(),
             router_pid: None,
             machines,
@@ -188,9 +179,6 @@ impl Up {
         for m in &st.machines {
             std::fs::create_dir_all(&m.files.dir)?;
             disk::prepare(&image, &m.disk, &m.hostname, &pubkey, self.disk_size)?;
-            if let Some(k) = &harness_key {
-                disk::add_root_key(&m.disk, &k.with_extension("pub"))?;
-            }
             eprintln!(
                 "cluster: {:<8} disk {} flashed (hostname, test key), {} MiB",
                 m.hostname,

@@ -181,7 +181,7 @@ impl<'a> Watcher<'a> {
                 if start.elapsed() > Duration::from_secs(120) {
                     bail!(
                         "waiting for {what}: SSH to the master with the test key flashed in cluster-lab.toml is refused \
-                         ({e}); the image does not install [node] ssh_authorized_keys (use --harness-key to test the rest)"
+                         ({e}); the image does not install [node] ssh_authorized_keys for the `cluster` user"
                     );
                 }
             }

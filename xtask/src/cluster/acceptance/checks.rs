@@ -63,9 +63,10 @@ pub fn master_reachable(lab: &Lab) -> Check {
     Check::verdict(NAME, ping_ok && ssh.is_ok(), ev)
 }
 
-/// Every machine lets root in with the key `flash` wrote into its cluster-lab.toml (that key alone).
+/// Every machine lets `cluster` in with the key `flash` wrote into its cluster-lab.toml (that key alone).
 pub fn flashed_key(lab: &Lab) -> Check {
-    const NAME: &str = "SSH as root with the key flashed into cluster-lab.toml, on every machine";
+    const NAME: &str =
+        "SSH as cluster with the key flashed into cluster-lab.toml, on every machine";
     let ssh = crate::cluster::ssh::Ssh {
         keys: vec![lab.st.ssh_key.clone()],
         ..lab.ssh.clone()

@@ -47,10 +47,10 @@ impl Lab {
         self.master().lan_ip.to_string()
     }
 
-    /// Run a shell command on machine `m` over SSH (2-minute limit).
+    /// Run a shell command as root on machine `m` over SSH (sudo as the `cluster` user; 2-minute limit).
     pub fn sh(&self, m: &Machine, cmd: &str) -> Result<String> {
         self.ssh
-            .run(&m.lan_ip.to_string(), cmd, Duration::from_secs(120))
+            .run_as_root(&m.lan_ip.to_string(), cmd, Duration::from_secs(120))
     }
 
     pub fn get(&self, url: &str) -> Result<http::Response> {

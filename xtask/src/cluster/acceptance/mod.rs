@@ -58,11 +58,6 @@ pub struct Test {
     /// Leave the cluster running afterwards (for `cluster ssh`, `cluster status`).
     #[arg(long)]
     pub keep: bool,
-    /// Harness aid: also write a second test key straight into every VM's /root/.ssh/authorized_keys,
-    /// so the checks run over SSH even when the image does not install the flashed key (that is
-    /// still checked on its own and FAILs).
-    #[arg(long)]
-    pub harness_key: bool,
     /// Do not write the timings into docs/benchmarks.md.
     #[arg(long)]
     pub no_record: bool,
@@ -80,9 +75,8 @@ impl Test {
             cpus: self.cpus,
             disk_size: 4 << 30,
             timeout: self.timeout,
-            ssh_user: "root".into(),
+            ssh_user: "cluster".into(),
             wait_swarm: !simultaneous,
-            harness_key: self.harness_key,
         }
     }
 
