@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::container;
 use crate::disk::{self, Located};
 use crate::error::{ImageError, IoContext, Result};
 use crate::ext4::{self, Content, Entry};
@@ -116,6 +117,15 @@ impl Payload {
             0o755,
         ));
         Ok(())
+    }
+
+    /// Add a `docker save` archive at [`container::IMAGES_DIR`]`/name` (0644, root), for first boot to load.
+    pub fn add_container_image(&mut self, name: &str, archive: &Path) {
+        self.add(entry(
+            format!("{}/{name}", container::IMAGES_DIR),
+            Content::File(archive.into()),
+            0o644,
+        ));
     }
 
     /// Add one entry, with any missing parent directories (0755, root) before it; a later entry for

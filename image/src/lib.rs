@@ -6,6 +6,7 @@
 //! - [`ext4`]: the ext4 root partition (mke2fs -d, debugfs with read-back verification, `e2fsck -fn`).
 //! - [`assemble`]: a fresh image from a boot tree and a root tree ([`assemble::build_disk`]).
 //! - [`disk`]: opening a base image (.img, .img.xz, .img.zst, .zip) and finding its partitions.
+//! - [`container`]: the busybox container image preloaded for first boot (a `docker save` archive).
 //! - [`inject`]: the agent, overlays and `cluster-lab.toml` written into an image.
 //! - [`boot_config`]: edits of `cluster-lab.toml` (secret, hostname, SSH keys).
 //! - [`output`]: OUT.img, OUT.img.zst|xz and OUT.sha256, renamed into place when complete.
@@ -14,6 +15,7 @@
 pub mod assemble;
 pub mod boot_config;
 pub mod command;
+pub mod container;
 pub mod disk;
 pub mod error;
 pub mod ext4;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use cluster_lab_image::{boot_config, disk, inject, output};
+use cluster_lab_image::{boot_config, container, disk, inject, output};
 use xshell::Shell;
 
 use crate::arch::Arch;
@@ -131,6 +131,11 @@ impl Image {
                 t.elapsed().as_secs_f64()
             );
 
+            let busybox = preload_busybox(&work, self.arch)?;
+            if let Some(archive) = &busybox {
+                payload.add_container_image(container::ARCHIVE_NAME, archive.path());
+            }
+
             let t = Instant::now();
             step("injecting agent, overlays and cluster-lab.toml");
             let done = inject::inject(&work, &payload).context("injecting into the image")?;
@@ -177,6 +182,52 @@ impl Image {
 
 fn step(what: &str) {
     eprintln!("==> {what}");
+}
+
+/// The busybox container image first boot loads into dockerd, built from the base's static busybox into a temporary
+/// file (removed when dropped). A base without busybox-static gets a warning and no preloaded image.
+fn preload_busybox(work: &Path, arch: Arch) -> Result<Option<tempfile::NamedTempFile>> {
+    step(&format!(
+        "building the preloaded container image {}",
+        container::REPO_TAG
+    ));
+    let binary = match container::find_busybox(work).context("reading busybox from the base")? {
+        container::FoundBusybox::Static { path, binary } => {
+            eprintln!("    {path}: {} KiB", binary.len() >> 10);
+            binary
+        }
+        found => {
+            let why = match found {
+                container::FoundBusybox::Dynamic { path } => {
+                    format!("{path} is dynamically linked")
+                }
+                _ => format!("no {}", container::BUSYBOX_PATHS.join(" or ")),
+            };
+            eprintln!(
+                "    warning: {why} in the base; no container image is preloaded (install busybox-static in the base)"
+            );
+            return Ok(None);
+        }
+    };
+    let image = container::busybox_image(&binary).context("building the busybox image")?;
+    let want = container::Platform::from_debian_arch(arch.debian());
+    if want != Some(image.platform) {
+        bail!(
+            "the base's busybox is {}, but the image is for {arch}: is --base an image for another board?",
+            image.platform
+        );
+    }
+    let mut file = tempfile::NamedTempFile::new().context("creating a temporary file")?;
+    std::io::Write::write_all(&mut file, &image.archive)
+        .with_context(|| format!("writing {}", file.path().display()))?;
+    eprintln!(
+        "    {} ({}), {} KiB, image id {}",
+        container::REPO_TAG,
+        image.platform,
+        image.archive.len() >> 10,
+        image.image_id
+    );
+    Ok(Some(file))
 }
 
 /// `OUT.img` given as OUT: drop the extension so outputs are not named `x.img.img`.

@@ -1,0 +1,497 @@
+//! The container image preloaded into every cluster-lab image: Debian's static busybox in one layer, written as a
+//! classic `docker save` archive (`manifest.json`, the config named by its sha256, `<layer>/layer.tar`). First boot
+//! loads it into dockerd, so a first service runs without a registry:
+//! `docker service create --name web -p 8080:80 cluster-lab/busybox busybox httpd -f -p 80 -h /www`.
+//!
+//! The archive is byte-for-byte reproducible: fixed modes, owners and mtimes, entries in a fixed order, and JSON
+//! with sorted keys. Its architecture is read from the busybox binary itself, so it always matches what runs.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tar::{Builder, EntryType, Header};
+
+use crate::disk;
+use crate::error::{ImageError, Result};
+use crate::ext4;
+
+/// The image's name in dockerd.
+pub const REPO_TAG: &str = "cluster-lab/busybox:latest";
+/// Directory in the root filesystem holding archives first boot loads into dockerd.
+pub const IMAGES_DIR: &str = "/usr/lib/cluster-lab/images";
+/// The busybox archive's file name in [`IMAGES_DIR`].
+pub const ARCHIVE_NAME: &str = "busybox.tar";
+/// Where Debian's busybox-static installs the binary (trixie: /usr/bin; bookworm: /bin).
+pub const BUSYBOX_PATHS: [&str; 2] = ["/usr/bin/busybox", "/bin/busybox"];
+/// Applets linked to busybox in the layer.
+pub const APPLETS: [&str; 3] = ["httpd", "sh", "wget"];
+
+/// Modification time of every entry and the image's `created` date: 2024-01-01T00:00:00Z.
+const MTIME: u64 = 1_704_067_200;
+const CREATED: &str = "2024-01-01T00:00:00Z";
+
+const EM_386: u16 = 3;
+const EM_ARM: u16 = 40;
+const EM_X86_64: u16 = 62;
+const EM_AARCH64: u16 = 183;
+const PT_INTERP: u32 = 3;
+
+/// An image platform in Docker's (Go's) names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Platform {
+    /// `amd64`, `arm64`, `arm`, `386`.
+    pub architecture: &'static str,
+    /// `v7` for Debian's armhf; none otherwise.
+    pub variant: Option<&'static str>,
+}
+
+impl Platform {
+    const AMD64: Platform = Platform {
+        architecture: "amd64",
+        variant: None,
+    };
+    const ARM64: Platform = Platform {
+        architecture: "arm64",
+        variant: None,
+    };
+    const ARMV7: Platform = Platform {
+        architecture: "arm",
+        variant: Some("v7"),
+    };
+    const I386: Platform = Platform {
+        architecture: "386",
+        variant: None,
+    };
+
+    /// The platform of a Debian architecture (`dpkg --print-architecture`): amd64, arm64, armhf, i386.
+    pub fn from_debian_arch(arch: &str) -> Option<Platform> {
+        match arch {
+            "amd64" => Some(Platform::AMD64),
+            "arm64" => Some(Platform::ARM64),
+            "armhf" => Some(Platform::ARMV7),
+            "i386" => Some(Platform::I386),
+            _ => None,
+        }
+    }
+
+    /// The platform of an ELF `e_machine`. 32-bit ARM is taken as v7: Debian's armhf baseline.
+    fn from_elf_machine(machine: u16) -> Option<Platform> {
+        match machine {
+            EM_X86_64 => Some(Platform::AMD64),
+            EM_AARCH64 => Some(Platform::ARM64),
+            EM_ARM => Some(Platform::ARMV7),
+            EM_386 => Some(Platform::I386),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "linux/{}", self.architecture)?;
+        if let Some(v) = self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What an ELF header says about a binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Elf {
+    machine: u16,
+    /// Has a `PT_INTERP` program header: needs a dynamic loader, which the image does not have.
+    dynamic: bool,
+}
+
+/// Read the ELF header and program headers of a little-endian binary.
+fn read_elf(bytes: &[u8]) -> std::result::Result<Elf, String> {
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+        return Err("not an ELF binary".into());
+    }
+    if bytes[5] != 1 {
+        return Err("not a little-endian ELF binary".into());
+    }
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let truncated = || "truncated ELF header".to_string();
+    let machine = u16_at(18).ok_or_else(truncated)?;
+    let (phoff, phentsize, phnum) = match bytes[4] {
+        1 => (
+            u64::from(u32_at(28).ok_or_else(truncated)?),
+            u16_at(42).ok_or_else(truncated)?,
+            u16_at(44).ok_or_else(truncated)?,
+        ),
+        2 => (
+            u64_at(32).ok_or_else(truncated)?,
+            u16_at(54).ok_or_else(truncated)?,
+            u16_at(56).ok_or_else(truncated)?,
+        ),
+        c => return Err(format!("unknown ELF class {c}")),
+    };
+    let mut dynamic = false;
+    for i in 0..u64::from(phnum) {
+        let at = phoff + i * u64::from(phentsize);
+        let p_type = usize::try_from(at)
+            .ok()
+            .and_then(u32_at)
+            .ok_or("program header beyond the end of the file")?;
+        dynamic |= p_type == PT_INTERP;
+    }
+    Ok(Elf { machine, dynamic })
+}
+
+/// A built `docker save` archive.
+#[derive(Debug, Clone)]
+pub struct ContainerImage {
+    /// The archive's bytes.
+    pub archive: Vec<u8>,
+    pub platform: Platform,
+    /// `sha256:…` of the config JSON: the image id dockerd reports.
+    pub image_id: String,
+    /// `sha256:…` of the layer tar (its diff_id).
+    pub diff_id: String,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn header(kind: EntryType, mode: u32, size: u64) -> Header {
+    let mut h = Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(MTIME);
+    h.set_size(size);
+    h
+}
+
+fn tar_error(e: std::io::Error) -> ImageError {
+    ImageError::Invalid(format!("writing the container image archive: {e}"))
+}
+
+fn add_file(b: &mut Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]) -> Result<()> {
+    let mut h = header(EntryType::Regular, mode, data.len() as u64);
+    b.append_data(&mut h, path, data).map_err(tar_error)
+}
+
+fn add_dir(b: &mut Builder<Vec<u8>>, path: &str, mode: u32) -> Result<()> {
+    let mut h = header(EntryType::Directory, mode, 0);
+    b.append_data(&mut h, path, std::io::empty())
+        .map_err(tar_error)
+}
+
+fn add_symlink(b: &mut Builder<Vec<u8>>, path: &str, target: &str) -> Result<()> {
+    let mut h = header(EntryType::Symlink, 0o777, 0);
+    b.append_link(&mut h, path, target).map_err(tar_error)
+}
+
+/// The layer: `bin/busybox` (0755), `bin/{httpd,sh,wget}` → busybox, empty `etc/`, `tmp/` (1777) and `www/`.
+fn layer_tar(busybox: &[u8]) -> Result<Vec<u8>> {
+    let mut b = Builder::new(Vec::new());
+    add_dir(&mut b, "bin", 0o755)?;
+    add_file(&mut b, "bin/busybox", 0o755, busybox)?;
+    for applet in APPLETS {
+        add_symlink(&mut b, &format!("bin/{applet}"), "busybox")?;
+    }
+    add_dir(&mut b, "etc", 0o755)?;
+    add_dir(&mut b, "tmp", 0o1777)?;
+    add_dir(&mut b, "www", 0o755)?;
+    b.into_inner().map_err(tar_error)
+}
+
+/// Build the `docker save` archive of [`REPO_TAG`] around `busybox`, which must be a static binary (Debian's
+/// busybox-static); the platform is read from its ELF header.
+pub fn busybox_image(busybox: &[u8]) -> Result<ContainerImage> {
+    let elf = read_elf(busybox).map_err(|e| ImageError::Invalid(format!("busybox: {e}")))?;
+    if elf.dynamic {
+        return Err(ImageError::Invalid(
+            "busybox is dynamically linked and cannot run alone in a container: use Debian's busybox-static"
+                .into(),
+        ));
+    }
+    let platform = Platform::from_elf_machine(elf.machine).ok_or_else(|| {
+        ImageError::Invalid(format!(
+            "busybox is built for ELF machine {}, which has no Docker platform here",
+            elf.machine
+        ))
+    })?;
+
+    let layer = layer_tar(busybox)?;
+    let layer_hex = sha256_hex(&layer);
+    let diff_id = format!("sha256:{layer_hex}");
+    let mut config = serde_json::json!({
+        "architecture": platform.architecture,
+        "os": "linux",
+        "created": CREATED,
+        "config": {
+            "Cmd": ["sh"],
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "WorkingDir": "/",
+        },
+        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+        "history": [{
+            "created": CREATED,
+            "created_by": "cluster-lab image builder: busybox-static from the base image, links sh httpd wget",
+        }],
+    });
+    if let Some(v) = platform.variant {
+        config["variant"] = v.into();
+    }
+    let config = serde_json::to_vec(&config).expect("JSON values serialise");
+    let config_hex = sha256_hex(&config);
+    let config_name = format!("{config_hex}.json");
+    let layer_name = format!("{layer_hex}/layer.tar");
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [REPO_TAG],
+        "Layers": [layer_name],
+    }]))
+    .expect("JSON values serialise");
+
+    let mut b = Builder::new(Vec::new());
+    add_dir(&mut b, &layer_hex, 0o755)?;
+    add_file(&mut b, &layer_name, 0o644, &layer)?;
+    add_file(&mut b, &config_name, 0o644, &config)?;
+    add_file(&mut b, "manifest.json", 0o644, &manifest)?;
+    Ok(ContainerImage {
+        archive: b.into_inner().map_err(tar_error)?,
+        platform,
+        image_id: format!("sha256:{config_hex}"),
+        diff_id,
+    })
+}
+
+/// What the root filesystem of a disk image holds at [`BUSYBOX_PATHS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoundBusybox {
+    /// A static binary at this path.
+    Static {
+        path: &'static str,
+        binary: Vec<u8>,
+    },
+    /// Only a dynamically linked busybox (e.g. Debian's `busybox` package, not `busybox-static`).
+    Dynamic {
+        path: &'static str,
+    },
+    Missing,
+}
+
+/// Look for busybox in the ext4 root filesystem of the raw disk image at `image` (read with debugfs).
+pub fn find_busybox(image: &Path) -> Result<FoundBusybox> {
+    let located = disk::locate(image)?;
+    let stats = ext4::stat_all(image, &located.root, &BUSYBOX_PATHS)?;
+    for (path, stat) in BUSYBOX_PATHS.iter().zip(stats) {
+        if stat.is_none_or(|s| s.kind != "regular") {
+            continue;
+        }
+        let Some(binary) = ext4::read_file(image, &located.root, path)? else {
+            continue;
+        };
+        let elf = read_elf(&binary).map_err(|e| ImageError::BadInput {
+            path: image.into(),
+            reason: format!("{path} in the root filesystem: {e}"),
+        })?;
+        return Ok(if elf.dynamic {
+            FoundBusybox::Dynamic { path }
+        } else {
+            FoundBusybox::Static { path, binary }
+        });
+    }
+    Ok(FoundBusybox::Missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A minimal static ELF64 header for `machine`: no program headers.
+    fn fake_elf(machine: u16) -> Vec<u8> {
+        let mut b = vec![0u8; 128];
+        b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2;
+        b[5] = 1;
+        b[18..20].copy_from_slice(&machine.to_le_bytes());
+        b
+    }
+
+    /// Path, type, mode, link target and content of one archive entry.
+    type Listed = (String, EntryType, u32, Option<String>, Vec<u8>);
+
+    fn entries(tar_bytes: &[u8]) -> Vec<Listed> {
+        let mut a = tar::Archive::new(tar_bytes);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let path = e.path().unwrap().to_string_lossy().into_owned();
+                let kind = e.header().entry_type();
+                let mode = e.header().mode().unwrap();
+                let link = e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.to_string_lossy().into_owned());
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (path, kind, mode, link, data)
+            })
+            .collect()
+    }
+
+    fn file<'a>(all: &'a [Listed], name: &str) -> &'a [u8] {
+        &all.iter()
+            .find(|e| e.0 == name)
+            .unwrap_or_else(|| panic!("{name} missing from the archive"))
+            .4
+    }
+
+    #[test]
+    fn manifest_names_the_config_and_the_layer_and_diff_id_is_the_layer_hash() {
+        let bin = fake_elf(EM_X86_64);
+        let img = busybox_image(&bin).unwrap();
+        let all = entries(&img.archive);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(file(&all, "manifest.json")).unwrap();
+        let m = &manifest[0];
+        assert_eq!(m["RepoTags"], serde_json::json!([REPO_TAG]));
+        let config_name = m["Config"].as_str().unwrap();
+        let layer_name = m["Layers"][0].as_str().unwrap();
+        assert_eq!(m["Layers"].as_array().unwrap().len(), 1);
+
+        let config_bytes = file(&all, config_name);
+        assert_eq!(format!("{}.json", sha256_hex(config_bytes)), config_name);
+        assert_eq!(img.image_id, format!("sha256:{}", sha256_hex(config_bytes)));
+        let layer = file(&all, layer_name);
+        let config: serde_json::Value = serde_json::from_slice(config_bytes).unwrap();
+        assert_eq!(
+            config["rootfs"]["diff_ids"],
+            serde_json::json!([format!("sha256:{}", sha256_hex(layer))])
+        );
+        assert_eq!(img.diff_id, format!("sha256:{}", sha256_hex(layer)));
+        assert_eq!(config["architecture"], "amd64");
+        assert_eq!(config["os"], "linux");
+        assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
+        assert!(config.get("variant").is_none());
+        assert_eq!(config["history"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn layer_holds_busybox_its_links_and_empty_dirs() {
+        let bin = fake_elf(EM_AARCH64);
+        let layer = layer_tar(&bin).unwrap();
+        let all = entries(&layer);
+        let summary: Vec<(&str, EntryType, u32, Option<&str>)> = all
+            .iter()
+            .map(|(p, k, m, l, _)| (p.as_str(), *k, *m, l.as_deref()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("bin", EntryType::Directory, 0o755, None),
+                ("bin/busybox", EntryType::Regular, 0o755, None),
+                ("bin/httpd", EntryType::Symlink, 0o777, Some("busybox")),
+                ("bin/sh", EntryType::Symlink, 0o777, Some("busybox")),
+                ("bin/wget", EntryType::Symlink, 0o777, Some("busybox")),
+                ("etc", EntryType::Directory, 0o755, None),
+                ("tmp", EntryType::Directory, 0o1777, None),
+                ("www", EntryType::Directory, 0o755, None),
+            ]
+        );
+        assert_eq!(file(&all, "bin/busybox"), bin.as_slice());
+        let mut a = tar::Archive::new(layer.as_slice());
+        for e in a.entries().unwrap() {
+            let e = e.unwrap();
+            assert_eq!(e.header().mtime().unwrap(), MTIME);
+            assert_eq!(
+                (e.header().uid().unwrap(), e.header().gid().unwrap()),
+                (0, 0)
+            );
+        }
+    }
+
+    #[test]
+    fn archive_is_byte_identical_across_builds() {
+        let bin = fake_elf(EM_ARM);
+        let a = busybox_image(&bin).unwrap();
+        let b = busybox_image(&bin).unwrap();
+        assert_eq!(a.archive, b.archive);
+        assert_eq!(a.image_id, b.image_id);
+        // A different binary is a different image.
+        let c = busybox_image(&fake_elf(EM_AARCH64)).unwrap();
+        assert_ne!(a.image_id, c.image_id);
+    }
+
+    #[test]
+    fn architecture_names_are_dockers() {
+        let cases = [
+            ("amd64", EM_X86_64, "amd64", None, "linux/amd64"),
+            ("arm64", EM_AARCH64, "arm64", None, "linux/arm64"),
+            ("armhf", EM_ARM, "arm", Some("v7"), "linux/arm/v7"),
+            ("i386", EM_386, "386", None, "linux/386"),
+        ];
+        for (debian, machine, arch, variant, shown) in cases {
+            let p = Platform::from_debian_arch(debian).unwrap();
+            assert_eq!((p.architecture, p.variant), (arch, variant), "{debian}");
+            assert_eq!(p.to_string(), shown);
+            assert_eq!(Platform::from_elf_machine(machine), Some(p), "{debian}");
+            let img = busybox_image(&fake_elf(machine)).unwrap();
+            assert_eq!(img.platform, p);
+            let all = entries(&img.archive);
+            let manifest: serde_json::Value =
+                serde_json::from_slice(file(&all, "manifest.json")).unwrap();
+            let config: serde_json::Value =
+                serde_json::from_slice(file(&all, manifest[0]["Config"].as_str().unwrap()))
+                    .unwrap();
+            assert_eq!(config["architecture"], arch);
+            assert_eq!(config.get("variant").and_then(|v| v.as_str()), variant);
+        }
+        assert_eq!(Platform::from_debian_arch("armel"), None);
+    }
+
+    #[test]
+    fn dynamic_or_non_elf_busybox_is_refused() {
+        // One PT_INTERP program header at offset 64.
+        let mut dynamic = fake_elf(EM_X86_64);
+        dynamic[32..40].copy_from_slice(&64u64.to_le_bytes());
+        dynamic[54..56].copy_from_slice(&56u16.to_le_bytes());
+        dynamic[56..58].copy_from_slice(&1u16.to_le_bytes());
+        dynamic[64..68].copy_from_slice(&PT_INTERP.to_le_bytes());
+        let err = busybox_image(&dynamic).unwrap_err().to_string();
+        assert!(err.contains("busybox-static"), "{err}");
+        let err = busybox_image(b"#!/bin/sh\necho not a binary\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an ELF"), "{err}");
+    }
+
+    #[test]
+    fn host_busybox_is_static_when_installed() {
+        // Debian's busybox-static on the build host (listed in ci/apt-packages.txt) is what the root tier loads.
+        let bin =
+            std::fs::read("/bin/busybox").expect("reading /bin/busybox: install busybox-static");
+        let elf = read_elf(&bin).unwrap();
+        assert!(
+            !elf.dynamic,
+            "/bin/busybox is dynamically linked: install busybox-static"
+        );
+    }
+}
