@@ -14,6 +14,7 @@ pub mod docker_labels;
 pub mod election;
 pub mod firstboot;
 pub mod hostname;
+pub mod images;
 pub mod logging;
 pub mod login;
 pub mod networkd;

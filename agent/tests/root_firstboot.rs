@@ -165,6 +165,7 @@ impl Machine {
                 consul: "127.0.0.1:8500".parse().unwrap(),
                 docker_socket: socket.clone(),
                 consul_data_dir: root.join("consul-data").to_string_lossy().into_owned(),
+                images_dir: root.join("images"),
                 services: services.clone(),
             },
         };

@@ -50,6 +50,7 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     let docker = Swarm::connect(&fb.env.docker_socket, Duration::from_secs(300))
         .await
         .context("connecting to dockerd")?;
+    fb.load_images(&docker).await;
     let outcome = docker.init(master).await?;
     tracing::info!(?outcome, advertise = %master, "swarm manager");
     // The routing mesh keeps Docker's default overlay MTU (1450) for now, so the kernel fragments its VXLAN packets

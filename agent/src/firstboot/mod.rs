@@ -158,6 +158,23 @@ impl Firstboot {
         Ok(Some(summary))
     }
 
+    /// Load the container images shipped in the image into dockerd. A failure is logged, not returned: the cluster
+    /// forms without them.
+    async fn load_images(&self, docker: &crate::swarm::Swarm) {
+        let dir = &self.env.images_dir;
+        match crate::images::load_preloaded(docker.docker(), dir).await {
+            Ok(r) => tracing::info!(
+                dir = %dir.display(),
+                loaded = r.loaded.len(),
+                skipped = r.skipped.len(),
+                "preloaded images"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "preloaded images not loaded; the cluster forms without them")
+            }
+        }
+    }
+
     /// The `cluster` user's SSH keys and password hash from `[node]`. Returns whether anything changed.
     fn step_login(&self) -> anyhow::Result<bool> {
         let node = &self.settings.node;

@@ -71,6 +71,7 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
     let docker = Swarm::connect(&fb.env.docker_socket, Duration::from_secs(300))
         .await
         .context("connecting to dockerd")?;
+    fb.load_images(&docker).await;
     let outcome = docker.join(address, net.master, &join_token).await?;
     tracing::info!(?outcome, manager = %net.master, "swarm worker");
 

@@ -74,6 +74,8 @@ pub struct Environment {
     pub docker_socket: PathBuf,
     /// Consul's data directory (written into its configuration).
     pub consul_data_dir: String,
+    /// `docker save` archives loaded into dockerd once it answers ([`crate::images::DIR`] on the target).
+    pub images_dir: PathBuf,
     pub services: Arc<dyn Services>,
 }
 
@@ -84,6 +86,7 @@ impl Environment {
             consul: crate::consul::api::LOCAL.parse().expect("valid address"),
             docker_socket: PathBuf::from(crate::swarm::SOCKET),
             consul_data_dir: crate::consul::config::DATA_DIR.into(),
+            images_dir: PathBuf::from(crate::images::DIR),
             services: Arc::new(Systemd),
         }
     }

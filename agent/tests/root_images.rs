@@ -1,0 +1,126 @@
+//! Root tier: the preloaded busybox container image against a real dockerd (own network namespace, data root, exec
+//! root and unix socket). The archive is built by the image crate from the host's busybox-static, exactly as
+//! `cargo xtask image` builds it from the base's; first boot's loader puts it into dockerd, the docker CLI runs
+//! a container from it, and a second load skips it.
+
+mod nslab;
+
+use cluster_lab::images::{self, LoadReport};
+use cluster_lab_image::container;
+use nslab::dockerd::Dockerd;
+use nslab::{require_root, require_tool, Netns};
+
+const HOST_BUSYBOX: &str = "/bin/busybox";
+
+fn load(engine: &Dockerd, dir: &std::path::Path) -> LoadReport {
+    let docker = engine.connect();
+    let dir = dir.to_path_buf();
+    let loaded = engine
+        .ns
+        .block_on(async move { images::load_preloaded(docker.docker(), &dir).await });
+    match loaded {
+        Ok(r) => r,
+        Err(e) => panic!("{e}\ndockerd:\n{}", engine.output()),
+    }
+}
+
+#[test]
+fn busybox_archive_loads_runs_and_is_skipped_the_second_time() {
+    require_root();
+    for tool in ["dockerd", "docker"] {
+        require_tool(
+            tool,
+            "install Debian's docker.io (listed in ci/apt-packages.txt)",
+        );
+    }
+    let busybox = std::fs::read(HOST_BUSYBOX).unwrap_or_else(|e| {
+        panic!(
+            "reading {HOST_BUSYBOX}: {e}: install busybox-static (listed in ci/apt-packages.txt)"
+        )
+    });
+    let image = container::busybox_image(&busybox).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let images_dir = dir.path().join("images");
+    std::fs::create_dir_all(&images_dir).unwrap();
+    let archive = images_dir.join(container::ARCHIVE_NAME);
+    std::fs::write(&archive, &image.archive).unwrap();
+    // Not an archive name: ignored.
+    std::fs::write(images_dir.join("README"), "not an image\n").unwrap();
+
+    let engine = Dockerd::start(Netns::new("cl-images"), dir.path(), "engine");
+
+    let first = load(&engine, &images_dir);
+    assert_eq!(
+        first,
+        LoadReport {
+            loaded: vec![archive.clone()],
+            skipped: vec![],
+        }
+    );
+    let id = engine.docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}} {{.Os}}/{{.Architecture}}",
+        container::REPO_TAG,
+    ]);
+    assert_eq!(
+        id.trim(),
+        format!("{} linux/{}", image.image_id, image.platform.architecture),
+        "dockerd's image id is the config digest the archive was built with"
+    );
+
+    let out = engine.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        container::REPO_TAG,
+        "busybox",
+        "echo",
+        "ok",
+    ]);
+    assert_eq!(out, "ok\n");
+    // The applet links and the web root are in the layer.
+    let out = engine.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        container::REPO_TAG,
+        "sh",
+        "-c",
+        "test -d /www && test -d /tmp && readlink /bin/httpd && readlink /bin/wget",
+    ]);
+    assert_eq!(out, "busybox\nbusybox\n");
+
+    let second = load(&engine, &images_dir);
+    assert_eq!(
+        second,
+        LoadReport {
+            loaded: vec![],
+            skipped: vec![archive.clone()],
+        }
+    );
+
+    // A directory that does not exist holds nothing to load.
+    let none = load(&engine, &dir.path().join("missing"));
+    assert_eq!(none, LoadReport::default());
+
+    // A broken archive is an error naming its path.
+    std::fs::write(images_dir.join("broken.tar"), b"not a tar archive").unwrap();
+    let docker = engine.connect();
+    let images_dir2 = images_dir.clone();
+    let err = engine
+        .ns
+        .block_on(async move { images::load_preloaded(docker.docker(), &images_dir2).await })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&images_dir.join("broken.tar").display().to_string()),
+        "{err}"
+    );
+    let listed = engine.docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(listed.trim(), container::REPO_TAG);
+}
