@@ -94,6 +94,19 @@ fn busybox_archive_loads_runs_and_is_skipped_the_second_time() {
         "test -d /www && test -d /tmp && readlink /bin/httpd && readlink /bin/wget",
     ]);
     assert_eq!(out, "busybox\nbusybox\n");
+    // httpd serves /www and wget fetches it, over the container's own loopback.
+    let out = engine.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        container::REPO_TAG,
+        "sh",
+        "-c",
+        "echo served > /www/index.html && busybox httpd -p 127.0.0.1:80 -h /www && \
+         sleep 0.5 && wget -q -O - http://127.0.0.1/",
+    ]);
+    assert_eq!(out, "served\n");
 
     let second = load(&engine, &images_dir);
     assert_eq!(
