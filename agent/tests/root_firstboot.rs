@@ -120,6 +120,12 @@ impl Machine {
         std::fs::create_dir_all(root.join("etc/docker")).unwrap();
         std::fs::write(root.join("etc/docker/daemon.json"), "{}\n").unwrap();
         let socket = root.join("docker.sock");
+        // The preloaded container image, as `cargo xtask image` ships it (from the host's busybox-static).
+        let busybox =
+            std::fs::read("/bin/busybox").expect("reading /bin/busybox: install busybox-static");
+        let archive = cluster_lab_image::container::busybox_image(&busybox).unwrap();
+        std::fs::create_dir_all(root.join("images")).unwrap();
+        std::fs::write(root.join("images/busybox.tar"), archive.archive).unwrap();
         let mut cmd = ns.command("dockerd");
         cmd.arg(format!(
             "--config-file={}",
@@ -354,6 +360,11 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
         nodes.len() == 2 && nodes.iter().all(|n| n.state == "ready"),
         "{nodes:?}"
     );
+    // Both roles loaded the preloaded image right after dockerd answered.
+    for machine in [&m, &n] {
+        let tags = machine.docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+        assert!(tags.contains("cluster-lab/busybox:latest"), "{tags}");
+    }
     assert!(n
         .services
         .calls()
