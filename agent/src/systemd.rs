@@ -2,9 +2,10 @@
 
 use crate::command::{output, run, CommandError};
 
-/// Enable `unit` so it starts on every boot (no-op when already enabled).
+/// Enable `unit` so it starts on every boot (no-op when already enabled). Only the symlinks change: the unit file is
+/// already loaded, so systemd is not made to reload every unit (seconds on a Pi) just for that.
 pub async fn enable(unit: &str) -> Result<(), CommandError> {
-    run("systemctl", ["enable", "--quiet", unit])
+    run("systemctl", ["enable", "--quiet", "--no-reload", unit])
         .await
         .map(drop)
 }
@@ -35,9 +36,9 @@ pub async fn reload(unit: &str) -> Result<(), CommandError> {
     run("systemctl", ["reload", unit]).await.map(drop)
 }
 
-/// Disable `unit` (no-op when already disabled).
+/// Disable `unit` for later boots (no-op when already disabled); like [`enable`], without reloading systemd.
 pub async fn disable(unit: &str) -> Result<(), CommandError> {
-    run("systemctl", ["disable", "--quiet", unit])
+    run("systemctl", ["disable", "--quiet", "--no-reload", unit])
         .await
         .map(drop)
 }
@@ -60,6 +61,9 @@ pub fn dhcpd_unit(vlan_interface: &str) -> String {
 
 /// The firstboot unit itself.
 pub const FIRSTBOOT_UNIT: &str = "cluster-lab-firstboot.service";
+/// The early part of first boot (`cluster-lab firstboot --early`): hostname and SSH keys before dockerd, sshd and
+/// avahi start.
+pub const EARLY_UNIT: &str = "cluster-lab-early.service";
 pub const CONSUL_UNIT: &str = "consul.service";
 pub const DOCKER_UNIT: &str = "docker.service";
 

@@ -90,3 +90,24 @@ fn a_unit_with_a_typo_is_caught() {
     });
     assert!(result.is_err());
 }
+
+#[test]
+fn early_unit_verifies_and_runs_before_the_services_that_read_the_hostname() {
+    let unit = read("usr/lib/systemd/system/cluster-lab-early.service");
+    verify(systemd::EARLY_UNIT, &unit);
+    for line in [
+        "Type=oneshot".to_string(),
+        format!("ConditionPathExists=!{}", stamp::DONE),
+        "ExecStart=/usr/bin/cluster-lab firstboot --early".into(),
+        "RequiresMountsFor=/boot/firmware".into(),
+        format!(
+            "Before=docker.service avahi-daemon.service ssh.service {}",
+            systemd::FIRSTBOOT_UNIT
+        ),
+        "WantedBy=multi-user.target".into(),
+    ] {
+        assert!(unit.lines().any(|l| l == line), "missing {line:?}");
+    }
+    // Ordering only: a bad cluster-lab.toml must not keep dockerd or sshd from starting.
+    assert!(!unit.contains("Requires=") && !unit.contains("RequiredBy="));
+}

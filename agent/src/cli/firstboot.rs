@@ -28,6 +28,10 @@ pub struct FirstbootArgs {
     /// Run again even if the firstboot stamp exists.
     #[arg(long)]
     pub force: bool,
+    /// Only the steps that must come before dockerd, sshd and avahi start: SSH keys and hostname
+    /// (cluster-lab-early.service runs this; the full run skips what is already done).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub early: bool,
 }
 
 impl FirstbootArgs {
@@ -49,6 +53,10 @@ impl FirstbootArgs {
                 return Ok(ExitCode::from(EXIT_BAD_CONFIG));
             }
         };
+        if self.early {
+            fb.run_early()?;
+            return Ok(ExitCode::SUCCESS);
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
