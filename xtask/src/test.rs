@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the whole suite, one visible step per tier.
 //!
 //! Tiers, in order: `lint` (fmt, clippy), `plain` (no root), `root` (root, inside network namespaces the tests
-//! create), `image` (root: builds the real amd64 base with mmdebstrap, boots it in QEMU, injects and flashes).
+//! create), `image` (root: builds the real amd64 base with mmdebstrap, boots it in QEMU, injects and flashes), `vm`
+//! (root: the acceptance test of first boot, `cargo xtask cluster test`, on the amd64 image booting in QEMU).
 //! Test binaries named `root_*` need root; `root_base` and `root_image` make up the image tier, the others the
 //! root tier; the plain tier runs everything else. A tier that cannot run (no root, no tests found) fails the run.
 
@@ -19,6 +20,10 @@ pub enum Tier {
     Root,
     /// Root: the real amd64 base (mmdebstrap, QEMU boot check, cache hit), the image built from it, flashing.
     Image,
+    /// Root: the amd64 image built and booted as a three-machine cluster in QEMU, the acceptance test of first boot
+    /// (`cargo xtask cluster test --nodes 3`: formation, Consul UI in Chromium, overlay, routing mesh, reboot,
+    /// simultaneous power-on).
+    Vm,
 }
 
 /// nextest filter of the image tier's test binaries.
@@ -34,7 +39,7 @@ pub struct Test {
 impl Test {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let tiers = if self.tiers.is_empty() {
-            vec![Tier::Lint, Tier::Plain, Tier::Root, Tier::Image]
+            vec![Tier::Lint, Tier::Plain, Tier::Root, Tier::Image, Tier::Vm]
         } else {
             self.tiers
         };
@@ -70,6 +75,14 @@ impl Test {
                     require_root("image")?;
                     // One at a time: the image test uses the base the base test builds.
                     cmd!(sh, "cargo nextest run --workspace --no-fail-fast --test-threads 1 -E {IMAGE_TESTS}").run()?;
+                }
+                Tier::Vm => {
+                    step("tier 4: virtual cluster (amd64 image, 3 machines in QEMU, acceptance test)");
+                    require_root("vm")?;
+                    cmd!(sh, "cargo xtask base --arch amd64").run()?;
+                    cmd!(sh, "cargo xtask image --arch amd64 --compress none").run()?;
+                    // Timings are recorded in docs/benchmarks.md by hand-run tests, not by CI.
+                    cmd!(sh, "cargo xtask cluster test --nodes 3 --no-record").run()?;
                 }
             }
         }
