@@ -1,110 +1,453 @@
 //! Swarm overlay networks sized for the cluster VLAN.
 //!
-//! VXLAN adds 50 bytes. Docker's overlay default MTU (1450) assumes a 1500-byte underlay; the VLAN has 1496 (see
-//! `networkd::vlan_mtu`), so overlay packets would be fragmented. The swarm's `ingress` network (the routing mesh)
-//! is created by `swarm init` with the default; this replaces it, once, with one of the right MTU.
+//! VXLAN adds 50 bytes. The VLAN has MTU 1496 (see `networkd::vlan_mtu`), so interfaces inside overlay networks must
+//! be 1446 or the kernel fragments every full-size VXLAN packet. Docker's overlay driver reads the driver option
+//! `com.docker.network.driver.mtu` as the MTU of the *underlay* and gives the overlay interfaces that minus 50
+//! (libnetwork's `maxMTU`; measured in `root_ingress`: option 1446 gives 1396-byte interfaces). Without the option
+//! it assumes 1500 and gives 1450. So overlay networks on the VLAN take the option 1496 ([`driver_mtu_option`]).
 //!
-//! First boot does not call [`ensure_ingress_mtu`] yet: right after `swarm init` the swarm can create its default
-//! ingress network again beside the replacement (two networks named `ingress`), seen in `root_firstboot`.
+//! The swarm's `ingress` network (the routing mesh) is created by `swarm init` without the option.
+//! [`ensure_ingress_mtu`] replaces it, once, with one that has it. Three things make that replacement delicate
+//! right after `swarm init` (seen with dockerd 20.10 in `root_ingress` and `root_firstboot`):
+//!
+//! - The engine lists the swarm's networks merged with its own local copies. The local copy of the default ingress
+//!   is made by the node's agent once the leader's allocator has given the node an address on it; it is released
+//!   only when the agent hears that the node lost that address. Removing the default while the agent is still
+//!   setting it up leaves a local copy behind, listed beside the replacement: two networks named `ingress`.
+//! - The allocator gives nodes an address on an ingress network only when the node object changes, not when the
+//!   network is created. After a replacement the manager has no routing-mesh sandbox until its node object is
+//!   updated, and a stale local copy of the old ingress stays until then too.
+//! - The swarm store holds one ingress network at most (a second create is refused), so the duplicate is always
+//!   the engine's stale local copy, never a second swarm network.
+//!
+//! Hence the order below: wait for leadership and for the default ingress to be allocated and set up on this node;
+//! remove it and wait until the engine lists no `ingress` at all; create ours; touch this node's object so the
+//! allocator attaches it (which also makes the agent release any stale copy); wait until ours is set up here; then
+//! watch for a settle period and remove any other `ingress` by ID. Every wait is bounded. Once the default is
+//! removed, a failure never leaves the swarm without an ingress network: creating ours is retried, and if it still
+//! fails a default-MTU ingress is created again.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
-use bollard::models::NetworkCreateRequest;
-use bollard::query_parameters::ListNetworksOptions;
+use bollard::models::{Network, NetworkCreateRequest};
+use bollard::query_parameters::{InspectNetworkOptions, ListNetworksOptions, UpdateNodeOptions};
 
 use crate::swarm::{Outcome, Swarm, SwarmError};
 
 /// VXLAN encapsulation overhead (outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8).
 pub const VXLAN_OVERHEAD: u32 = 50;
-/// Docker's driver option carrying an overlay network's MTU.
+/// Docker's driver option carrying a network's MTU. For the overlay driver it is the underlay's MTU.
 pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+/// The name of the swarm's routing-mesh network.
+pub const INGRESS: &str = "ingress";
+/// The sandbox through which a node serves the routing mesh; listed among the ingress network's containers once
+/// the network is set up on this node.
+const INGRESS_SANDBOX: &str = "ingress-sbox";
 
-/// The overlay MTU for an underlay of `underlay_mtu`.
+/// How long to wait for the manager to lead and for its default ingress network to be allocated and set up.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for a removed ingress network to disappear from the engine's list.
+const GONE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for the new ingress network to be set up on this node.
+const LIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long only our ingress network must be listed before the replacement counts as settled.
+const SETTLE: Duration = Duration::from_secs(5);
+/// Upper bound of the settle phase (another `ingress` removed restarts the settle period).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Attempts at creating an ingress network once the old one is gone.
+const CREATE_ATTEMPTS: u32 = 5;
+const POLL: Duration = Duration::from_millis(250);
+/// What [`summary`] says of an empty list.
+const NONE_LISTED: &str = "no ingress network";
+
+/// The MTU of interfaces inside overlay networks on an underlay of `underlay_mtu`.
 pub fn overlay_mtu(underlay_mtu: u32) -> u32 {
     underlay_mtu - VXLAN_OVERHEAD
+}
+
+/// The value of [`MTU_OPTION`] that gives overlay interfaces [`overlay_mtu`]`(underlay_mtu)`: the underlay MTU
+/// itself, because the overlay driver subtracts the VXLAN overhead.
+pub fn driver_mtu_option(underlay_mtu: u32) -> u32 {
+    underlay_mtu
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
+    #[error("timed out after {waited:?} waiting for {what}; last seen: {last}")]
+    Timeout {
+        what: &'static str,
+        waited: Duration,
+        last: String,
+    },
+    #[error(
+        "could not create the ingress network with {MTU_OPTION}={mtu} ({source}); the swarm got a new ingress \
+         network with Docker's default MTU instead (overlay traffic is fragmented on the VLAN)"
+    )]
+    FellBack { mtu: u32, source: SwarmError },
+    #[error(
+        "the swarm has no ingress network: creating one with {MTU_OPTION}={mtu} failed ({first}) and so did \
+         creating one with the default MTU ({source}); create it by hand: \
+         `docker network create --driver overlay --ingress --opt {MTU_OPTION}={mtu} ingress`"
+    )]
+    NoIngress {
+        mtu: u32,
+        first: SwarmError,
+        source: SwarmError,
+    },
 }
 
 fn err(action: &'static str) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
     move |source| SwarmError::Docker { action, source }
 }
 
-/// Make the swarm's ingress network use `mtu` (managers only). No-op when it already does. Replacing it fails while
-/// services publish ports through it; the caller treats that as a warning, not a failure.
-pub async fn ensure_ingress_mtu(swarm: &Swarm, mtu: u32) -> Result<Outcome, SwarmError> {
-    let docker = swarm.docker();
-    let want = mtu.to_string();
-    // `swarm init` creates the default ingress network asynchronously: give it a moment to appear, so it is
-    // replaced rather than raced.
-    let mut ingress = ingress_networks(swarm).await?;
-    for _ in 0..40 {
-        if !ingress.is_empty() {
-            break;
+/// Make the swarm's ingress network carry `MTU_OPTION = option` (managers only; pass [`driver_mtu_option`] of the
+/// VLAN's MTU). No-op when the one ingress network already has it and is set up on this node. Replacing it fails
+/// while services publish ports through it; the caller treats errors as warnings, not failures.
+pub async fn ensure_ingress_mtu(swarm: &Swarm, option: u32) -> Result<Outcome, IngressError> {
+    let want = option.to_string();
+    let node_id = wait_leading(swarm).await?;
+
+    let wanted = &want;
+    let current = wait_for(
+        "the swarm's ingress network to be allocated",
+        READY_TIMEOUT,
+        move || async move {
+            let listed = ingress_networks(swarm).await?;
+            let ready = listed.iter().any(|n| has_mtu(n, wanted) || is_allocated(n));
+            Ok(if ready {
+                Ok(listed)
+            } else {
+                Err(summary(&listed))
+            })
+        },
+    )
+    .await;
+    let current = match current {
+        Ok(listed) => listed,
+        Err(IngressError::Timeout { last, .. }) if last == NONE_LISTED => {
+            // Removed by an earlier run that stopped before creating ours (or by hand): create ours.
+            tracing::warn!("the swarm has no ingress network; creating one");
+            Vec::new()
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        ingress = ingress_networks(swarm).await?;
-    }
-    if ingress
-        .iter()
-        .any(|n| n.options.as_ref().and_then(|o| o.get(MTU_OPTION)) == Some(&want))
-    {
-        return Ok(Outcome::AlreadyDone);
-    }
-    for network in &ingress {
-        let id = network.id.as_deref().unwrap_or("ingress");
-        docker
-            .remove_network(id)
-            .await
-            .map_err(err("removing the default ingress network"))?;
-    }
-    // The old network disappears asynchronously; a new one created before it is gone conflicts with it.
-    for _ in 0..40 {
-        if ingress_networks(swarm).await?.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let options = HashMap::from([(MTU_OPTION.to_string(), want)]);
-    let request = NetworkCreateRequest {
-        name: "ingress".into(),
-        driver: Some("overlay".into()),
-        ingress: Some(true),
-        options: Some(options),
-        ..Default::default()
+        Err(e) => return Err(e),
     };
-    docker
-        .create_network(request)
-        .await
-        .map_err(err("creating the ingress network"))?;
-    // The swarm commits the network through Raft; wait until the engine lists it, so that a check right after
-    // this (a second run) sees it.
-    for _ in 0..40 {
-        let listed = ingress_networks(swarm).await?;
-        if listed
-            .iter()
-            .any(|n| n.options.as_ref().and_then(|o| o.get(MTU_OPTION)) == Some(&mtu.to_string()))
-        {
-            break;
+
+    let ours = match current.iter().find(|n| has_mtu(n, &want)) {
+        Some(ours) => {
+            let id = id_of(ours);
+            if current.len() == 1 && is_live(swarm, &id).await? {
+                return Ok(Outcome::AlreadyDone);
+            }
+            tracing::info!(network = %id, mtu = option, "ingress network has the MTU; finishing its set-up");
+            id
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        None => replace(swarm, &current, option).await?,
+    };
+
+    attach_node(swarm, &node_id).await?;
+    let id = &ours;
+    wait_for(
+        "the new ingress network to be set up on this node",
+        LIVE_TIMEOUT,
+        move || async move {
+            Ok(if is_live(swarm, id).await? {
+                Ok(())
+            } else {
+                Err(summary(&ingress_networks(swarm).await?))
+            })
+        },
+    )
+    .await?;
+    settle(swarm, &ours, &node_id).await?;
+    tracing::info!(network = %ours, mtu = option, "ingress network settled");
     Ok(Outcome::Done)
 }
 
-/// Networks named `ingress` that are the swarm's ingress (normally one).
-async fn ingress_networks(swarm: &Swarm) -> Result<Vec<bollard::models::Network>, SwarmError> {
-    let filters = HashMap::from([("name".to_string(), vec!["ingress".to_string()])]);
+/// Remove the default ingress network(s) and create ours; returns its ID. Never leaves the swarm without one.
+async fn replace(swarm: &Swarm, current: &[Network], option: u32) -> Result<String, IngressError> {
+    // The agent sets up the default on this node shortly after it is allocated; removing it before that leaves
+    // a stale local copy behind. Not fatal if it never happens: the settle phase clears stale copies.
+    for network in current {
+        let id = &id_of(network);
+        let live = wait_for(
+            "the default ingress network to be set up on this node",
+            READY_TIMEOUT,
+            move || async move {
+                Ok(if is_live(swarm, id).await? {
+                    Ok(())
+                } else {
+                    Err(format!("{id} not set up"))
+                })
+            },
+        )
+        .await;
+        if let Err(e) = live {
+            tracing::warn!(network = %id, error = %e, "replacing the ingress network before it was set up");
+        }
+    }
+    for network in current {
+        let id = id_of(network);
+        swarm
+            .docker()
+            .remove_network(&id)
+            .await
+            .map_err(err("removing the default ingress network"))?;
+        tracing::info!(network = %id, "default ingress network removed");
+    }
+    // From here on the swarm may have no ingress network: every error path creates one.
+    let gone = wait_for(
+        "the removed ingress network to disappear",
+        GONE_TIMEOUT,
+        move || async move {
+            let listed = ingress_networks(swarm).await?;
+            Ok(if listed.is_empty() {
+                Ok(())
+            } else {
+                Err(summary(&listed))
+            })
+        },
+    )
+    .await;
+    if let Err(e) = gone {
+        tracing::warn!(error = %e, "creating the ingress network while the old one is still listed");
+    }
+    let first = match create(swarm, Some(option)).await {
+        Ok(id) => {
+            tracing::info!(network = %id, mtu = option, "ingress network created");
+            return Ok(id);
+        }
+        Err(e) => e,
+    };
+    match create(swarm, None).await {
+        Ok(id) => {
+            tracing::warn!(network = %id, error = %first, "ingress network recreated with Docker's default MTU");
+            Err(IngressError::FellBack {
+                mtu: option,
+                source: first,
+            })
+        }
+        Err(source) => Err(IngressError::NoIngress {
+            mtu: option,
+            first,
+            source,
+        }),
+    }
+}
+
+/// Create an ingress network (with `MTU_OPTION = option`, or Docker's default), retrying: right after a removal the
+/// swarm can still refuse the name for a moment. An ingress network that shows up meanwhile with the wanted MTU
+/// (a create that timed out on our side but went through) counts as created.
+async fn create(swarm: &Swarm, option: Option<u32>) -> Result<String, SwarmError> {
+    let want = option.map(|m| m.to_string());
+    let mut last = None;
+    for attempt in 1..=CREATE_ATTEMPTS {
+        let request = NetworkCreateRequest {
+            name: INGRESS.into(),
+            driver: Some("overlay".into()),
+            ingress: Some(true),
+            options: want
+                .as_ref()
+                .map(|m| HashMap::from([(MTU_OPTION.to_string(), m.clone())])),
+            ..Default::default()
+        };
+        match swarm.docker().create_network(request).await {
+            Ok(created) => return Ok(created.id),
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "creating the ingress network failed");
+                last = Some(err("creating the ingress network")(e));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+        let listed = ingress_networks(swarm).await?;
+        let matching = |n: &&Network| match &want {
+            Some(m) => has_mtu(n, m),
+            None => true,
+        };
+        if let Some(n) = listed.iter().find(matching) {
+            return Ok(id_of(n));
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+/// Watch until only `ours` has been listed for [`SETTLE`]; any other `ingress` (a stale local copy) is removed
+/// by ID, and this node's object touched again so the agent releases it.
+async fn settle(swarm: &Swarm, ours: &str, node_id: &str) -> Result<(), IngressError> {
+    let started = Instant::now();
+    let mut quiet_since = Instant::now();
+    loop {
+        let listed = ingress_networks(swarm).await?;
+        let others: Vec<String> = listed.iter().map(id_of).filter(|id| id != ours).collect();
+        if others.is_empty() {
+            if quiet_since.elapsed() >= SETTLE {
+                return Ok(());
+            }
+        } else {
+            if started.elapsed() >= SETTLE_TIMEOUT {
+                return Err(IngressError::Timeout {
+                    what: "the engine to list only the new ingress network",
+                    waited: started.elapsed(),
+                    last: summary(&listed),
+                });
+            }
+            for id in &others {
+                tracing::warn!(network = %id, ours, "another ingress network listed; removing it");
+                if let Err(e) = swarm.docker().remove_network(id).await {
+                    tracing::warn!(network = %id, error = %e, "removing the other ingress network failed");
+                }
+            }
+            attach_node(swarm, node_id).await?;
+            quiet_since = Instant::now();
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Wait until this engine is an active manager that leads the swarm; returns its node ID.
+async fn wait_leading(swarm: &Swarm) -> Result<String, IngressError> {
+    wait_for(
+        "this manager to lead the swarm",
+        READY_TIMEOUT,
+        move || async move {
+            let state = swarm.local_state().await?;
+            let active = state.is_active() && state.manager;
+            let Some(id) = state.node_id.clone().filter(|_| active) else {
+                return Ok(Err(format!("{state:?}")));
+            };
+            let node = match swarm.docker().inspect_node(&id).await {
+                Ok(node) => node,
+                // The manager API answers only once the manager is up.
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+            let leader = node.manager_status.as_ref().and_then(|m| m.leader) == Some(true);
+            Ok(if leader {
+                Ok(id)
+            } else {
+                Err(format!("{:?}", node.manager_status))
+            })
+        },
+    )
+    .await
+}
+
+/// Update this node's object without changing it: the allocator then gives the node an address on the current
+/// ingress network, and the node's agent sets it up (and releases a stale one).
+async fn attach_node(swarm: &Swarm, node_id: &str) -> Result<(), SwarmError> {
+    let node = swarm
+        .docker()
+        .inspect_node(node_id)
+        .await
+        .map_err(err("inspecting this swarm node"))?;
+    let version = node.version.and_then(|v| v.index).unwrap_or_default() as i64;
+    swarm
+        .docker()
+        .update_node(
+            node_id,
+            node.spec.unwrap_or_default(),
+            UpdateNodeOptions { version },
+        )
+        .await
+        .map_err(err("updating this swarm node"))
+}
+
+/// Poll `check` every [`POLL`] until it gives `Ok(value)`; `Err(text)` means not yet, with the state seen.
+async fn wait_for<T, F, Fut>(
+    what: &'static str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, IngressError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Result<T, String>, SwarmError>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await? {
+            Ok(value) => return Ok(value),
+            Err(last) if started.elapsed() >= timeout => {
+                return Err(IngressError::Timeout {
+                    what,
+                    waited: started.elapsed(),
+                    last,
+                })
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// Networks the engine lists as the ingress network: the swarm's, and its own local copies.
+async fn ingress_networks(swarm: &Swarm) -> Result<Vec<Network>, SwarmError> {
+    // No name filter: dockerd 20.10 matches it differently for swarm networks and local copies.
     let networks = swarm
         .docker()
-        .list_networks(Some(ListNetworksOptions {
-            filters: Some(filters),
-        }))
+        .list_networks(None::<ListNetworksOptions>)
         .await
         .map_err(err("listing networks"))?;
     Ok(networks
         .into_iter()
-        .filter(|n| n.ingress == Some(true) && n.name.as_deref() == Some("ingress"))
+        .filter(|n| n.ingress == Some(true) || n.name.as_deref() == Some(INGRESS))
         .collect())
+}
+
+/// Whether the network is set up on this node (its routing-mesh sandbox is attached).
+async fn is_live(swarm: &Swarm, id: &str) -> Result<bool, SwarmError> {
+    match swarm
+        .docker()
+        .inspect_network(id, None::<InspectNetworkOptions>)
+        .await
+    {
+        Ok(n) => Ok(n
+            .containers
+            .is_some_and(|c| c.contains_key(INGRESS_SANDBOX))),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(e) => Err(err("inspecting the ingress network")(e)),
+    }
+}
+
+fn has_mtu(n: &Network, want: &str) -> bool {
+    n.options
+        .as_ref()
+        .and_then(|o| o.get(MTU_OPTION))
+        .map(String::as_str)
+        == Some(want)
+}
+
+/// The allocator has given the network its subnet.
+fn is_allocated(n: &Network) -> bool {
+    n.ipam
+        .as_ref()
+        .and_then(|i| i.config.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.subnet.is_some()))
+}
+
+fn id_of(n: &Network) -> String {
+    n.id.clone().unwrap_or_default()
+}
+
+/// `id (mtu=…)` of each listed network, for logs and errors.
+fn summary(listed: &[Network]) -> String {
+    if listed.is_empty() {
+        return NONE_LISTED.into();
+    }
+    listed
+        .iter()
+        .map(|n| {
+            let mtu = n.options.as_ref().and_then(|o| o.get(MTU_OPTION));
+            format!(
+                "{} ({MTU_OPTION}={})",
+                id_of(n),
+                mtu.map_or("default", String::as_str)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -113,5 +456,11 @@ mod tests {
     fn overlay_fits_the_vlan() {
         let vlan = crate::networkd::vlan_mtu(crate::networkd::PARENT_MTU);
         assert_eq!(super::overlay_mtu(vlan), 1446);
+        // The overlay driver takes the underlay's MTU and subtracts the VXLAN overhead itself.
+        assert_eq!(super::driver_mtu_option(vlan), 1496);
+        assert_eq!(
+            super::driver_mtu_option(vlan) - super::VXLAN_OVERHEAD,
+            super::overlay_mtu(vlan)
+        );
     }
 }

@@ -157,11 +157,12 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
     };
     assert!(token.starts_with("SWMTKN-1-"), "{token}");
 
-    // The routing mesh gets the overlay MTU that fits the VLAN, once.
+    // The routing mesh gets the overlay MTU that fits the VLAN, once: the overlay driver's option carries the
+    // VLAN's MTU (1496); root_ingress checks the interfaces and the race right after init.
     for expected in [Outcome::Done, Outcome::AlreadyDone] {
         let m = m.clone();
         let outcome = manager
-            .block_on(async move { cluster_lab::overlay::ensure_ingress_mtu(&m, 1446).await })
+            .block_on(async move { cluster_lab::overlay::ensure_ingress_mtu(&m, 1496).await })
             .unwrap();
         assert_eq!(outcome, expected);
     }
@@ -173,7 +174,7 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
         "{{json .Options}}",
     ]);
     assert!(
-        ingress.contains("\"com.docker.network.driver.mtu\":\"1446\""),
+        ingress.contains("\"com.docker.network.driver.mtu\":\"1496\""),
         "{ingress}"
     );
 

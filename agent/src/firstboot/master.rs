@@ -53,10 +53,14 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     fb.load_images(&docker).await;
     let outcome = docker.init(master).await?;
     tracing::info!(?outcome, advertise = %master, "swarm manager");
-    // The routing mesh keeps Docker's default overlay MTU (1450) for now, so the kernel fragments its VXLAN packets
-    // on the 1496-byte VLAN. `overlay::ensure_ingress_mtu` replaces the ingress network with one that fits, but
-    // right after `swarm init` the swarm can create its default again beside it (two networks named `ingress`),
-    // so first boot does not call it until that race is settled.
+    // The routing mesh must fit the VLAN: overlay interfaces 1446, the overlay driver's MTU option 1496 (it
+    // subtracts VXLAN's 50 bytes itself). Before the join token is published, so no worker joins meanwhile.
+    let vlan_mtu = crate::networkd::vlan_mtu(crate::networkd::PARENT_MTU);
+    let option = crate::overlay::driver_mtu_option(vlan_mtu);
+    match crate::overlay::ensure_ingress_mtu(&docker, option).await {
+        Ok(outcome) => tracing::info!(?outcome, option, "ingress network"),
+        Err(e) => tracing::warn!(error = %e, option, "ingress network not given the VLAN's MTU"),
+    }
     publish_token(fb, &consul, &docker).await?;
 
     for service in services(master) {
