@@ -390,9 +390,38 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
         "{info}"
     );
 
-    // Exactly one routing mesh: the name `ingress` is not ambiguous.
-    let ingress = m.docker(&["network", "inspect", "ingress", "--format", "{{.Ingress}}"]);
-    assert_eq!(ingress.trim(), "true", "{ingress}");
+    // Exactly one routing mesh (the name `ingress` is not ambiguous), carrying the VLAN's MTU as the overlay
+    // driver's option (1496), so that the master's routing-mesh interface really has 1446.
+    let ingress = m.docker(&[
+        "network",
+        "inspect",
+        "ingress",
+        "--format",
+        "{{.Ingress}} {{index .Options \"com.docker.network.driver.mtu\"}}",
+    ]);
+    assert_eq!(ingress.trim(), "true 1496", "{ingress}");
+    // The routing-mesh interface of both machines (the node's is set up once it joined) really has 1446.
+    for machine in [&m, &n] {
+        let sandbox = machine.root.join("docker-exec/netns/ingress_sbox");
+        let mut link = String::new();
+        for _ in 0..120 {
+            let out = Command::new("nsenter")
+                .arg(format!("--net={}", sandbox.display()))
+                .args(["--", "ip", "-o", "link", "show", "eth0"])
+                .output()
+                .unwrap();
+            link = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !link.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert!(
+            link.contains(" mtu 1446 "),
+            "{}: {link:?}",
+            sandbox.display()
+        );
+    }
 
     // `cluster-lab status` on the master: healthy, both machines in Consul and Swarm.
     let socket = m.socket.clone();
