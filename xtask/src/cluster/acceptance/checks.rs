@@ -262,21 +262,20 @@ pub fn swarm_nodes(lab: &Lab) -> Check {
     )
 }
 
-/// The firstboot unit is disabled and its stamp written on every machine.
+/// Both first-boot units are disabled and the stamp written on every machine.
 pub fn firstboot_disabled(lab: &Lab) -> Check {
-    const NAME: &str = "cluster-lab-firstboot.service disabled (and stamped done) on every machine";
+    const NAME: &str = "cluster-lab-firstboot.service and cluster-lab-early.service disabled (and stamped done) on every machine";
     let mut ok = true;
     let mut ev = String::new();
     for m in &lab.st.machines {
         let r = lab.sh(
             m,
-            "systemctl is-enabled cluster-lab-firstboot.service; \
+            "systemctl is-enabled cluster-lab-firstboot.service cluster-lab-early.service; \
              test -e /var/lib/cluster-lab/firstboot.done && echo stamp-present || echo stamp-missing",
         );
         let good = r.as_ref().is_ok_and(|o| {
-            let mut l = o.lines();
-            l.next().map(str::trim) == Some("disabled")
-                && l.next().map(str::trim) == Some("stamp-present")
+            let lines: Vec<&str> = o.lines().map(str::trim).collect();
+            lines == ["disabled", "disabled", "stamp-present"]
         });
         ok &= good;
         ev.push_str(&format!(

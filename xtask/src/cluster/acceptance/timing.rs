@@ -21,7 +21,8 @@ pub struct MachineTimes {
     pub login: Option<f64>,
     /// docker.service: start job → active.
     pub dockerd: Option<f64>,
-    /// consul.service: start job → active.
+    /// Consul's own start: its process started → `agent: Synced node info` in its journal (it has a leader and
+    /// its node is registered: the master's UI can serve, a client has joined).
     pub consul: Option<f64>,
     /// Power-on → dockerd active.
     pub dockerd_active: Option<f64>,
@@ -49,12 +50,20 @@ impl MachineTimes {
     }
 }
 
-/// `unit property value` lines for the units whose timestamps we need.
+/// Consul's journal line that marks it started: the node is registered with a leader.
+const CONSUL_READY_LINE: &str = "Synced node info";
+/// `sed -E` program turning a short-monotonic journal line (`[   79.577484] host consul[…]: …`) into µs.
+const SED_MONO_US: &str = r"s/^\[ *([0-9]+)\.([0-9]{6})\].*/\1\2/";
+
+/// `unit property value` lines for the units whose timestamps we need, plus `consul.service
+/// SyncedMonotonic <µs>` from the journal (short-monotonic prints seconds with six decimals).
 fn probe_script(arch: crate::arch::Arch) -> String {
     format!(
         "for u in serial-getty@{}.service docker.service consul.service cluster-lab-firstboot.service; do \
            for p in InactiveExitTimestampMonotonic ActiveEnterTimestampMonotonic ExecMainStartTimestampMonotonic ExecMainExitTimestampMonotonic; do \
-             echo \"$u $p $(systemctl show -p $p --value $u)\"; done; done",
+             echo \"$u $p $(systemctl show -p $p --value $u)\"; done; done; \
+         echo \"consul.service SyncedMonotonic $(journalctl -b -q -u consul.service -o short-monotonic --no-pager \
+           | grep -m1 '{CONSUL_READY_LINE}' | sed -E '{SED_MONO_US}')\"",
         vm::serial_console(arch)
     )
 }
@@ -109,8 +118,8 @@ pub fn measure(
                     t.consul = span(
                         &out,
                         "consul.",
-                        "InactiveExitTimestampMonotonic",
-                        "ActiveEnterTimestampMonotonic",
+                        "ExecMainStartTimestampMonotonic",
+                        "SyncedMonotonic",
                     );
                     t.agent = span(
                         &out,
@@ -202,8 +211,10 @@ impl Section<'_> {
              - Rebooted node back Ready in Swarm (from `systemctl reboot`): {}\n\
              - Simultaneous power-on of 3 VMs → one master serving the Consul UI: {}\n\n\
              How: each VM boots the image's own kernel and initrd directly (`-kernel`/`-initrd`), paused until a QMP \
-             `cont` = power-on. Login prompt = first `login:` on the serial console. dockerd and Consul start = their \
-             units' `InactiveExitTimestampMonotonic` → `ActiveEnterTimestampMonotonic` in the same boot. Floor = the \
+             `cont` = power-on. Login prompt = first `login:` on the serial console. dockerd start = its unit's \
+             `InactiveExitTimestampMonotonic` → `ActiveEnterTimestampMonotonic` in the same boot; Consul start = its \
+             process started (`ExecMainStartTimestampMonotonic`) → `agent: Synced node info` in its journal (a leader \
+             exists and the node is registered). Floor = the \
              later of login prompt and dockerd active, plus Consul's own start time: what a plain boot that starts \
              both costs. Formed = Consul UI serving on the home LAN (master) or `docker node ls` on the master \
              showing the node Ready (nodes), polled every 2 s. Target: the agent adds at most 20 % over the floor. \
@@ -293,6 +304,29 @@ mod tests {
             Some(12.5)
         );
         assert_eq!(mono(out, "consul.", "InactiveExitTimestampMonotonic"), None);
+    }
+
+    #[test]
+    fn consul_journal_line_becomes_microseconds() {
+        let out = std::process::Command::new("sed")
+            .args(["-E", SED_MONO_US])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                c.stdin.take().unwrap().write_all(
+                    b"[   79.577484] master consul[612]: 2026-11-22T03:57:10.100Z [INFO]  agent: Synced node info\n",
+                )?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        let line = format!(
+            "consul.service SyncedMonotonic {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+        assert_eq!(mono(&line, "consul.", "SyncedMonotonic"), Some(79.577484));
+        assert!(probe_script(crate::arch::Arch::Amd64).contains(CONSUL_READY_LINE));
     }
 
     #[test]
