@@ -56,6 +56,8 @@ const LIVE_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE: Duration = Duration::from_secs(5);
 /// Upper bound of the settle phase (another `ingress` removed restarts the settle period).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause between two attempts of the settle phase at removing another ingress network.
+const ACT_AGAIN: Duration = Duration::from_secs(2);
 /// Attempts at creating an ingress network once the old one is gone.
 const CREATE_ATTEMPTS: u32 = 5;
 const POLL: Duration = Duration::from_millis(250);
@@ -189,14 +191,23 @@ async fn replace(swarm: &Swarm, current: &[Network], option: u32) -> Result<Stri
             tracing::warn!(network = %id, error = %e, "replacing the ingress network before it was set up");
         }
     }
+    let mut removed = 0;
     for network in current {
         let id = id_of(network);
-        swarm
-            .docker()
-            .remove_network(&id)
-            .await
-            .map_err(err("removing the default ingress network"))?;
-        tracing::info!(network = %id, "default ingress network removed");
+        match swarm.docker().remove_network(&id).await {
+            Ok(()) => {
+                tracing::info!(network = %id, "default ingress network removed");
+                removed += 1;
+            }
+            // Nothing changed yet (services publishing ports refuse it): the swarm keeps its ingress network.
+            Err(e) if removed == 0 => {
+                return Err(err("removing the default ingress network")(e).into())
+            }
+            // A stale local copy that cannot go yet; the settle phase deals with it.
+            Err(e) => {
+                tracing::warn!(network = %id, error = %e, "removing an old ingress network failed")
+            }
+        }
     }
     // From here on the swarm may have no ingress network: every error path creates one.
     let gone = wait_for(
@@ -279,6 +290,7 @@ async fn create(swarm: &Swarm, option: Option<u32>) -> Result<String, SwarmError
 async fn settle(swarm: &Swarm, ours: &str, node_id: &str) -> Result<(), IngressError> {
     let started = Instant::now();
     let mut quiet_since = Instant::now();
+    let mut acted: Option<Instant> = None;
     loop {
         let listed = ingress_networks(swarm).await?;
         let others: Vec<String> = listed.iter().map(id_of).filter(|id| id != ours).collect();
@@ -287,6 +299,7 @@ async fn settle(swarm: &Swarm, ours: &str, node_id: &str) -> Result<(), IngressE
                 return Ok(());
             }
         } else {
+            quiet_since = Instant::now();
             if started.elapsed() >= SETTLE_TIMEOUT {
                 return Err(IngressError::Timeout {
                     what: "the engine to list only the new ingress network",
@@ -294,6 +307,12 @@ async fn settle(swarm: &Swarm, ours: &str, node_id: &str) -> Result<(), IngressE
                     last: summary(&listed),
                 });
             }
+            // Releasing a local copy takes the agent a moment: act again only after a pause.
+            if acted.is_some_and(|t| t.elapsed() < ACT_AGAIN) {
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            acted = Some(Instant::now());
             for id in &others {
                 tracing::warn!(network = %id, ours, "another ingress network listed; removing it");
                 if let Err(e) = swarm.docker().remove_network(id).await {
@@ -301,7 +320,6 @@ async fn settle(swarm: &Swarm, ours: &str, node_id: &str) -> Result<(), IngressE
                 }
             }
             attach_node(swarm, node_id).await?;
-            quiet_since = Instant::now();
         }
         tokio::time::sleep(POLL).await;
     }
@@ -452,6 +470,50 @@ fn summary(listed: &[Network]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use bollard::models::{Ipam, IpamConfig, Network};
+
+    use super::*;
+
+    fn network(id: &str, mtu: Option<&str>, subnet: Option<&str>) -> Network {
+        Network {
+            id: Some(id.into()),
+            name: Some(INGRESS.into()),
+            ingress: Some(true),
+            options: mtu.map(|m| HashMap::from([(MTU_OPTION.to_string(), m.to_string())])),
+            ipam: Some(Ipam {
+                config: Some(
+                    subnet
+                        .map(|s| IpamConfig {
+                            subnet: Some(s.into()),
+                            ..Default::default()
+                        })
+                        .into_iter()
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tells_the_default_ingress_from_ours() {
+        let default = network("d", None, Some("10.0.0.0/24"));
+        let ours = network("o", Some("1496"), None);
+        assert!(!has_mtu(&default, "1496"));
+        assert!(has_mtu(&ours, "1496"));
+        assert!(!has_mtu(&ours, "1446"));
+        assert!(is_allocated(&default));
+        assert!(!is_allocated(&ours));
+        assert_eq!(
+            summary(&[default, ours]),
+            "d (com.docker.network.driver.mtu=default), o (com.docker.network.driver.mtu=1496)"
+        );
+        assert_eq!(summary(&[]), NONE_LISTED);
+    }
+
     #[test]
     fn overlay_fits_the_vlan() {
         let vlan = crate::networkd::vlan_mtu(crate::networkd::PARENT_MTU);

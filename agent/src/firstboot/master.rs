@@ -59,7 +59,9 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     let option = crate::overlay::driver_mtu_option(vlan_mtu);
     match crate::overlay::ensure_ingress_mtu(&docker, option).await {
         Ok(outcome) => tracing::info!(?outcome, option, "ingress network"),
-        Err(e) => tracing::warn!(error = %e, option, "ingress network not given the VLAN's MTU"),
+        Err(e) => {
+            tracing::warn!(error = %e, option, "ingress network: the VLAN's MTU not (fully) applied")
+        }
     }
     publish_token(fb, &consul, &docker).await?;
 
