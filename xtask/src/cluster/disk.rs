@@ -47,7 +47,23 @@ pub fn extract_boot_files(image: &Path, arch: Arch, dir: &Path) -> Result<BootFi
         }
         Ok(None)
     };
-    let (kernels, initrds) = candidates(arch);
+    // A Raspberry Pi card names its kernel and initramfs in config.txt (what the firmware boots).
+    let (pi_kernel, pi_initrd) = match vol.read("config.txt")? {
+        Some(b) => pi_boot_files(&String::from_utf8_lossy(&b)),
+        None => (None, None),
+    };
+    let (fixed_kernels, fixed_initrds) = candidates(arch);
+    let kernels: Vec<&str> = pi_kernel
+        .as_deref()
+        .into_iter()
+        .chain(fixed_kernels.iter().copied())
+        .collect();
+    let initrds: Vec<&str> = pi_initrd
+        .as_deref()
+        .into_iter()
+        .chain(fixed_initrds.iter().copied())
+        .collect();
+    let (kernels, initrds) = (kernels.as_slice(), initrds.as_slice());
     let Some((_, kernel)) = read_first(kernels)? else {
         bail!(
             "{}: no kernel on the boot partition (looked for {}); the virtual cluster boots the kernel there directly",
@@ -80,6 +96,23 @@ pub fn extract_boot_files(image: &Path, arch: Arch, dir: &Path) -> Result<BootFi
     std::fs::write(&files.kernel, kernel)?;
     std::fs::write(&files.initrd, initrd)?;
     Ok(files)
+}
+
+/// The kernel (`kernel=NAME`) and initramfs (`initramfs NAME [followkernel]`) a Raspberry Pi's config.txt names.
+fn pi_boot_files(config_txt: &str) -> (Option<String>, Option<String>) {
+    let mut kernel = None;
+    let mut initrd = None;
+    for line in config_txt.lines().map(str::trim) {
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some(k) = line.strip_prefix("kernel=") {
+            kernel = Some(k.trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("initramfs ") {
+            initrd = rest.split_whitespace().next().map(str::to_string);
+        }
+    }
+    (kernel, initrd)
 }
 
 /// A VM's disk: a sparse copy of `image` at `out`, with `hostname` and the test key in its
@@ -121,6 +154,19 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pi_config_names_kernel_and_initramfs() {
+        let txt = "# comment\narm_64bit=1\nkernel=vmlinuz-6.12-arm64\ninitramfs initrd.img-6.12-arm64 followkernel\n";
+        assert_eq!(
+            pi_boot_files(txt),
+            (
+                Some("vmlinuz-6.12-arm64".into()),
+                Some("initrd.img-6.12-arm64".into())
+            )
+        );
+        assert_eq!(pi_boot_files("#kernel=x\n"), (None, None));
+    }
 
     #[test]
     fn sizes() {
