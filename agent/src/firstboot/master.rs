@@ -39,9 +39,12 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     wait_for_address(&vlan_if, Duration::from_secs(120), |a| a == master).await?;
     tracing::info!(interface = %vlan_if, address = %master, "master address up");
 
+    // Consul first: its start and leader election are the longest wait of the master's first boot, and dhcpd
+    // comes up meanwhile.
+    start_consul_server(fb).await?;
     let dhcpd = systemd::dhcpd_unit(&vlan_if);
     fb.env.services.enable_and_start(&dhcpd, false).await?;
-    let consul = consul_server(fb).await?;
+    let consul = consul_leading(fb).await?;
     if let Some(task) = announcer {
         // dhcpd has had the time the Consul leader election took to come up; stop announcing.
         task.abort();
@@ -75,8 +78,8 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     Ok(master)
 }
 
-/// Write the server configuration, (re)start Consul, and wait for it to lead.
-async fn consul_server(fb: &Firstboot) -> anyhow::Result<ConsulClient> {
+/// Write the server configuration and (re)start Consul without waiting for it.
+async fn start_consul_server(fb: &Firstboot) -> anyhow::Result<()> {
     let params = ConsulParams {
         datacenter: datacenter_name(&fb.settings.cluster.name),
         node_name: fb.hostname.to_string(),
@@ -89,7 +92,11 @@ async fn consul_server(fb: &Firstboot) -> anyhow::Result<ConsulClient> {
     fb.env
         .services
         .enable_and_start(systemd::CONSUL_UNIT, changed)
-        .await?;
+        .await
+}
+
+/// Wait until the local Consul server leads.
+async fn consul_leading(fb: &Firstboot) -> anyhow::Result<ConsulClient> {
     let client = ConsulClient::new(fb.env.consul);
     let leader = wait_until(
         "consul server electing itself leader",
