@@ -3,6 +3,8 @@
 //! On first boot the agent creates the VLAN itself (networkd only adopts it once the role is known and its files
 //! are written); after that, networkd recreates it on every boot from `10-cluster-lab-<vlan>.netdev`.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
@@ -174,6 +176,40 @@ async fn ensure_with(
         }
     };
     Ok(created)
+}
+
+const EEXIST: i32 = 17;
+
+/// Put `address/prefix` on interface `name` now (networkd's file makes it permanent). Returns whether it was added;
+/// an address already there is fine. The master uses it right after its own ARP probe for the address, instead of
+/// waiting for networkd's duplicate address detection to probe again (seconds).
+pub async fn add_address(name: &str, address: Ipv4Addr, prefix: u8) -> Result<bool, VlanError> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(VlanError::Connect)?;
+    let conn = tokio::spawn(connection);
+    let result = async {
+        let link = find(&handle, name)
+            .await?
+            .ok_or_else(|| VlanError::NoParent {
+                interface: name.into(),
+            })?;
+        match handle
+            .address()
+            .add(link.header.index, IpAddr::V4(address), prefix)
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -EEXIST => Ok(false),
+            Err(source) => Err(VlanError::Netlink {
+                action: "adding an address to",
+                name: name.into(),
+                source,
+            }),
+        }
+    }
+    .await;
+    conn.abort();
+    result
 }
 
 async fn set_up(handle: &Handle, name: &str, index: u32) -> Result<(), VlanError> {

@@ -47,3 +47,23 @@ fn vlan_is_created_once_or_the_missing_kernel_support_is_named() {
         .unwrap_err();
     assert!(matches!(err, VlanError::NoParent { .. }), "{err:?}");
 }
+
+#[test]
+fn an_address_is_added_once_and_an_unknown_interface_is_named() {
+    require_root();
+    let ns = Netns::new("cl-vaddr");
+    run(Command::new("ip").args([
+        "-n", &ns.name, "link", "add", "clva0", "type", "veth", "peer", "name", "clva1",
+    ]));
+    let master = std::net::Ipv4Addr::new(192, 168, 200, 1);
+    let first = ns.block_on(async move { vlan::add_address("clva0", master, 24).await });
+    assert!(first.unwrap(), "first call adds the address");
+    let again = ns.block_on(async move { vlan::add_address("clva0", master, 24).await });
+    assert!(!again.unwrap(), "second call finds it there");
+    let addrs = run(Command::new("ip").args(["-n", &ns.name, "-4", "-o", "addr", "show", "clva0"]));
+    assert_eq!(addrs.matches("192.168.200.1/24").count(), 1, "{addrs}");
+    let err = ns
+        .block_on(async move { vlan::add_address("nosuch0", master, 24).await })
+        .unwrap_err();
+    assert!(matches!(err, VlanError::NoParent { .. }), "{err:?}");
+}

@@ -36,6 +36,12 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
         })
     });
 
+    // The election has just ARP-probed the master address: put it on the VLAN now rather than wait for networkd's
+    // duplicate address detection to probe it again (5–7 s); networkd's file keeps it on later boots.
+    let added = crate::vlan::add_address(&vlan_if, master, net.subnet.prefix())
+        .await
+        .with_context(|| format!("adding {master} to {vlan_if}"))?;
+    tracing::debug!(added, "master address");
     wait_for_address(&vlan_if, Duration::from_secs(120), |a| a == master).await?;
     tracing::info!(interface = %vlan_if, address = %master, "master address up");
 
