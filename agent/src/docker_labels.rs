@@ -1,8 +1,10 @@
-//! Engine labels (arch, hostname) a node gives itself in `/etc/docker/daemon.json`.
+//! What cluster-lab sets in `/etc/docker/daemon.json`: engine labels (arch, hostname) a node gives itself, and the
+//! default MTU option of overlay networks.
 //!
 //! A worker cannot change its own Swarm node spec, but engine labels are read by dockerd on `systemctl reload`
-//! (SIGHUP) and usable in placement constraints (`engine.labels.cluster-lab.arch == arm64`). Other settings in an
-//! existing daemon.json are kept.
+//! (SIGHUP) and usable in placement constraints (`engine.labels.cluster-lab.arch == arm64`). The overlay default
+//! (`default-network-opts`, Docker 24 and later) makes networks users create fit the cluster VLAN without
+//! `--opt com.docker.network.driver.mtu`. Other settings in an existing daemon.json are kept.
 
 use std::path::PathBuf;
 
@@ -31,15 +33,7 @@ pub fn arch() -> &'static str {
 /// `current` (the file's text, empty when missing) with cluster-lab's labels set to `labels`; other labels and
 /// settings stay.
 pub fn render(current: &str, labels: &[(&str, &str)]) -> Result<RenderedFile, DaemonJsonError> {
-    let mut obj: Map<String, Value> = if current.trim().is_empty() {
-        Map::new()
-    } else {
-        match serde_json::from_str(current) {
-            Ok(Value::Object(o)) => o,
-            Ok(_) => return Err(DaemonJsonError("top level is not an object".into())),
-            Err(e) => return Err(DaemonJsonError(e.to_string())),
-        }
-    };
+    let mut obj = parse(current)?;
     let mut list: Vec<Value> = match obj.remove("labels") {
         Some(Value::Array(a)) => a
             .into_iter()
@@ -51,13 +45,61 @@ pub fn render(current: &str, labels: &[(&str, &str)]) -> Result<RenderedFile, Da
         list.push(Value::String(format!("{PREFIX}{k}={v}")));
     }
     obj.insert("labels".into(), Value::Array(list));
+    Ok(file(obj))
+}
+
+/// The driver option that sets an overlay network's MTU.
+pub const OVERLAY_MTU_OPTION: &str = "com.docker.network.driver.mtu";
+
+/// `current` with `default-network-opts.overlay` giving new overlay networks the MTU option `driver_mtu` (see
+/// `overlay::driver_mtu_option`); other defaults and settings stay.
+pub fn render_overlay_default(
+    current: &str,
+    driver_mtu: u32,
+) -> Result<RenderedFile, DaemonJsonError> {
+    let mut obj = parse(current)?;
+    let defaults = obj
+        .entry("default-network-opts")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(defaults) = defaults else {
+        return Err(DaemonJsonError(
+            "\"default-network-opts\" is not an object".into(),
+        ));
+    };
+    let overlay = defaults
+        .entry("overlay")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(overlay) = overlay else {
+        return Err(DaemonJsonError(
+            "\"default-network-opts\".\"overlay\" is not an object".into(),
+        ));
+    };
+    overlay.insert(
+        OVERLAY_MTU_OPTION.into(),
+        Value::String(driver_mtu.to_string()),
+    );
+    Ok(file(obj))
+}
+
+fn parse(current: &str) -> Result<Map<String, Value>, DaemonJsonError> {
+    if current.trim().is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_str(current) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err(DaemonJsonError("top level is not an object".into())),
+        Err(e) => Err(DaemonJsonError(e.to_string())),
+    }
+}
+
+fn file(obj: Map<String, Value>) -> RenderedFile {
     let text = serde_json::to_string_pretty(&Value::Object(obj)).expect("json serialises");
-    Ok(RenderedFile {
+    RenderedFile {
         path: PathBuf::from(DAEMON_JSON),
         contents: text + "\n",
         mode: 0o644,
         group: None,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -87,5 +129,37 @@ mod tests {
         );
         assert!(render("[1]", &[]).is_err());
         assert!(render("{", &[]).is_err());
+    }
+
+    #[test]
+    fn overlay_default_is_merged_and_labels_keep_it() {
+        let first = render_overlay_default("", 1496).unwrap();
+        assert_eq!(
+            first.contents,
+            "{\n  \"default-network-opts\": {\n    \"overlay\": {\n      \"com.docker.network.driver.mtu\": \"1496\"\n    }\n  }\n}\n"
+        );
+        let existing = r#"{"log-driver":"journald","default-network-opts":{"bridge":{"x":"1"},"overlay":{"y":"2"}}}"#;
+        let merged = render_overlay_default(existing, 1496).unwrap();
+        let v: Value = serde_json::from_str(&merged.contents).unwrap();
+        assert_eq!(v["log-driver"], "journald");
+        assert_eq!(v["default-network-opts"]["bridge"]["x"], "1");
+        assert_eq!(v["default-network-opts"]["overlay"]["y"], "2");
+        assert_eq!(
+            v["default-network-opts"]["overlay"][OVERLAY_MTU_OPTION],
+            "1496"
+        );
+        assert_eq!(
+            render_overlay_default(&merged.contents, 1496).unwrap(),
+            merged
+        );
+        // The node's labels, written later, keep the overlay default.
+        let labelled = render(&merged.contents, &[("arch", "arm64")]).unwrap();
+        let v: Value = serde_json::from_str(&labelled.contents).unwrap();
+        assert_eq!(
+            v["default-network-opts"]["overlay"][OVERLAY_MTU_OPTION],
+            "1496"
+        );
+        assert!(render_overlay_default(r#"{"default-network-opts":[]}"#, 1496).is_err());
+        assert!(render_overlay_default(r#"{"default-network-opts":{"overlay":1}}"#, 1496).is_err());
     }
 }

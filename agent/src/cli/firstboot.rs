@@ -53,15 +53,15 @@ impl FirstbootArgs {
                 return Ok(ExitCode::from(EXIT_BAD_CONFIG));
             }
         };
-        if self.early {
-            fb.run_early()?;
-            return Ok(ExitCode::SUCCESS);
-        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .context("starting the async runtime")?;
+        if self.early {
+            runtime.block_on(fb.run_early())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         if let Some(summary) = runtime.block_on(fb.run())? {
             println!("{}", summary.console_line());
         }

@@ -163,10 +163,60 @@ impl Firstboot {
     /// The early part, run by cluster-lab-early.service before dockerd, sshd and avahi start: SSH keys and hostname.
     /// dockerd names its Swarm node after the hostname it starts with, so setting it here spares the full run a
     /// restart of dockerd (the slowest thing on first boot). Nothing is restarted here.
-    pub fn run_early(&self) -> anyhow::Result<()> {
+    /// Also gives overlay networks the VLAN's MTU by default (daemon.json), which dockerd only reads when it starts.
+    pub async fn run_early(&self) -> anyhow::Result<()> {
         self.step_login()?;
         self.step_hostname()?;
+        self.step_overlay_default().await?;
         Ok(())
+    }
+
+    /// `default-network-opts` in daemon.json, so overlay networks users create fit the VLAN. Only when the installed
+    /// dockerd accepts the file (`dockerd --validate`, Docker 23 and later; the option itself needs 24): a dockerd that
+    /// rejected its configuration would not start at all. Returns whether daemon.json changed.
+    async fn step_overlay_default(&self) -> anyhow::Result<bool> {
+        let path = self
+            .root
+            .join(crate::docker_labels::DAEMON_JSON.trim_start_matches('/'));
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        let mtu = crate::overlay::driver_mtu_option(networkd::vlan_mtu(networkd::PARENT_MTU));
+        let file = match crate::docker_labels::render_overlay_default(&current, mtu) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "overlay networks keep Docker's default MTU");
+                return Ok(false);
+            }
+        };
+        if file.contents == current {
+            return Ok(false);
+        }
+        let candidate = path.with_file_name(".daemon.json.cluster-lab");
+        if let Some(dir) = candidate.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&candidate, &file.contents)
+            .with_context(|| format!("writing {}", candidate.display()))?;
+        let checked = crate::command::run(
+            "dockerd",
+            [
+                "--validate".as_ref(),
+                "--config-file".as_ref(),
+                candidate.as_os_str(),
+            ],
+        )
+        .await;
+        std::fs::remove_file(&candidate).ok();
+        if let Err(e) = checked {
+            tracing::warn!(error = %e, "dockerd does not take default-network-opts; overlay networks keep Docker's default MTU");
+            return Ok(false);
+        }
+        let changed = self.install(&file)?;
+        tracing::info!(
+            option = mtu,
+            changed,
+            "overlay networks default to the VLAN's MTU"
+        );
+        Ok(changed)
     }
 
     /// Load the container images shipped in the image into dockerd. A failure is logged, not returned: the cluster

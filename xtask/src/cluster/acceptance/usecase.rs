@@ -14,6 +14,8 @@ const NET: &str = "clvm-accept";
 const WEB: &str = "clvm-web";
 const MESH: &str = "clvm-mesh";
 const MESH_PORT: u16 = 8080;
+/// Overlay interfaces on the 1496-byte VLAN: 1496 − 50 (VXLAN).
+const OVERLAY_MTU: u32 = 1446;
 
 /// The preloaded busybox image on the master: `wanted` if given, else the first image whose name
 /// mentions busybox.
@@ -44,7 +46,7 @@ fn httpd_args(image: &str, text: &str) -> String {
 
 pub fn overlay_by_name(lab: &Lab, image: &Result<String>) -> Check {
     const NAME: &str =
-        "overlay network: web server pinned to node 1, fetched by name from a client on node 2";
+        "overlay network: web server pinned to node 1, fetched by name from a client on node 2 (interface MTU fits the VLAN)";
     Check::from_result(NAME, overlay_inner(lab, image, NAME))
 }
 
@@ -83,16 +85,21 @@ fn overlay_inner(lab: &Lab, image: &Result<String>, name: &str) -> Result<Check>
     let fetch = lab.poll(Duration::from_secs(120), || {
         let out = lab.sh(
             n2,
-            &format!("docker run --rm --network {NET} {image} busybox wget -q -T 5 -O - http://{WEB}/ 2>&1 || true"),
+            &format!("docker run --rm --network {NET} {image} busybox sh -c 'echo mtu=$(cat /sys/class/net/eth0/mtu); busybox wget -q -T 5 -O - http://{WEB}/ 2>&1' || true"),
         )?;
         Ok(out.contains("cluster-lab-overlay-ok").then_some(out))
     });
-    let ok = fetch.is_ok();
+    // The network was created without an MTU option: the machines' dockerd default (daemon.json) must make it fit
+    // the 1496-byte VLAN, i.e. 1446 inside (VXLAN takes 50).
+    let mtu_ok = fetch
+        .as_ref()
+        .is_ok_and(|o| o.lines().any(|l| l.trim() == format!("mtu={OVERLAY_MTU}")));
+    let ok = fetch.is_ok() && mtu_ok;
     Ok(Check::verdict(
         name,
         ok,
         format!(
-            "service {WEB} on {}: {}\nclient on {} GET http://{WEB}/: {}",
+            "service {WEB} on {}: {}\nclient on {} (want mtu={OVERLAY_MTU}) GET http://{WEB}/: {}",
             n1.hostname,
             placed.trim(),
             n2.hostname,
