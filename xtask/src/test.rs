@@ -2,7 +2,8 @@
 //!
 //! Tiers, in order: `lint` (fmt, clippy), `plain` (no root), `root` (root, inside network namespaces the tests
 //! create), `image` (root: builds the real amd64 base with mmdebstrap, boots it in QEMU, injects and flashes), `vm`
-//! (root: the acceptance test of first boot, `cargo xtask cluster test`, on the amd64 image booting in QEMU).
+//! (root: the acceptance test of first boot, `cargo xtask cluster test`, on the amd64 image booting in QEMU),
+//! `vm-arm64` (the same on the arm64 image: arm64 base under qemu-user, the cross-compiled agent, TCG guests).
 //! Test binaries named `root_*` need root; `root_base` and `root_image` make up the image tier, the others the
 //! root tier; the plain tier runs everything else. A tier that cannot run (no root, no tests found) fails the run.
 
@@ -24,6 +25,9 @@ pub enum Tier {
     /// (`cargo xtask cluster test --nodes 3`: formation, Consul UI in Chromium, overlay, routing mesh, reboot,
     /// simultaneous power-on).
     Vm,
+    /// Root: the arm64 base and image, booted as a three-machine cluster in QEMU (TCG `virt`): the cross-compiled
+    /// agent completes first boot on master and nodes (`cluster test --arch arm64`, without the election part).
+    VmArm64,
 }
 
 /// nextest filter of the image tier's test binaries.
@@ -39,7 +43,14 @@ pub struct Test {
 impl Test {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let tiers = if self.tiers.is_empty() {
-            vec![Tier::Lint, Tier::Plain, Tier::Root, Tier::Image, Tier::Vm]
+            vec![
+                Tier::Lint,
+                Tier::Plain,
+                Tier::Root,
+                Tier::Image,
+                Tier::Vm,
+                Tier::VmArm64,
+            ]
         } else {
             self.tiers
         };
@@ -83,6 +94,18 @@ impl Test {
                     cmd!(sh, "cargo xtask image --arch amd64 --compress none").run()?;
                     // Timings are recorded in docs/benchmarks.md by hand-run tests, not by CI.
                     cmd!(sh, "cargo xtask cluster test --nodes 3 --no-record").run()?;
+                }
+                Tier::VmArm64 => {
+                    step("tier 5: virtual cluster on arm64 (arm64 base and image, 3 machines in QEMU TCG)");
+                    require_root("vm-arm64")?;
+                    cmd!(sh, "cargo xtask base --arch arm64").run()?;
+                    cmd!(sh, "cargo xtask image --arch arm64 --compress none").run()?;
+                    // The election part is architecture-neutral and covered by tier 4; arm64 guests are slower.
+                    cmd!(
+                        sh,
+                        "cargo xtask cluster test --arch arm64 --nodes 3 --skip-election --no-record"
+                    )
+                    .run()?;
                 }
             }
         }
