@@ -52,6 +52,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const GONE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for the new ingress network to be set up on this node.
 const LIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often to ask again for this node's attachment to the new ingress network while it is not set up.
+const ATTACH_AGAIN: Duration = Duration::from_secs(5);
 /// How long only our ingress network must be listed before the replacement counts as settled.
 const SETTLE: Duration = Duration::from_secs(5);
 /// Upper bound of the settle phase (another `ingress` removed restarts the settle period).
@@ -150,20 +152,7 @@ pub async fn ensure_ingress_mtu(swarm: &Swarm, option: u32) -> Result<Outcome, I
         None => replace(swarm, &current, option).await?,
     };
 
-    attach_node(swarm, &node_id).await?;
-    let id = &ours;
-    wait_for(
-        "the new ingress network to be set up on this node",
-        LIVE_TIMEOUT,
-        move || async move {
-            Ok(if is_live(swarm, id).await? {
-                Ok(())
-            } else {
-                Err(summary(&ingress_networks(swarm).await?))
-            })
-        },
-    )
-    .await?;
+    wait_live(swarm, &ours, &node_id).await?;
     settle(swarm, &ours, &node_id).await?;
     tracing::info!(network = %ours, mtu = option, "ingress network settled");
     Ok(Outcome::Done)
@@ -350,6 +339,33 @@ async fn wait_leading(swarm: &Swarm) -> Result<String, IngressError> {
         },
     )
     .await
+}
+
+/// Attach this node to ingress network `id` and wait until it is set up here. The attachment is asked for again
+/// every [`ATTACH_AGAIN`]: dockerd can fail to set it up the first time ("failed to find a load balancer IP to use
+/// for network", seen with dockerd 20.10 in one `root_ingress` round of eight) and does not retry by itself.
+async fn wait_live(swarm: &Swarm, id: &str, node_id: &str) -> Result<(), IngressError> {
+    let started = Instant::now();
+    attach_node(swarm, node_id).await?;
+    let mut attached = Instant::now();
+    loop {
+        if is_live(swarm, id).await? {
+            return Ok(());
+        }
+        if started.elapsed() >= LIVE_TIMEOUT {
+            return Err(IngressError::Timeout {
+                what: "the new ingress network to be set up on this node",
+                waited: started.elapsed(),
+                last: summary(&ingress_networks(swarm).await?),
+            });
+        }
+        if attached.elapsed() >= ATTACH_AGAIN {
+            tracing::info!(network = %id, "ingress network not set up on this node yet; attaching again");
+            attach_node(swarm, node_id).await?;
+            attached = Instant::now();
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Update this node's object without changing it: the allocator then gives the node an address on the current
