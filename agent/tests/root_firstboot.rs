@@ -201,17 +201,7 @@ impl Drop for Machine {
             d.stop();
         }
         self.dockerd.stop();
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let prefix = self.root.to_string_lossy().into_owned();
-        let mut left: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        left.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in left {
-            let _ = Command::new("umount").args(["-l", m]).output();
-        }
+        nslab::unmount_under(&self.root);
     }
 }
 

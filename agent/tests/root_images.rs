@@ -48,7 +48,8 @@ fn busybox_archive_loads_runs_and_is_skipped_the_second_time() {
     // Not an archive name: ignored.
     std::fs::write(images_dir.join("README"), "not an image\n").unwrap();
 
-    let engine = Dockerd::start(Netns::new("cl-images"), dir.path(), "engine");
+    let ns = Netns::new("cl-images");
+    let engine = Dockerd::start(&ns, dir.path(), "engine");
 
     let first = load(&engine, &images_dir);
     assert_eq!(
@@ -71,36 +72,23 @@ fn busybox_archive_loads_runs_and_is_skipped_the_second_time() {
         "dockerd's image id is the config digest the archive was built with"
     );
 
-    let out = engine.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        container::REPO_TAG,
-        "busybox",
-        "echo",
-        "ok",
-    ]);
+    // A container of the loaded image, with no network but its own loopback.
+    let run_in_image = |command: &[&str]| {
+        let mut args = vec!["run", "--rm", "--network", "none", container::REPO_TAG];
+        args.extend_from_slice(command);
+        engine.docker(&args)
+    };
+    let out = run_in_image(&["busybox", "echo", "ok"]);
     assert_eq!(out, "ok\n");
     // The applet links and the web root are in the layer.
-    let out = engine.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        container::REPO_TAG,
+    let out = run_in_image(&[
         "sh",
         "-c",
         "test -d /www && test -d /tmp && readlink /bin/httpd && readlink /bin/wget",
     ]);
     assert_eq!(out, "busybox\nbusybox\n");
     // httpd serves /www and wget fetches it, over the container's own loopback.
-    let out = engine.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        container::REPO_TAG,
+    let out = run_in_image(&[
         "sh",
         "-c",
         "echo served > /www/index.html && busybox httpd -p 127.0.0.1:80 -h /www && \

@@ -10,144 +10,68 @@
 
 mod nslab;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster_lab::networkd::{vlan_mtu, PARENT_MTU};
 use cluster_lab::overlay::{driver_mtu_option, ensure_ingress_mtu, overlay_mtu, MTU_OPTION};
-use cluster_lab::swarm::{Outcome, Swarm};
-use nslab::{require_root, require_tool, run, Daemon, Netns};
+use cluster_lab::swarm::Outcome;
+use nslab::dockerd::Dockerd;
+use nslab::{require_root, require_tool, run, Netns};
 
 const ROUNDS: usize = 8;
 /// How long each round watches the ingress network after `ensure_ingress_mtu` returned.
 const WATCH: Duration = Duration::from_secs(10);
 
-/// One dockerd with its own data root, exec root and unix socket (never TCP).
-struct Engine<'a> {
-    ns: &'a Netns,
-    socket: PathBuf,
-    exec_root: PathBuf,
-    daemon: Option<Daemon>,
+/// `id mtu-option` of every network `engine` lists under the name `ingress` (the name is compared here: the engine's
+/// own name filter matches swarm networks and its local copies differently).
+fn ingress(engine: &Dockerd) -> Vec<String> {
+    let listed = engine.docker(&[
+        "network",
+        "ls",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Name}}",
+    ]);
+    listed
+        .lines()
+        .filter_map(|l| l.strip_suffix(" ingress"))
+        .map(|id| {
+            let option = engine
+                .cli()
+                .args([
+                    "network",
+                    "inspect",
+                    id,
+                    "--format",
+                    &format!("{{{{index .Options \"{MTU_OPTION}\"}}}}"),
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            let option = if option.is_empty() {
+                "default"
+            } else {
+                &option
+            };
+            format!("{id} {MTU_OPTION}={option}")
+        })
+        .collect()
 }
 
-impl<'a> Engine<'a> {
-    fn start(ns: &'a Netns, root: &Path) -> Engine<'a> {
-        let exec_root = root.join("exec");
-        let socket = root.join("docker.sock");
-        std::fs::create_dir_all(root).unwrap();
-        let mut cmd = ns.command("dockerd");
-        cmd.arg(format!("--data-root={}", root.join("data").display()))
-            .arg(format!("--exec-root={}", exec_root.display()))
-            .arg(format!("--pidfile={}", root.join("docker.pid").display()))
-            .arg(format!("--host=unix://{}", socket.display()))
-            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"]);
-        let daemon = Daemon::spawn("dockerd", cmd, &root.join("dockerd.log"));
-        Engine {
-            ns,
-            socket,
-            exec_root,
-            daemon: Some(daemon),
-        }
-    }
-
-    fn connect(&self) -> Swarm {
-        let socket = self.socket.clone();
-        let connected = self
-            .ns
-            .block_on(async move { Swarm::connect(&socket, Duration::from_secs(60)).await });
-        connected.unwrap_or_else(|e| panic!("{e}\n{}", self.log()))
-    }
-
-    fn log(&self) -> String {
-        self.daemon.as_ref().map(Daemon::output).unwrap_or_default()
-    }
-
-    fn docker(&self) -> Command {
-        let mut cmd = Command::new("docker");
-        cmd.env("DOCKER_HOST", format!("unix://{}", self.socket.display()));
-        cmd
-    }
-
-    /// `id mtu-option` of every network the engine lists under the name `ingress` (the name is compared here: the
-    /// engine's own name filter matches swarm networks and its local copies differently).
-    fn ingress(&self) -> Vec<String> {
-        let listed = run(self.docker().args([
-            "network",
-            "ls",
-            "--no-trunc",
-            "--format",
-            "{{.ID}} {{.Name}}",
-        ]));
-        listed
-            .lines()
-            .filter_map(|l| l.strip_suffix(" ingress"))
-            .map(|id| {
-                let option = self
-                    .docker()
-                    .args([
-                        "network",
-                        "inspect",
-                        id,
-                        "--format",
-                        &format!("{{{{index .Options \"{MTU_OPTION}\"}}}}"),
-                    ])
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                    .unwrap_or_default();
-                let option = if option.is_empty() {
-                    "default"
-                } else {
-                    &option
-                };
-                format!("{id} {MTU_OPTION}={option}")
-            })
-            .collect()
-    }
-
-    /// The MTU of this node's routing-mesh interface (eth0 of the ingress sandbox), if it exists.
-    fn sandbox_mtu(&self) -> Option<u32> {
-        let sandbox = self.exec_root.join("netns/ingress_sbox");
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", sandbox.display()))
-            .args(["--", "ip", "-o", "link", "show", "eth0"])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut words = text.split_whitespace();
-        words.find(|w| *w == "mtu")?;
-        words.next()?.parse().ok()
-    }
-}
-
-impl Drop for Engine<'_> {
-    fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.stop();
-        }
-        // dockerd's own containerd, if it outlived dockerd.
-        let pidfile = self.exec_root.join("containerd/containerd.pid");
-        if let Ok(pid) = std::fs::read_to_string(pidfile) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        // The ingress sandbox's namespace files stay mounted under the exec root; unmount them, deepest first.
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let prefix = self.exec_root.to_string_lossy().into_owned();
-        let mut left: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        left.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in left {
-            let _ = Command::new("umount").args(["-l", m]).output();
-        }
-    }
+/// The MTU of `engine`'s routing-mesh interface (eth0 of the ingress sandbox), if it exists.
+fn sandbox_mtu(engine: &Dockerd) -> Option<u32> {
+    let sandbox = engine.exec_root().join("netns/ingress_sbox");
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", sandbox.display()))
+        .args(["--", "ip", "-o", "link", "show", "eth0"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "mtu")?;
+    words.next()?.parse().ok()
 }
 
 /// What one round saw.
@@ -176,13 +100,13 @@ impl Round {
     }
 }
 
-fn round(ns: &Netns, root: &Path) -> Round {
+fn round(ns: &Netns, dir: &Path, name: &str) -> Round {
     let option = driver_mtu_option(vlan_mtu(PARENT_MTU));
-    let engine = Engine::start(ns, root);
+    let engine = Dockerd::start(ns, dir, name);
     let swarm = engine.connect();
     let s = swarm.clone();
     ns.block_on(async move { s.init("192.0.2.1".parse().unwrap()).await })
-        .unwrap_or_else(|e| panic!("swarm init: {e}\n{}", engine.log()));
+        .unwrap_or_else(|e| panic!("swarm init: {e}\n{}", engine.output()));
 
     // Immediately, as first boot does.
     let started = Instant::now();
@@ -195,12 +119,12 @@ fn round(ns: &Netns, root: &Path) -> Round {
     let mut most = 0;
     let watch = Instant::now();
     while watch.elapsed() < WATCH {
-        most = most.max(engine.ingress().len());
+        most = most.max(ingress(&engine).len());
         std::thread::sleep(Duration::from_millis(500));
     }
-    let last = engine.ingress();
+    let last = ingress(&engine);
     most = most.max(last.len());
-    let sandbox_mtu = engine.sandbox_mtu();
+    let sandbox_mtu = sandbox_mtu(&engine);
 
     let s = swarm.clone();
     let second = ns
@@ -215,7 +139,7 @@ fn round(ns: &Netns, root: &Path) -> Round {
         second,
     };
     if !r.ok() {
-        eprintln!("dockerd log of the failed round:\n{}", engine.log());
+        eprintln!("dockerd log of the failed round:\n{}", engine.output());
     }
     r
 }
@@ -246,7 +170,7 @@ fn ingress_gets_the_vlan_overlay_mtu_right_after_swarm_init_every_time() {
 
     let rounds: Vec<Round> = (0..ROUNDS)
         .map(|i| {
-            let r = round(&ns, &dir.path().join(format!("round{i}")));
+            let r = round(&ns, dir.path(), &format!("round{i}"));
             eprintln!(
                 "round {i}: first call {:?} in {:.1} s; at most {} `ingress` listed; at the end {:?}, \
                  routing-mesh interface MTU {:?}; second call {:?}",

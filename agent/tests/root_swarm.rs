@@ -5,97 +5,11 @@
 mod nslab;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use cluster_lab::swarm::{Outcome, Swarm};
-use nslab::{require_root, require_tool, run, veth, wait_for, Daemon, Netns};
-
-struct Engine {
-    ns: Netns,
-    socket: PathBuf,
-    exec_root: PathBuf,
-    daemon: Option<Daemon>,
-}
-
-impl Engine {
-    fn start(ns: Netns, dir: &Path, name: &str) -> Engine {
-        let root = dir.join(name);
-        let exec_root = root.join("exec");
-        let socket = root.join("docker.sock");
-        std::fs::create_dir_all(&root).unwrap();
-        let mut cmd = ns.command("dockerd");
-        cmd.arg(format!("--data-root={}", root.join("data").display()))
-            .arg(format!("--exec-root={}", exec_root.display()))
-            .arg(format!("--pidfile={}", root.join("docker.pid").display()))
-            .arg(format!("--host=unix://{}", socket.display()))
-            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"]);
-        let daemon = Daemon::spawn(&format!("dockerd {name}"), cmd, &root.join("dockerd.log"));
-        Engine {
-            ns,
-            socket,
-            exec_root,
-            daemon: Some(daemon),
-        }
-    }
-
-    fn connect(&self) -> Swarm {
-        let socket = self.socket.clone();
-        let connected = self
-            .ns
-            .block_on(async move { Swarm::connect(&socket, Duration::from_secs(60)).await });
-        match connected {
-            Ok(s) => s,
-            Err(e) => panic!("{e}\n{}", self.daemon.as_ref().unwrap().output()),
-        }
-    }
-
-    fn block_on<F, T>(&self, f: F) -> T
-    where
-        F: std::future::Future<Output = T> + Send + 'static,
-        T: Send + 'static,
-    {
-        self.ns.block_on(f)
-    }
-
-    fn docker(&self, args: &[&str]) -> String {
-        run(Command::new("docker")
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .args(args))
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.stop();
-        }
-        // dockerd's own containerd, if it outlived dockerd.
-        let pidfile = self.exec_root.join("containerd/containerd.pid");
-        if let Ok(pid) = std::fs::read_to_string(pidfile) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        // Namespace files of swarm's ingress sandbox stay mounted under the exec root; unmount whatever is left
-        // there (deepest first) so the temporary directory can be removed.
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let prefix = self.exec_root.to_string_lossy().into_owned();
-        let mut left: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        left.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in left {
-            let _ = Command::new("umount").args(["-l", m]).output();
-        }
-    }
-}
+use cluster_lab::swarm::Outcome;
+use nslab::dockerd::Dockerd;
+use nslab::{require_root, require_tool, veth, wait_for, Netns};
 
 #[test]
 fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
@@ -121,13 +35,14 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
     );
     let mgr_addr: Ipv4Addr = "192.0.2.1".parse().unwrap();
     let wrk_addr: Ipv4Addr = "192.0.2.101".parse().unwrap();
-    let manager = Engine::start(mgr_ns, dir.path(), "mgr");
-    let worker = Engine::start(wrk_ns, dir.path(), "wrk");
+    let manager = Dockerd::start(&mgr_ns, dir.path(), "mgr");
+    let worker = Dockerd::start(&wrk_ns, dir.path(), "wrk");
 
     let m = manager.connect();
     let before = {
         let m = m.clone();
         manager
+            .ns
             .block_on(async move { m.local_state().await })
             .unwrap()
     };
@@ -137,6 +52,7 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
     for expected in [Outcome::Done, Outcome::AlreadyDone] {
         let m = m.clone();
         let outcome = manager
+            .ns
             .block_on(async move { m.init(mgr_addr).await })
             .unwrap();
         assert_eq!(outcome, expected);
@@ -144,6 +60,7 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
     let state = {
         let m = m.clone();
         manager
+            .ns
             .block_on(async move { m.local_state().await })
             .unwrap()
     };
@@ -152,6 +69,7 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
     let token = {
         let m = m.clone();
         manager
+            .ns
             .block_on(async move { m.worker_token().await })
             .unwrap()
     };
@@ -162,6 +80,7 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
     for expected in [Outcome::Done, Outcome::AlreadyDone] {
         let m = m.clone();
         let outcome = manager
+            .ns
             .block_on(async move { cluster_lab::overlay::ensure_ingress_mtu(&m, 1496).await })
             .unwrap();
         assert_eq!(outcome, expected);
@@ -183,6 +102,7 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
     for expected in [Outcome::Done, Outcome::AlreadyDone] {
         let (w, token) = (w.clone(), token.clone());
         let outcome = worker
+            .ns
             .block_on(async move { w.join(wrk_addr, mgr_addr, &token).await })
             .unwrap();
         assert_eq!(outcome, expected);
@@ -191,6 +111,7 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
     let nodes = wait_for("two ready nodes", Duration::from_secs(60), || {
         let m = m.clone();
         let nodes = manager
+            .ns
             .block_on(async move { m.nodes().await })
             .map_err(|e| e.to_string())?;
         if nodes.len() == 2 && nodes.iter().all(|n| n.state == "ready") {
@@ -206,6 +127,7 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
     for expected in [Outcome::Done, Outcome::AlreadyDone] {
         let (m, id) = (m.clone(), worker_node.id.clone());
         let outcome = manager
+            .ns
             .block_on(async move { m.label_node(&id, &[("cluster-lab.arch", "amd64")]).await })
             .unwrap();
         assert_eq!(outcome, expected);

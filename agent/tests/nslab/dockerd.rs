@@ -8,18 +8,18 @@ use std::time::Duration;
 
 use cluster_lab::swarm::Swarm;
 
-use super::{run, Daemon, Netns};
+use super::{run, unmount_under, Daemon, Netns};
 
-pub struct Dockerd {
-    pub ns: Netns,
+pub struct Dockerd<'a> {
+    pub ns: &'a Netns,
     pub socket: PathBuf,
     root: PathBuf,
     daemon: Option<Daemon>,
 }
 
-impl Dockerd {
+impl<'a> Dockerd<'a> {
     /// Start dockerd in `ns`, keeping its state under `dir/name`.
-    pub fn start(ns: Netns, dir: &Path, name: &str) -> Dockerd {
+    pub fn start(ns: &'a Netns, dir: &Path, name: &str) -> Dockerd<'a> {
         let root = dir.join(name);
         let socket = root.join("docker.sock");
         std::fs::create_dir_all(&root).unwrap();
@@ -50,6 +50,11 @@ impl Dockerd {
         }
     }
 
+    /// The engine's exec root (network namespaces of its sandboxes live under `netns/`).
+    pub fn exec_root(&self) -> PathBuf {
+        self.root.join("exec")
+    }
+
     /// The last lines dockerd logged (for failure messages).
     pub fn output(&self) -> String {
         self.daemon.as_ref().map(Daemon::output).unwrap_or_default()
@@ -68,7 +73,7 @@ impl Dockerd {
     }
 }
 
-impl Drop for Dockerd {
+impl Drop for Dockerd<'_> {
     fn drop(&mut self) {
         if let Some(mut d) = self.daemon.take() {
             d.stop();
@@ -83,18 +88,7 @@ impl Drop for Dockerd {
                 );
             }
         }
-        // Mounts left under the engine's directories (overlay layers, namespace files), deepest first, so the
-        // temporary directory can be removed.
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let prefix = self.root.to_string_lossy().into_owned();
-        let mut left: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        left.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in left {
-            let _ = Command::new("umount").args(["-l", m]).output();
-        }
+        // Mounts left under the engine's directories (overlay layers, namespace files).
+        unmount_under(&self.root);
     }
 }

@@ -193,3 +193,19 @@ pub fn wait_for<T>(
         }
     }
 }
+
+/// Lazily unmount whatever is still mounted under `dir` (dockerd's overlay layers and sandbox namespace files),
+/// deepest first, so the temporary directory holding it can be removed.
+pub fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut left: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    left.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in left {
+        let _ = Command::new("umount").args(["-l", m]).output();
+    }
+}
