@@ -6,7 +6,7 @@
 //! (`default-network-opts`, Docker 24 and later) makes networks users create fit the cluster VLAN without
 //! `--opt com.docker.network.driver.mtu`. Other settings in an existing daemon.json are kept.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
@@ -19,6 +19,16 @@ pub const PREFIX: &str = "cluster-lab.";
 #[derive(Debug, thiserror::Error)]
 #[error("{DAEMON_JSON}: not a JSON object ({0}); fix or remove it")]
 pub struct DaemonJsonError(String);
+
+/// Where daemon.json is under the target's root directory `root`.
+pub fn path(root: &Path) -> PathBuf {
+    root.join(DAEMON_JSON.trim_start_matches('/'))
+}
+
+/// daemon.json's text under `root` (empty when there is none).
+pub fn read(root: &Path) -> String {
+    std::fs::read_to_string(path(root)).unwrap_or_default()
+}
 
 /// The docker architecture name for this build (`amd64`, `arm64`, `arm`).
 pub fn arch() -> &'static str {

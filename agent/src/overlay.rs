@@ -77,6 +77,11 @@ pub fn driver_mtu_option(underlay_mtu: u32) -> u32 {
     underlay_mtu
 }
 
+/// [`driver_mtu_option`] for overlay networks on the cluster VLAN (1496 on standard Ethernet).
+pub fn vlan_driver_mtu_option() -> u32 {
+    driver_mtu_option(crate::networkd::vlan_mtu(crate::networkd::PARENT_MTU))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
     #[error(transparent)]
@@ -345,27 +350,26 @@ async fn wait_leading(swarm: &Swarm) -> Result<String, IngressError> {
 /// every [`ATTACH_AGAIN`]: dockerd can fail to set it up the first time ("failed to find a load balancer IP to use
 /// for network", seen with dockerd 20.10 in one `root_ingress` round of eight) and does not retry by itself.
 async fn wait_live(swarm: &Swarm, id: &str, node_id: &str) -> Result<(), IngressError> {
-    let started = Instant::now();
     attach_node(swarm, node_id).await?;
-    let mut attached = Instant::now();
-    loop {
-        if is_live(swarm, id).await? {
-            return Ok(());
-        }
-        if started.elapsed() >= LIVE_TIMEOUT {
-            return Err(IngressError::Timeout {
-                what: "the new ingress network to be set up on this node",
-                waited: started.elapsed(),
-                last: summary(&ingress_networks(swarm).await?),
-            });
-        }
-        if attached.elapsed() >= ATTACH_AGAIN {
-            tracing::info!(network = %id, "ingress network not set up on this node yet; attaching again");
-            attach_node(swarm, node_id).await?;
-            attached = Instant::now();
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    // When the attachment was last asked for (a Mutex only because the future must be Send; never held across await).
+    let attached = std::sync::Mutex::new(Instant::now());
+    wait_for(
+        "the new ingress network to be set up on this node",
+        LIVE_TIMEOUT,
+        || async {
+            if is_live(swarm, id).await? {
+                return Ok(Ok(()));
+            }
+            let due = attached.lock().expect("not poisoned").elapsed() >= ATTACH_AGAIN;
+            if due {
+                tracing::info!(network = %id, "ingress network not set up on this node yet; attaching again");
+                attach_node(swarm, node_id).await?;
+                *attached.lock().expect("not poisoned") = Instant::now();
+            }
+            Ok(Err(summary(&ingress_networks(swarm).await?)))
+        },
+    )
+    .await
 }
 
 /// Update this node's object without changing it: the allocator then gives the node an address on the current

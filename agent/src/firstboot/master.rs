@@ -64,8 +64,7 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     tracing::info!(?outcome, advertise = %master, "swarm manager");
     // The routing mesh must fit the VLAN: overlay interfaces 1446, the overlay driver's MTU option 1496 (it
     // subtracts VXLAN's 50 bytes itself). Before the join token is published, so no worker joins meanwhile.
-    let vlan_mtu = crate::networkd::vlan_mtu(crate::networkd::PARENT_MTU);
-    let option = crate::overlay::driver_mtu_option(vlan_mtu);
+    let option = crate::overlay::vlan_driver_mtu_option();
     match crate::overlay::ensure_ingress_mtu(&docker, option).await {
         Ok(outcome) => tracing::info!(?outcome, option, "ingress network"),
         Err(e) => {

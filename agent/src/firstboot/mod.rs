@@ -175,11 +175,9 @@ impl Firstboot {
     /// dockerd accepts the file (`dockerd --validate`, Docker 23 and later; the option itself needs 24): a dockerd that
     /// rejected its configuration would not start at all. Returns whether daemon.json changed.
     async fn step_overlay_default(&self) -> anyhow::Result<bool> {
-        let path = self
-            .root
-            .join(crate::docker_labels::DAEMON_JSON.trim_start_matches('/'));
-        let current = std::fs::read_to_string(&path).unwrap_or_default();
-        let mtu = crate::overlay::driver_mtu_option(networkd::vlan_mtu(networkd::PARENT_MTU));
+        let path = crate::docker_labels::path(&self.root);
+        let current = crate::docker_labels::read(&self.root);
+        let mtu = crate::overlay::vlan_driver_mtu_option();
         let file = match crate::docker_labels::render_overlay_default(&current, mtu) {
             Ok(f) => f,
             Err(e) => {

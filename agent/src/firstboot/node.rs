@@ -75,8 +75,7 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
     let outcome = docker.join(address, net.master, &join_token).await?;
     tracing::info!(?outcome, manager = %net.master, "swarm worker");
 
-    let current =
-        std::fs::read_to_string(fb.root.join("etc/docker/daemon.json")).unwrap_or_default();
+    let current = docker_labels::read(&fb.root);
     let labels = docker_labels::render(
         &current,
         &[
