@@ -10,6 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 step() { printf '\n==> %s\n' "$*"; }
+# Every failure says which command failed, on which line, instead of exiting silently.
+trap 'rc=$?; echo "ci/deps.sh: line $LINENO: \`$BASH_COMMAND\` failed with exit status $rc" >&2; exit $rc' ERR
 
 export DEBIAN_FRONTEND=noninteractive
 step "apt: $(grep -cv '^\s*\(#\|$\)' ci/apt-packages.txt) packages from ci/apt-packages.txt"
@@ -19,13 +21,11 @@ apt-get install -y -qq --no-install-recommends $(grep -v '^\s*\(#\|$\)' ci/apt-p
 
 if [ -s ci/apt-backports.txt ]; then
     step "apt: bookworm-backports packages from ci/apt-backports.txt"
-    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        # Same mirror as the machine's own Debian source, backports suite added.
-        mirror=$(grep -rhoE '^(URIs:|deb) +[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-            | head -n1 | awk '{print $2}')
-        : "${mirror:?no Debian apt source found to derive the bookworm-backports source from}"
-        printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-            "$mirror" > /etc/apt/sources.list.d/bookworm-backports.sources
+    # Same mirror as the machine's own Debian source, backports suite added (nothing when already configured).
+    source=$(bash ci/backports-source.sh)
+    if [ -n "$source" ]; then
+        printf '%s\n' "$source" > /etc/apt/sources.list.d/bookworm-backports.sources
+        echo "added /etc/apt/sources.list.d/bookworm-backports.sources"
         apt-get update -qq
     fi
     # shellcheck disable=SC2046

@@ -4,6 +4,7 @@
 //! modules below, which are named after the things they manage.
 
 pub mod arp;
+pub mod boot_partition;
 pub mod claims;
 pub mod cli;
 pub mod command;

@@ -21,6 +21,8 @@ pub const FSCK_VFAT: Tool = Tool::debian("fsck.vfat", "dosfstools");
 pub const MKFS_VFAT: Tool = Tool::debian("mkfs.vfat", "dosfstools");
 pub const QEMU_AARCH64: Tool = Tool::debian("qemu-aarch64-static", "qemu-user-static");
 pub const QEMU_ARM: Tool = Tool::debian("qemu-arm-static", "qemu-user-static");
+/// mmdebstrap only Recommends it, and stops with "install arch-test for foreign architecture support" without it.
+pub const ARCH_TEST: Tool = Tool::debian("arch-test", "arch-test");
 pub const CURL: Tool = Tool::debian("curl", "curl");
 pub const ARM_GCC: Tool = Tool::debian("arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf");
 pub const AARCH64_GCC: Tool = Tool::debian("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu");

@@ -72,11 +72,17 @@ impl FirstbootArgs {
     fn load(&self, root: &Path) -> anyhow::Result<Firstboot> {
         let path = match &self.config {
             Some(p) => p.clone(),
-            None => config::find_on_boot_partition().with_context(|| {
+            None => crate::boot_partition::wait_for(
+                config::find_on_boot_partition,
+                crate::boot_partition::WAIT,
+            )
+            .with_context(|| {
                 format!(
-                    "no {} on the boot partition ({})",
+                    "no {} on the boot partition ({}) after waiting {} s for {}",
                     config::FILE_NAME,
-                    config::BOOT_PATHS.join(" or ")
+                    config::BOOT_PATHS.join(" or "),
+                    crate::boot_partition::WAIT.as_secs(),
+                    crate::boot_partition::device().display()
                 )
             })?,
         };

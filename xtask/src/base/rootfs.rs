@@ -120,11 +120,16 @@ pub fn ensure_binfmt(arch: Arch) -> Result<()> {
     let Some(name) = arch.qemu_binfmt() else {
         return Ok(());
     };
-    tools::require(&[if arch == Arch::Arm64 {
-        tools::QEMU_AARCH64
-    } else {
-        tools::QEMU_ARM
-    }])?;
+    // Everything a foreign-architecture mmdebstrap run calls: the emulator, and arch-test, which mmdebstrap
+    // runs to check that the chroot's binaries execute.
+    tools::require(&[
+        if arch == Arch::Arm64 {
+            tools::QEMU_AARCH64
+        } else {
+            tools::QEMU_ARM
+        },
+        tools::ARCH_TEST,
+    ])?;
     let misc = Path::new("/proc/sys/fs/binfmt_misc");
     let entry = misc.join(name);
     if is_enabled(&entry) {

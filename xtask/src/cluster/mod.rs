@@ -40,7 +40,7 @@ enum Action {
     Status(status::Status),
     /// SSH into a machine with the cluster's test key (from the home LAN side): `cluster ssh node1 -- uptime`.
     Ssh(status::SshArgs),
-    /// The acceptance test: boot a cluster, assert what issue 4 promises (PASS/FAIL with evidence),
+    /// The acceptance test: boot a cluster, assert that first boot forms the cluster (PASS/FAIL with evidence),
     /// the simultaneous-power-on election, timings into docs/benchmarks.md; exit non-zero on any FAIL.
     Test(acceptance::Test),
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask cluster test`: the acceptance test of first boot, on the real image in QEMU.
 //!
-//! Boots N machines like a user (master first, then the nodes), asserts what issue 4 promises — each
+//! Boots N machines like a user (master first, then the nodes), asserts that first boot forms the cluster (master elected, VLAN leases, Consul, Swarm, UI) — each
 //! assertion prints PASS or FAIL with its evidence — reboots a node, then boots three fresh machines
 //! at the same instant and asserts exactly one master. Timings go to docs/benchmarks.md. Exits non-zero
 //! when any assertion fails. Leaves nothing running (unless --keep).
@@ -146,7 +146,7 @@ impl Test {
         report.add(checks::swarm_nodes(&lab));
         report.add(checks::docker_not_on_tcp(&lab));
         report.add(checks::no_dhcp_on_home_lan(&lab));
-        step("the seed's use case: overlay network, routing mesh (offline)");
+        step("use case: overlay network, routing mesh (offline)");
         let image = usecase::busybox_image(&lab, self.busybox_image.as_deref());
         report.add(usecase::overlay_by_name(&lab, &image));
         report.add(usecase::routing_mesh(&lab, &image));

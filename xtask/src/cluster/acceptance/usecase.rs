@@ -1,4 +1,4 @@
-//! The seed's use case, offline: an attachable overlay network, a small web server pinned to the first
+//! The first thing people do with a new cluster, offline: an attachable overlay network, a small web server pinned to the first
 //! node, a client on the second node fetching it by name; and a replicated service reached through the
 //! routing mesh from the home LAN. The container image is the tiny busybox image the image builder
 //! preloads (no registry is reachable).

@@ -1,0 +1,114 @@
+//! The boot partition: the FAT partition labelled `CLBOOT`, mounted at /boot/firmware, that holds
+//! cluster-lab.toml. On a slow SD card udev can create its device link minutes after userspace starts, so first
+//! boot waits for it itself (bounded, saying so on the console) instead of failing with its mount.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The partition's FAT label, as `cargo xtask base` writes it and /etc/fstab mounts it.
+pub const LABEL: &str = "CLBOOT";
+/// Where /etc/fstab mounts it.
+pub const MOUNT_POINT: &str = "/boot/firmware";
+/// How long first boot waits for it: a slow card on a Pi Zero 2 W or Pi 3 can take minutes.
+pub const WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// The device link udev creates for the partition.
+pub fn device() -> PathBuf {
+    Path::new("/dev/disk/by-label").join(LABEL)
+}
+
+/// Whether `mount_point` is a mount point, from a mountinfo text (`/proc/self/mountinfo`).
+pub fn is_mounted(mountinfo: &str, mount_point: &str) -> bool {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m == mount_point)
+}
+
+/// Wait until `find` finds cluster-lab.toml on the boot partition, up to `timeout`. While it is missing, mounts
+/// the partition as /etc/fstab says once its device exists (the mount unit may have given up on a slow card).
+/// Prints one console line when it starts waiting and one when it is done.
+pub fn wait_for(find: impl Fn() -> Option<PathBuf>, timeout: Duration) -> Option<PathBuf> {
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let start = Instant::now();
+    eprintln!(
+        "cluster-lab: waiting for the boot partition ({} at {MOUNT_POINT}) to hold cluster-lab.toml, up to {} s",
+        device().display(),
+        timeout.as_secs()
+    );
+    let mut mount_error = None;
+    while start.elapsed() < timeout {
+        std::thread::sleep(Duration::from_secs(2));
+        if let Some(p) = find() {
+            eprintln!(
+                "cluster-lab: boot partition ready after {:.0} s",
+                start.elapsed().as_secs_f64()
+            );
+            return Some(p);
+        }
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|m| is_mounted(&m, MOUNT_POINT))
+            .unwrap_or(false);
+        if !mounted && device().exists() {
+            match std::process::Command::new("mount").arg(MOUNT_POINT).output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => {
+                    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                    if mount_error.as_ref() != Some(&err) {
+                        eprintln!("cluster-lab: mount {MOUNT_POINT} failed: {err}");
+                        mount_error = Some(err);
+                    }
+                }
+                Err(e) => eprintln!("cluster-lab: running mount {MOUNT_POINT}: {e}"),
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 254:2 / / rw,noatime shared:1 - ext4 /dev/vda2 rw,errors=remount-ro
+31 22 254:1 / /boot/firmware rw,relatime shared:14 - vfat /dev/vda1 rw,fmask=0077,dmask=0077
+40 22 0:35 / /boot/firmware-old rw shared:20 - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn mount_point_from_mountinfo() {
+        assert!(is_mounted(MOUNTINFO, "/boot/firmware"));
+        assert!(is_mounted(MOUNTINFO, "/"));
+        assert!(!is_mounted(MOUNTINFO, "/boot"));
+        assert!(!is_mounted("", "/boot/firmware"));
+    }
+
+    #[test]
+    fn found_at_once_does_not_wait() {
+        let t = Instant::now();
+        let p = wait_for(|| Some(PathBuf::from("/x")), Duration::from_secs(60));
+        assert_eq!(p, Some(PathBuf::from("/x")));
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn gives_up_after_the_timeout() {
+        assert_eq!(wait_for(|| None, Duration::from_millis(10)), None);
+    }
+
+    #[test]
+    fn finds_it_when_it_appears() {
+        let n = std::cell::Cell::new(0);
+        let p = wait_for(
+            || {
+                n.set(n.get() + 1);
+                (n.get() > 1).then(|| PathBuf::from("/late"))
+            },
+            Duration::from_secs(30),
+        );
+        assert_eq!(p, Some(PathBuf::from("/late")));
+    }
+}
