@@ -52,7 +52,10 @@ pub fn wait_for(find: impl Fn() -> Option<PathBuf>, timeout: Duration) -> Option
             .map(|m| is_mounted(&m, MOUNT_POINT))
             .unwrap_or(false);
         if !mounted && device().exists() {
-            match std::process::Command::new("mount").arg(MOUNT_POINT).output() {
+            match std::process::Command::new("mount")
+                .arg(MOUNT_POINT)
+                .output()
+            {
                 Ok(out) if out.status.success() => {}
                 Ok(out) => {
                     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();

@@ -7,46 +7,8 @@ use std::path::PathBuf;
 
 use crate::render::RenderedFile;
 
-/// A hostname that is a valid DNS label (RFC 1123): 1–63 of `a-z 0-9 -`, not starting or ending with `-`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hostname(String);
-
-/// Why a hostname was refused.
-#[derive(Debug, thiserror::Error)]
-#[error("hostname {name:?}: {reason} (use 1-63 letters, digits and '-', not starting or ending with '-')")]
-pub struct HostnameError {
-    pub name: String,
-    pub reason: &'static str,
-}
-
-impl Hostname {
-    pub fn parse(name: &str) -> Result<Hostname, HostnameError> {
-        let err = |reason| HostnameError {
-            name: name.to_string(),
-            reason,
-        };
-        if name.is_empty() || name.len() > 63 {
-            return Err(err("length must be 1-63"));
-        }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(err("invalid character"));
-        }
-        if name.starts_with('-') || name.ends_with('-') {
-            return Err(err("leading or trailing '-'"));
-        }
-        Ok(Hostname(name.to_ascii_lowercase()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for Hostname {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// The machine's name, validated by the one hostname rule in `cluster-lab.toml`'s schema.
+pub use crate::config::Hostname;
 
 /// The `hostname:` value of a cloud-init style `user-data` document, if it has one at the top level.
 pub fn from_user_data(text: &str) -> Option<String> {
@@ -115,9 +77,9 @@ mod tests {
 
     #[test]
     fn validates_labels() {
-        assert_eq!(Hostname::parse("Node-1").unwrap().as_str(), "node-1");
+        assert_eq!("Node-1".parse::<Hostname>().unwrap().as_str(), "node-1");
         for bad in ["", "-a", "a-", "a_b", "a.b", &"x".repeat(64)] {
-            assert!(Hostname::parse(bad).is_err(), "{bad:?} accepted");
+            assert!(bad.parse::<Hostname>().is_err(), "{bad:?} accepted");
         }
     }
 
@@ -135,7 +97,7 @@ mod tests {
 
     #[test]
     fn hosts_line_is_replaced_once() {
-        let name = Hostname::parse("master").unwrap();
+        let name: Hostname = "master".parse().unwrap();
         let out = render_hosts_file(
             "127.0.0.1\tlocalhost\n127.0.1.1\told\n127.0.1.1 older\n",
             &name,

@@ -8,7 +8,8 @@ pub mod boot_partition;
 pub mod claims;
 pub mod cli;
 pub mod command;
-pub mod config;
+/// `cluster-lab.toml` (the `cluster-lab-config` crate).
+pub use cluster_lab_config as config;
 pub mod consul;
 pub mod dhcp;
 pub mod docker_labels;

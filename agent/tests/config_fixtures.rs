@@ -174,12 +174,16 @@ fn an_empty_file_is_the_defaults() {
 fn flashed_card_sets_hostname_keys_and_secret() {
     let s = Settings::load(&data_dir("good").join("flashed.toml")).unwrap();
     let mut want = Settings::default();
-    want.cluster.secret =
-        Some("9f2c4e7a1b3d5f60718293a4b5c6d7e8f9012a3b4c5d6e7f8091a2b3c4d5e6f7".into());
-    want.node.hostname = Some("node2".into());
+    want.cluster.secret = Some(
+        "9f2c4e7a1b3d5f60718293a4b5c6d7e8f9012a3b4c5d6e7f8091a2b3c4d5e6f7"
+            .parse()
+            .unwrap(),
+    );
+    want.node.hostname = Some("node2".parse().unwrap());
     want.node.ssh_authorized_keys = vec![
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl user@laptop"
-            .into(),
+            .parse()
+            .unwrap(),
     ];
     assert_eq!(s, want);
 }
@@ -188,7 +192,10 @@ fn flashed_card_sets_hostname_keys_and_secret() {
 fn custom_network_sets_every_key() {
     let s = Settings::load(&data_dir("good").join("custom-network.toml")).unwrap();
     assert_eq!(s.cluster.name, "lab.home_1");
-    assert_eq!(s.node.hostname.as_deref(), Some("pi-master"));
+    assert_eq!(
+        s.node.hostname.as_ref().map(|h| h.as_str()),
+        Some("pi-master")
+    );
     assert_eq!(s.node.role, Role::Master);
     assert_eq!(s.node.ssh_authorized_keys.len(), 2);
     assert!(s.node.password_hash.as_deref().unwrap().starts_with("$y$"));
@@ -246,7 +253,7 @@ fn vlan_bounds_and_windows_line_ends_are_accepted() {
     assert_eq!(s.network.vlan_interface(), "eth0.1");
     let s = Settings::load(&data_dir("good").join("windows-editor.toml")).unwrap();
     assert_eq!(s.network.vlan, 4094);
-    assert_eq!(s.node.hostname.as_deref(), Some("node3"));
+    assert_eq!(s.node.hostname.as_ref().map(|h| h.as_str()), Some("node3"));
 }
 
 /// The printed settings parse back to the same settings; only the secret is withheld.
@@ -264,11 +271,17 @@ fn effective_settings_round_trip() {
         let mut want = settings.clone();
         want.cluster.secret = None;
         assert_eq!(again, want, "{}:\n{printed}", input.display());
-        if settings.cluster.secret.is_some() {
+        if let Some(secret) = &settings.cluster.secret {
             assert!(printed.contains("<set>"), "{printed}");
             assert!(
-                !printed.contains(settings.cluster.secret.as_deref().unwrap()),
+                !printed.contains(secret.expose()),
                 "secret leaked:\n{printed}"
+            );
+            // Formatting the settings for a log line or a panic does not show it either.
+            let debug = format!("{settings:?} {settings:#?}");
+            assert!(
+                !debug.contains(secret.expose()),
+                "secret leaked by Debug:\n{debug}"
             );
         }
     }

@@ -305,7 +305,7 @@ fn firstboot_dry_run_leaves_login_untouched() {
         settings,
         config_text,
         hostname: Hostname::parse("login-test").unwrap(),
-        secret: "0123456789abcdef0123".into(),
+        secret: "0123456789abcdef0123".parse().unwrap(),
         root: root.path().to_path_buf(),
         dry_run: true,
         env: Environment::target(),

@@ -163,8 +163,8 @@ impl Machine {
         let fb = Firstboot {
             settings,
             config_text,
-            hostname: Hostname::parse(&format!("fb-{name}")).unwrap(),
-            secret: SECRET.into(),
+            hostname: format!("fb-{name}").parse::<Hostname>().unwrap(),
+            secret: SECRET.parse().unwrap(),
             root: root.clone(),
             dry_run: false,
             env: Environment {

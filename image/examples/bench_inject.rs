@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use cluster_lab_config::edit;
+use cluster_lab_image::disk;
 use cluster_lab_image::inject::{self, Payload};
-use cluster_lab_image::{boot_config, disk};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,10 +38,8 @@ fn main() {
     let mut payload = Payload::default();
     payload.add_agent(&agent).unwrap();
     payload.add_overlay(&root.join("overlays")).unwrap();
-    let cfg = std::fs::read_to_string(root.join("agent/src/config/default.toml"))
-        .unwrap_or_else(|_| boot_config::MINIMAL.into());
-    let cfg = boot_config::set_secret(&cfg, &boot_config::random_secret()).unwrap();
-    payload.add_boot_file(boot_config::FILE_NAME, cfg.into_bytes());
+    let cfg = edit::set_secret(cluster_lab_config::DEFAULT_TOML, &edit::random_secret()).unwrap();
+    payload.add_boot_file(cluster_lab_config::FILE_NAME, cfg.into_bytes());
 
     let work = base.with_file_name(".bench-inject.img");
     let (mut unpacks, mut injects) = (Vec::new(), Vec::new());

@@ -72,3 +72,9 @@ impl<T> IoContext<T> for std::io::Result<T> {
         })
     }
 }
+
+impl From<cluster_lab_config::edit::EditError> for ImageError {
+    fn from(e: cluster_lab_config::edit::EditError) -> Self {
+        ImageError::Invalid(e.0)
+    }
+}

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::boot_config;
 use crate::disk::{self, Packing};
 use crate::error::{ImageError, IoContext, Result};
 use crate::fat::FatVolume;
 use crate::output::hex;
 use crate::progress;
+use cluster_lab_config::edit;
 
 /// What TARGET is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,30 +287,30 @@ pub fn write(image: &Path, target: &Target) -> Result<Written> {
 /// Set `[node] hostname` (and `ssh_authorized_keys` when given) in the `cluster-lab.toml` on the
 /// written target's boot partition, creating the file from a minimal one if the image has none.
 pub fn personalise(target: &Path, hostname: &str, ssh_keys: Option<&[String]>) -> Result<String> {
-    boot_config::validate_hostname(hostname)?;
+    edit::validate_hostname(hostname)?;
     let located = disk::locate(target)?;
     let vol = FatVolume::open(target, &located.boot, true)?;
-    let text = match vol.read(boot_config::FILE_NAME)? {
+    let text = match vol.read(cluster_lab_config::FILE_NAME)? {
         Some(b) => String::from_utf8(b).map_err(|_| {
             ImageError::Invalid(format!(
                 "{}: {} on the boot partition is not UTF-8 text",
                 target.display(),
-                boot_config::FILE_NAME
+                cluster_lab_config::FILE_NAME
             ))
         })?,
-        None => boot_config::MINIMAL.to_string(),
+        None => cluster_lab_config::DEFAULT_TOML.to_string(),
     };
-    let new = boot_config::set_node(&text, hostname, ssh_keys)?;
-    vol.write(boot_config::FILE_NAME, new.as_bytes())?;
+    let new = edit::set_node(&text, hostname, ssh_keys)?;
+    vol.write(cluster_lab_config::FILE_NAME, new.as_bytes())?;
     vol.close()?;
     let vol = FatVolume::open(target, &located.boot, false)?;
-    if vol.read(boot_config::FILE_NAME)?.as_deref() != Some(new.as_bytes()) {
+    if vol.read(cluster_lab_config::FILE_NAME)?.as_deref() != Some(new.as_bytes()) {
         return Err(ImageError::Fat {
             path: target.into(),
             index: located.boot.index,
             reason: format!(
                 "{} reads back different from what was written",
-                boot_config::FILE_NAME
+                cluster_lab_config::FILE_NAME
             ),
         });
     }

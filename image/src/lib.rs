@@ -8,12 +8,10 @@
 //! - [`disk`]: opening a base image (.img, .img.xz, .img.zst, .zip) and finding its partitions.
 //! - [`container`]: the busybox container image preloaded for first boot (a `docker save` archive).
 //! - [`inject`]: the agent, overlays and `cluster-lab.toml` written into an image.
-//! - [`boot_config`]: edits of `cluster-lab.toml` (secret, hostname, SSH keys).
 //! - [`output`]: OUT.img, OUT.img.zst|xz and OUT.sha256, renamed into place when complete.
 //! - [`flash`]: writing an image to a card or file, safely, with read-back verification.
 
 pub mod assemble;
-pub mod boot_config;
 pub mod command;
 pub mod container;
 pub mod disk;

@@ -5,10 +5,11 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 
+use cluster_lab_config::edit;
 use cluster_lab_image::flash::{self, Target};
 use cluster_lab_image::inject::{self, Payload};
 use cluster_lab_image::output::sha256_file;
-use cluster_lab_image::{boot_config, disk, ext4, fat};
+use cluster_lab_image::{disk, ext4, fat};
 use common::*;
 
 const KEY1: &str =
@@ -17,13 +18,13 @@ const KEY2: &str =
     "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBJ bob@desk";
 
 fn image_with_config(fx: &Fixture) -> String {
-    let text = boot_config::set_secret(
+    let text = edit::set_secret(
         "# my comment stays\nversion = 1\n\n[cluster]\nname = \"lab\"\n\n[node]\n# pick a role\nrole = \"auto\"\nssh_authorized_keys = []\n",
         "00112233445566778899aabbccddeeff",
     )
     .unwrap();
     let mut p = Payload::default();
-    p.add_boot_file(boot_config::FILE_NAME, text.clone().into_bytes());
+    p.add_boot_file(cluster_lab_config::FILE_NAME, text.clone().into_bytes());
     inject::inject(&fx.image, &p).unwrap();
     text
 }
@@ -50,12 +51,13 @@ fn flash_to_file_sets_hostname_and_keys() {
         "a file target is written sparse"
     );
 
-    let keys = boot_config::parse_ssh_keys(&format!("{KEY1}\n\n# comment\n{KEY2}\n")).unwrap();
+    let keys = edit::parse_ssh_keys(&format!("{KEY1}\n\n# comment\n{KEY2}\n")).unwrap();
     flash::personalise(&target_path, "node-7", Some(&keys)).unwrap();
 
     let located = disk::locate(&target_path).unwrap();
     let vol = fat::FatVolume::open(&target_path, &located.boot, false).unwrap();
-    let text = String::from_utf8(vol.read(boot_config::FILE_NAME).unwrap().unwrap()).unwrap();
+    let text =
+        String::from_utf8(vol.read(cluster_lab_config::FILE_NAME).unwrap().unwrap()).unwrap();
     let doc: toml_edit::DocumentMut = text.parse().unwrap();
     assert_eq!(doc["node"]["hostname"].as_str(), Some("node-7"));
     let got: Vec<&str> = doc["node"]["ssh_authorized_keys"]
@@ -68,10 +70,7 @@ fn flash_to_file_sets_hostname_and_keys() {
     // Everything else is as it was: comments, the secret, other keys.
     assert!(text.starts_with("# my comment stays\n"), "{text}");
     assert!(text.contains("# pick a role\nrole = \"auto\""), "{text}");
-    assert_eq!(
-        boot_config::secret(&text).unwrap(),
-        boot_config::secret(&before).unwrap()
-    );
+    assert_eq!(edit::secret(&text).unwrap(), edit::secret(&before).unwrap());
     assert_eq!(doc["cluster"]["name"].as_str(), Some("lab"));
     fat::check(&target_path, &located.boot).unwrap();
     ext4::check(&target_path, &located.root).unwrap();
@@ -81,7 +80,8 @@ fn flash_to_file_sets_hostname_and_keys() {
     flash::write(&fx.image, &target).unwrap();
     flash::personalise(&target_path, "node8", None).unwrap();
     let vol = fat::FatVolume::open(&target_path, &located.boot, false).unwrap();
-    let text = String::from_utf8(vol.read(boot_config::FILE_NAME).unwrap().unwrap()).unwrap();
+    let text =
+        String::from_utf8(vol.read(cluster_lab_config::FILE_NAME).unwrap().unwrap()).unwrap();
     assert!(
         text.contains("hostname = \"node8\"") && text.contains("ssh_authorized_keys = []"),
         "{text}"
@@ -119,18 +119,15 @@ fn bad_hostnames_are_refused_before_anything_is_written() {
         assert!(e.contains("hostname"), "{bad:?}: {e}");
     }
     for good in ["a", "node1", "Node-1", &"a".repeat(63), "1node"] {
-        boot_config::validate_hostname(good).unwrap();
+        edit::validate_hostname(good).unwrap();
     }
 }
 
 #[test]
 fn bad_ssh_key_file_is_refused() {
-    assert!(boot_config::parse_ssh_keys("").is_err());
-    assert!(boot_config::parse_ssh_keys("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n").is_err());
-    assert_eq!(
-        boot_config::parse_ssh_keys(KEY1).unwrap(),
-        vec![KEY1.to_string()]
-    );
+    assert!(edit::parse_ssh_keys("").is_err());
+    assert!(edit::parse_ssh_keys("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n").is_err());
+    assert_eq!(edit::parse_ssh_keys(KEY1).unwrap(), vec![KEY1.to_string()]);
 }
 
 /// The block device `/` lives on, from /proc/self/mounts (or /dev/block/MAJ:MIN of `/`).

@@ -1,8 +1,9 @@
 //! A base made by the standard tools (sfdisk, mkfs.vfat, mke2fs — see tests/data/make-fixtures.sh), laid out
 //! like Raspberry Pi OS: found, injected into, still clean for fsck, and flashable with a hostname.
 
+use cluster_lab_config::edit;
 use cluster_lab_image::inject::{self, Payload};
-use cluster_lab_image::{boot_config, disk, ext4, fat, flash};
+use cluster_lab_image::{disk, ext4, fat, flash};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -34,8 +35,8 @@ fn raspios_like_base_takes_the_injection() {
     p.add_agent(&agent).unwrap();
     p.add_overlay(concat!(env!("CARGO_MANIFEST_DIR"), "/../overlays").as_ref())
         .unwrap();
-    let cfg = boot_config::set_secret(boot_config::MINIMAL, "0123456789abcdef0123").unwrap();
-    p.add_boot_file(boot_config::FILE_NAME, cfg.into_bytes());
+    let cfg = edit::set_secret(cluster_lab_config::DEFAULT_TOML, "0123456789abcdef0123").unwrap();
+    p.add_boot_file(cluster_lab_config::FILE_NAME, cfg.into_bytes());
     inject::inject(&img, &p).unwrap();
 
     let st = ext4::stat_all(

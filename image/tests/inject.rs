@@ -5,9 +5,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
+use cluster_lab_config::edit;
 use cluster_lab_image::ext4::{self, Content, Entry};
 use cluster_lab_image::inject::{self, Payload};
-use cluster_lab_image::{boot_config, disk, fat};
+use cluster_lab_image::{disk, fat};
 use common::*;
 
 fn overlay(dir: &std::path::Path) -> std::path::PathBuf {
@@ -45,8 +46,8 @@ fn payload(fx: &Fixture) -> Payload {
     let mut p = Payload::default();
     p.add_agent(&agent).unwrap();
     p.add_overlay(&overlay(fx.dir.path())).unwrap();
-    let cfg = boot_config::set_secret(boot_config::MINIMAL, &boot_config::random_secret()).unwrap();
-    p.add_boot_file(boot_config::FILE_NAME, cfg.into_bytes());
+    let cfg = edit::set_secret(cluster_lab_config::DEFAULT_TOML, &edit::random_secret()).unwrap();
+    p.add_boot_file(cluster_lab_config::FILE_NAME, cfg.into_bytes());
     p
 }
 
@@ -114,7 +115,7 @@ fn injected_files_have_content_mode_and_owner() {
 
     let vol = fat::FatVolume::open(&fx.image, &done.located.boot, false).unwrap();
     let cfg = String::from_utf8(vol.read("cluster-lab.toml").unwrap().unwrap()).unwrap();
-    let secret = boot_config::secret(&cfg).unwrap().unwrap();
+    let secret = edit::secret(&cfg).unwrap().unwrap();
     assert_eq!(secret.len(), 64);
     assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(vol.read("config.txt").unwrap().unwrap(), b"arm_64bit=1\n");

@@ -6,9 +6,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cluster_lab_config::edit;
 use cluster_lab_image::flash::{self, Target};
 use cluster_lab_image::inject::{self, Payload};
-use cluster_lab_image::{boot_config, disk, ext4, fat};
+use cluster_lab_image::{disk, ext4, fat};
 use common::*;
 
 fn require_root() {
@@ -69,8 +70,9 @@ impl Drop for Loop {
 
 fn prepared_image(fx: &Fixture) {
     let mut p = Payload::default();
-    let cfg = boot_config::set_secret(boot_config::MINIMAL, "feedfacefeedfacefeedface").unwrap();
-    p.add_boot_file(boot_config::FILE_NAME, cfg.into_bytes());
+    let cfg =
+        edit::set_secret(cluster_lab_config::DEFAULT_TOML, "feedfacefeedfacefeedface").unwrap();
+    p.add_boot_file(cluster_lab_config::FILE_NAME, cfg.into_bytes());
     inject::inject(&fx.image, &p).unwrap();
 }
 
@@ -100,7 +102,8 @@ fn flash_a_block_device_and_personalise_it() {
     for p in [lo.dev.as_path(), card.as_path()] {
         let located = disk::locate(p).unwrap();
         let vol = fat::FatVolume::open(p, &located.boot, false).unwrap();
-        let text = String::from_utf8(vol.read(boot_config::FILE_NAME).unwrap().unwrap()).unwrap();
+        let text =
+            String::from_utf8(vol.read(cluster_lab_config::FILE_NAME).unwrap().unwrap()).unwrap();
         assert!(
             text.contains("hostname = \"node3\""),
             "{}: {text}",

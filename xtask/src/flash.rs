@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use cluster_lab_image::{boot_config, flash};
+use cluster_lab_config::edit;
+use cluster_lab_image::flash;
 use xshell::Shell;
 
 #[derive(Debug, Args)]
@@ -28,13 +29,13 @@ pub struct Flash {
 
 impl Flash {
     pub fn run(self, _sh: &Shell) -> Result<()> {
-        boot_config::validate_hostname(&self.hostname)?;
+        edit::validate_hostname(&self.hostname)?;
         let keys = match &self.ssh_key {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading SSH key file {}", p.display()))?;
                 Some(
-                    boot_config::parse_ssh_keys(&text)
+                    edit::parse_ssh_keys(&text)
                         .with_context(|| format!("reading SSH key file {}", p.display()))?,
                 )
             }

@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use cluster_lab_image::{boot_config, container, disk, inject, output};
+use cluster_lab_config::edit;
+use cluster_lab_image::{container, disk, inject, output};
 use xshell::Shell;
 
 use crate::arch::Arch;
@@ -110,14 +111,13 @@ impl Image {
             .add_agent(&agent)
             .context("adding the agent binary")?;
         payload.add_overlay(&overlays).context("reading overlays")?;
-        let config = default_config(&root)?;
-        let secret = boot_config::random_secret();
-        let config =
-            boot_config::set_secret(&config, &secret).context("writing the cluster secret")?;
-        if self.arch == Arch::Amd64 && cfg!(target_arch = "x86_64") {
-            check_config_with_agent(&agent, &config)?;
-        }
-        payload.add_boot_file(boot_config::FILE_NAME, config.into_bytes());
+        let secret = edit::random_secret();
+        let config = edit::set_secret(cluster_lab_config::DEFAULT_TOML, &secret)
+            .context("writing the cluster secret")?;
+        // The card must not boot with a file its agent rejects: the agent's own parser checks it here.
+        cluster_lab_config::Settings::parse(&config, Path::new(cluster_lab_config::FILE_NAME))
+            .context("the generated cluster-lab.toml does not validate")?;
+        payload.add_boot_file(cluster_lab_config::FILE_NAME, config.into_bytes());
 
         output::remove_previous(&out).context("removing previous outputs")?;
         let work = inject::temp_path(&out, "img");
@@ -269,47 +269,4 @@ fn default_base(root: &Path, arch: Arch) -> Result<PathBuf> {
             dir.display()
         ),
     }
-}
-
-/// The agent's commented default `cluster-lab.toml`, or a minimal one when it is not in the tree.
-fn default_config(root: &Path) -> Result<String> {
-    let path = root.join("agent/src/config/default.toml");
-    match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!(
-                "    {} not found: using a minimal cluster-lab.toml",
-                path.display()
-            );
-            Ok(boot_config::MINIMAL.to_string())
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-/// When the agent runs on this host, let it validate the generated file (`cluster-lab config check`): the
-/// card must not boot with a config its own agent rejects.
-fn check_config_with_agent(agent: &Path, config: &str) -> Result<()> {
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let file = dir.path().join(boot_config::FILE_NAME);
-    std::fs::write(&file, config).with_context(|| format!("writing {}", file.display()))?;
-    let out = std::process::Command::new(agent)
-        .args(["config", "check"])
-        .arg(&file)
-        .output()
-        .with_context(|| format!("running {} config check", agent.display()))?;
-    if !out.status.success() {
-        bail!(
-            "the agent rejects the generated cluster-lab.toml (`{} config check`, {}): {}{}",
-            agent.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    eprintln!(
-        "    cluster-lab.toml accepted by `{} config check`",
-        agent.display()
-    );
-    Ok(())
 }

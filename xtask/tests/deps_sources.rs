@@ -38,7 +38,8 @@ Suites: bookworm-security\n\
 Components: main\n\
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
 
-const NODESOURCE: &str = "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\nSuites: nodistro\n\
+const NODESOURCE: &str =
+    "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\nSuites: nodistro\n\
 Components: main\nArchitectures: amd64\nSigned-By: /usr/share/keyrings/nodesource.gpg\n";
 
 fn assert_source(stdout: &str, mirror: &str) {
@@ -75,7 +76,10 @@ fn one_line_sources_list() {
 #[test]
 fn both_formats_take_the_first_debian_mirror() {
     let (ok, out, err) = run(&[
-        ("sources.list", "deb http://ftp.example.net/debian bookworm main\n"),
+        (
+            "sources.list",
+            "deb http://ftp.example.net/debian bookworm main\n",
+        ),
         ("sources.list.d/debian.sources", DEB822_DEBIAN),
     ]);
     assert!(ok, "{err}");

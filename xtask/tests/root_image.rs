@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster_lab_image::{boot_config, disk, ext4, fat};
+use cluster_lab_config::edit;
+use cluster_lab_image::{disk, ext4, fat};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,7 +63,7 @@ fn amd64_base() -> PathBuf {
 fn card_toml(img: &Path) -> String {
     let located = disk::locate(img).unwrap();
     let vol = fat::FatVolume::open(img, &located.boot, false).unwrap();
-    String::from_utf8(vol.read(boot_config::FILE_NAME).unwrap().unwrap()).unwrap()
+    String::from_utf8(vol.read(cluster_lab_config::FILE_NAME).unwrap().unwrap()).unwrap()
 }
 
 fn agent_check(agent: &Path, toml: &str, dir: &Path) -> String {
@@ -171,10 +172,7 @@ fn amd64_image_from_the_real_base_and_agent() {
     std::fs::write(&agent, &agent_bytes).unwrap();
     std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let text = card_toml(&img);
-    assert_eq!(
-        boot_config::secret(&text).unwrap().map(|s| s.len()),
-        Some(64)
-    );
+    assert_eq!(edit::secret(&text).unwrap().map(|s| s.len()), Some(64));
     agent_check(&agent, &text, dir.path());
 
     // Flash to a file with a hostname: the agent sees it.

@@ -90,34 +90,31 @@ impl FirstbootArgs {
             .with_context(|| format!("reading {}", path.display()))?;
         let settings = Settings::parse(&config_text, &path)?;
         let user_data = path.with_file_name("user-data");
-        let from_user_data = std::fs::read_to_string(&user_data)
-            .ok()
-            .and_then(|t| hostname::from_user_data(&t));
-        let name = settings
-            .node
-            .hostname
-            .clone()
-            .or(from_user_data)
-            .or_else(|| {
-                nix::unistd::gethostname()
+        // The hostname: cluster-lab.toml, else the cloud-init style user-data beside it, else the system's own.
+        let hostname = match settings.node.hostname.clone() {
+            Some(h) => h,
+            None => {
+                let name = std::fs::read_to_string(&user_data)
                     .ok()
-                    .map(|h| h.to_string_lossy().into_owned())
-            })
-            .context(
-                "no hostname: set [node] hostname in cluster-lab.toml (or flash with --hostname)",
-            )?;
-        let hostname = Hostname::parse(&name)?;
-        let secret = settings
-            .cluster
-            .secret
-            .clone()
-            .filter(|s| !s.is_empty())
-            .with_context(|| {
-                format!(
-                    "{}: [cluster] secret is missing; the image builder writes one (every card of a cluster needs the same)",
-                    path.display()
-                )
-            })?;
+                    .and_then(|t| hostname::from_user_data(&t))
+                    .or_else(|| {
+                        nix::unistd::gethostname()
+                            .ok()
+                            .map(|h| h.to_string_lossy().into_owned())
+                    })
+                    .context(
+                        "no hostname: set [node] hostname in cluster-lab.toml (or flash with --hostname)",
+                    )?;
+                name.parse::<Hostname>()
+                    .map_err(|e| anyhow::anyhow!("hostname {name:?}: {e}"))?
+            }
+        };
+        let secret = settings.cluster.secret.clone().with_context(|| {
+            format!(
+                "{}: [cluster] secret is missing; the image builder writes one (every card of a cluster needs the same)",
+                path.display()
+            )
+        })?;
         Ok(Firstboot {
             settings,
             config_text,

@@ -91,7 +91,7 @@ async fn start_consul_server(fb: &Firstboot) -> anyhow::Result<()> {
         data_dir: fb.env.consul_data_dir.clone(),
         bind: BindAddr::Addr(fb.settings.network.master),
         master: fb.settings.network.master,
-        gossip_key: gossip_key(&fb.secret),
+        gossip_key: gossip_key(fb.secret.expose()),
     };
     let changed = fb.install(&AgentConfig::server(&params).render())?;
     fb.env
@@ -124,12 +124,15 @@ async fn publish_token(
 ) -> anyhow::Result<()> {
     let worker = docker.worker_token().await?;
     if let Some(stored) = consul.kv_get(token::KV_KEY).await? {
-        if token::open(&fb.secret, &stored).ok().as_deref() == Some(worker.as_str()) {
+        if token::open(fb.secret.expose(), &stored).ok().as_deref() == Some(worker.as_str()) {
             return Ok(());
         }
     }
     consul
-        .kv_put(token::KV_KEY, token::seal(&fb.secret, &worker).as_bytes())
+        .kv_put(
+            token::KV_KEY,
+            token::seal(fb.secret.expose(), &worker).as_bytes(),
+        )
         .await
         .context("publishing the swarm join token")?;
     tracing::info!(key = token::KV_KEY, "swarm join token published (sealed)");

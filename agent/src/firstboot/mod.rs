@@ -35,7 +35,7 @@ pub struct Firstboot {
     /// The cluster-lab.toml text, copied to [`ETC_CONFIG`].
     pub config_text: String,
     pub hostname: Hostname,
-    pub secret: String,
+    pub secret: crate::config::Secret,
     /// `/` on the target; a scratch directory for file-level checks.
     pub root: PathBuf,
     /// Only report what would change.
@@ -237,9 +237,14 @@ impl Firstboot {
     /// The `cluster` user's SSH keys and password hash from `[node]`. Returns whether anything changed.
     fn step_login(&self) -> anyhow::Result<bool> {
         let node = &self.settings.node;
+        let keys: Vec<String> = node
+            .ssh_authorized_keys
+            .iter()
+            .map(|k| k.as_str().to_owned())
+            .collect();
         let login = login::Login {
             user: login::USER,
-            keys: &node.ssh_authorized_keys,
+            keys: &keys,
             password_hash: node.password_hash.as_deref(),
         };
         let outcome = login

@@ -32,7 +32,7 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
         data_dir: fb.env.consul_data_dir.clone(),
         bind: BindAddr::Interface(vlan_if.clone()),
         master: net.master,
-        gossip_key: gossip_key(&fb.secret),
+        gossip_key: gossip_key(fb.secret.expose()),
     };
     let changed = fb.install(&AgentConfig::client(&params).render())?;
     fb.env
@@ -66,7 +66,7 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
         },
     )
     .await?;
-    let join_token = token::open(&fb.secret, &sealed)?;
+    let join_token = token::open(fb.secret.expose(), &sealed)?;
 
     let docker = Swarm::connect(&fb.env.docker_socket, Duration::from_secs(300))
         .await

@@ -159,8 +159,18 @@ impl FromTomlStr for ClusterName {
 }
 
 /// `cluster.secret`: at least 16 printable ASCII characters, no spaces.
+///
+/// Never printed: `Debug` shows `Secret(<set>)`, and there is no `Display`. [`Secret::expose`] is the one way to the
+/// text, for the key derivations that need it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's text, for deriving keys from it. Do not print it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -191,9 +201,28 @@ impl FromTomlStr for Secret {
     }
 }
 
-/// `node.hostname`: one RFC 1123 label (1–63 of `a-z A-Z 0-9 -`, not starting or ending with `-`).
+/// `node.hostname`: one RFC 1123 label (1–63 of `a-z A-Z 0-9 -`, not starting or ending with `-`), kept in lower
+/// case. The one hostname rule: the agent (config file, user-data, the system's name), `cargo xtask flash` and the
+/// image library all parse through it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hostname(pub String);
+pub struct Hostname(String);
+
+impl Hostname {
+    /// Check `s` against the hostname rule (the error says what is allowed).
+    pub fn parse(s: &str) -> Result<Hostname, String> {
+        Hostname::from_toml_str(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Hostname {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl FromTomlStr for Hostname {
     const EXPECTING: &'static str = "a hostname string such as \"node1\"";
@@ -223,7 +252,7 @@ impl FromTomlStr for Hostname {
         if s.starts_with('-') || s.ends_with('-') {
             return Err(format!("{s:?} starts or ends with '-'; use {ALLOWED}"));
         }
-        Ok(Hostname(s.to_owned()))
+        Ok(Hostname(s.to_ascii_lowercase()))
     }
 }
 
@@ -240,7 +269,14 @@ pub const SSH_KEY_TYPES: &[&str] = &[
 
 /// One `node.ssh_authorized_keys` entry: `TYPE BASE64 [COMMENT]`, as in a `.pub` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshKey(pub String);
+pub struct SshKey(String);
+
+impl SshKey {
+    /// The key line as in a `.pub` file.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl FromTomlStr for SshKey {
     const EXPECTING: &'static str = "an OpenSSH public key string, the contents of a .pub file";

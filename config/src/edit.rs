@@ -1,27 +1,18 @@
-//! `cluster-lab.toml` on the boot partition: the per-image secret written at image build time and the
-//! per-card hostname and SSH keys written at flash time. Edits keep the user's comments and layout
-//! (toml_edit).
+//! In-place edits of `cluster-lab.toml` on the boot partition: the per-image secret written at image build time
+//! and the per-card hostname and SSH keys written at flash time. Edits keep the user's comments and layout
+//! (toml_edit). What a valid hostname or SSH key is comes from [`crate::Hostname`] and [`crate::SshKey`], the same
+//! rules the agent applies when it reads the file.
 
 use toml_edit::{value, Array, DocumentMut, Item, Table};
 
-use crate::error::{ImageError, Result};
+use crate::FILE_NAME;
 
-/// Name of the file at the root of the boot partition.
-pub const FILE_NAME: &str = "cluster-lab.toml";
+/// Why an edit was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EditError(pub String);
 
-/// Used when the agent's commented default file is not available.
-pub const MINIMAL: &str = "\
-# cluster-lab.toml — the one file you edit to set up a cluster-lab node.
-# Every key is optional; `cluster-lab config default` prints all of them with their defaults.
-version = 1
-
-[cluster]
-name = \"cluster-lab\"
-
-[node]
-role = \"auto\"
-ssh_authorized_keys = []
-";
+type Result<T> = std::result::Result<T, EditError>;
 
 /// A fresh cluster secret: 32 random bytes, hex-encoded (64 characters).
 pub fn random_secret() -> String {
@@ -31,7 +22,7 @@ pub fn random_secret() -> String {
 
 fn parse(text: &str) -> Result<DocumentMut> {
     text.parse::<DocumentMut>()
-        .map_err(|e| ImageError::Invalid(format!("{FILE_NAME} is not valid TOML: {e}")))
+        .map_err(|e| EditError(format!("{FILE_NAME} is not valid TOML: {e}")))
 }
 
 fn table<'d>(doc: &'d mut DocumentMut, name: &str) -> Result<&'d mut Table> {
@@ -41,7 +32,7 @@ fn table<'d>(doc: &'d mut DocumentMut, name: &str) -> Result<&'d mut Table> {
         Item::Table(t)
     });
     item.as_table_mut()
-        .ok_or_else(|| ImageError::Invalid(format!("{FILE_NAME}: [{name}] must be a table")))
+        .ok_or_else(|| EditError(format!("{FILE_NAME}: [{name}] must be a table")))
 }
 
 /// In `[table]`, turn a commented-out example line `# key = ...` into `key = <value>` (keeping the
@@ -124,23 +115,11 @@ pub fn secret(text: &str) -> Result<Option<String>> {
         .map(str::to_string))
 }
 
-/// Check a hostname: one RFC 1123 label (1–63 letters, digits and '-', not starting or ending with '-').
+/// Check a hostname with the agent's own rule ([`crate::Hostname`]).
 pub fn validate_hostname(name: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(ImageError::Invalid(format!(
-            "hostname {name:?} {why}: use 1 to 63 letters, digits and '-', not starting or ending with '-' (e.g. node1)"
-        )))
-    };
-    if name.is_empty() || name.len() > 63 {
-        return bad("has the wrong length");
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return bad("contains characters other than letters, digits and '-'");
-    }
-    if name.starts_with('-') || name.ends_with('-') {
-        return bad("starts or ends with '-'");
-    }
-    Ok(())
+    name.parse::<crate::Hostname>()
+        .map(drop)
+        .map_err(|e| EditError(format!("hostname {name:?}: {e}")))
 }
 
 /// Parse an OpenSSH public key file: one key per non-empty, non-comment line.
@@ -152,19 +131,11 @@ pub fn parse_ssh_keys(text: &str) -> Result<Vec<String>> {
         .map(str::to_string)
         .collect();
     for k in &keys {
-        let kind = k.split_whitespace().next().unwrap_or_default();
-        let known = kind.starts_with("ssh-")
-            || kind.starts_with("ecdsa-")
-            || kind.starts_with("sk-ssh-")
-            || kind.starts_with("sk-ecdsa-");
-        if !known || k.split_whitespace().count() < 2 {
-            return Err(ImageError::Invalid(format!(
-                "{k:?} is not an OpenSSH public key line (expected e.g. \"ssh-ed25519 AAAA… user@host\"; give the .pub file)"
-            )));
-        }
+        k.parse::<crate::SshKey>()
+            .map_err(|e| EditError(format!("SSH key: {e}")))?;
     }
     if keys.is_empty() {
-        return Err(ImageError::Invalid(
+        return Err(EditError(
             "the SSH key file holds no key (give an OpenSSH .pub file)".into(),
         ));
     }
@@ -203,7 +174,7 @@ mod tests {
         let a = random_secret();
         assert_eq!(a.len(), 64);
         assert_ne!(a, random_secret());
-        let t = set_secret(MINIMAL, &a).unwrap();
+        let t = set_secret(crate::DEFAULT_TOML, &a).unwrap();
         assert_eq!(secret(&t).unwrap().as_deref(), Some(a.as_str()));
         let t2 = set_secret(&t, "other").unwrap();
         assert_eq!(t2.matches("secret =").count(), 1, "{t2}");
@@ -225,15 +196,14 @@ mod tests {
 
     #[test]
     fn agent_default_config_takes_a_secret_and_a_hostname() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../agent/src/config/default.toml"
-        );
-        let Ok(text) = std::fs::read_to_string(path) else {
-            panic!("{path} missing: the image builder ships it as cluster-lab.toml")
-        };
-        let t = set_secret(&text, "s3cr3t-s3cr3t-s3cr3t").unwrap();
-        let t = set_node(&t, "node1", Some(&["ssh-ed25519 AAAA x".into()])).unwrap();
+        let text = crate::DEFAULT_TOML;
+        let t = set_secret(text, "s3cr3t-s3cr3t-s3cr3t").unwrap();
+        let t = set_node(
+            &t,
+            "node1",
+            Some(&["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA x".into()]),
+        )
+        .unwrap();
         let doc: DocumentMut = t.parse().unwrap();
         assert_eq!(
             doc["cluster"]["secret"].as_str(),
@@ -242,10 +212,14 @@ mod tests {
         assert_eq!(doc["node"]["hostname"].as_str(), Some("node1"));
         assert_eq!(
             doc["node"]["ssh_authorized_keys"][0].as_str(),
-            Some("ssh-ed25519 AAAA x")
+            Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA x")
         );
         // Comments of the original survive.
         assert!(t.contains("# Shared secret of the cluster"), "{t}");
+        // And the agent accepts what `cargo xtask image` and `flash` write.
+        let s = crate::Settings::parse(&t, std::path::Path::new(crate::FILE_NAME)).unwrap();
+        assert_eq!(s.node.hostname.unwrap().as_str(), "node1");
+        assert_eq!(s.cluster.secret.unwrap().expose(), "s3cr3t-s3cr3t-s3cr3t");
     }
 }
 

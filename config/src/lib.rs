@@ -1,11 +1,14 @@
-//! `cluster-lab.toml`: the one file a user edits.
+//! `cluster-lab.toml`: the one file a user edits, and the one home of its schema.
 //!
-//! Built in three steps: wire structs (every field optional, unknown keys rejected) → defaults →
-//! validated [`Settings`].
+//! Read in three steps: wire structs (every field optional, unknown keys rejected) → defaults →
+//! validated [`Settings`], which keep the validated types ([`Hostname`], [`Secret`], [`SshKey`]). The agent reads
+//! it on the card; the image library and `cargo xtask image`/`flash` edit it in place through [`edit`], with the
+//! same rules.
 
 use std::path::Path;
 
 mod duration;
+pub mod edit;
 mod location;
 mod render;
 mod settings;
@@ -15,6 +18,10 @@ mod wire;
 
 pub use duration::{format_duration, parse_duration};
 pub use settings::*;
+pub use types::{
+    ClusterName, Hostname, InterfaceName, PasswordHash, Secret, SshKey, VlanId, SECRET_MIN,
+    SSH_KEY_TYPES,
+};
 pub use validate::{
     default_range, first_host, DECLINE_QUARANTINE_MAX, DNS_MAX, LEASE_TIME_MAX, LEASE_TIME_MIN,
 };

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
 
+use crate::types::{Hostname, Secret, SshKey};
+
 /// The effective, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -20,7 +22,7 @@ pub struct ClusterSettings {
     /// Cluster name; a master marks its DHCP offers with it.
     pub name: String,
     /// Shared secret written by the image builder (gossip key, join-token handoff).
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,9 +35,9 @@ pub enum Role {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSettings {
-    pub hostname: Option<String>,
+    pub hostname: Option<Hostname>,
     pub role: Role,
-    pub ssh_authorized_keys: Vec<String>,
+    pub ssh_authorized_keys: Vec<SshKey>,
     pub password_hash: Option<String>,
 }
 

@@ -70,19 +70,15 @@ pub fn settings(wire: WireFile) -> Result<Settings, Problem> {
 fn cluster(w: WireCluster, d: ClusterSettings) -> ClusterSettings {
     ClusterSettings {
         name: value(&w.name, |n| n.0, d.name),
-        secret: value(&w.secret, |s| Some(s.0), d.secret),
+        secret: value(&w.secret, Some, d.secret),
     }
 }
 
 fn node(w: WireNode, d: NodeSettings) -> NodeSettings {
     NodeSettings {
-        hostname: value(&w.hostname, |h| Some(h.0), d.hostname),
+        hostname: value(&w.hostname, Some, d.hostname),
         role: value(&w.role, |r| r, d.role),
-        ssh_authorized_keys: value(
-            &w.ssh_authorized_keys,
-            |keys| keys.into_iter().map(|k| k.0).collect(),
-            d.ssh_authorized_keys,
-        ),
+        ssh_authorized_keys: value(&w.ssh_authorized_keys, |keys| keys, d.ssh_authorized_keys),
         password_hash: value(&w.password_hash, |p| Some(p.0), d.password_hash),
     }
 }

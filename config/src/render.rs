@@ -57,7 +57,7 @@ impl Settings {
         let _ = writeln!(o, "\n[node]");
         match &n.hostname {
             Some(h) => {
-                let _ = writeln!(o, "hostname = {}", quote(h));
+                let _ = writeln!(o, "hostname = {}", quote(h.as_str()));
             }
             None => {
                 let _ = writeln!(o, "# hostname: not set (the system's hostname is kept)");
@@ -67,7 +67,7 @@ impl Settings {
         let _ = writeln!(
             o,
             "ssh_authorized_keys = {}",
-            string_array(n.ssh_authorized_keys.iter().cloned())
+            string_array(n.ssh_authorized_keys.iter().map(|k| k.as_str().to_owned()))
         );
         match &n.password_hash {
             Some(h) => {
