@@ -3,28 +3,16 @@
 //! The binary (`src/main.rs`) is a thin clap front end; every subcommand lives in `cli/` and calls into the
 //! modules below, which are named after the things they manage.
 
-pub mod arp;
-pub mod boot_partition;
-pub mod claims;
 pub mod cli;
 pub mod command;
 /// `cluster-lab.toml` (the `cluster-lab-config` crate).
 pub use cluster_lab_config as config;
 pub mod consul;
 pub mod dhcp;
-pub mod docker_labels;
+pub mod docker;
 pub mod election;
 pub mod firstboot;
-pub mod hostname;
-pub mod images;
+pub mod host;
 pub mod logging;
-pub mod login;
-pub mod networkd;
-pub mod overlay;
-pub mod render;
-pub mod stamp;
+pub mod net;
 pub mod status;
-pub mod swarm;
-pub mod systemd;
-pub mod token;
-pub mod vlan;

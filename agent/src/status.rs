@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::consul::{ConsulClient, Member};
+use crate::docker::swarm::{LocalState, NodeSummary, Swarm};
 use crate::election::ClusterRole;
-use crate::swarm::{LocalState, NodeSummary, Swarm};
-use crate::{stamp, swarm};
+use crate::{docker::swarm, host::stamp};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {

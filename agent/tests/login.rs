@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use cluster_lab::config::Settings;
 use cluster_lab::firstboot::{Environment, Firstboot};
-use cluster_lab::hostname::Hostname;
-use cluster_lab::login::{Login, LoginError, Outcome, USER};
+use cluster_lab::host::hostname::Hostname;
+use cluster_lab::host::login::{Login, LoginError, Outcome, USER};
 
 const KEY_A: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl flashed@laptop";

@@ -2,7 +2,7 @@
 
 mod golden;
 
-use cluster_lab::hostname::{render_hostname_file, render_hosts_file, Hostname};
+use cluster_lab::host::hostname::{render_hostname_file, render_hosts_file, Hostname};
 
 /// /etc/hosts as Debian's netbase and debootstrap leave it.
 const DEBIAN_HOSTS: &str = "127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n\n\

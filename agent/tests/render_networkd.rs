@@ -4,7 +4,7 @@ mod golden;
 
 use cluster_lab::config::Settings;
 use cluster_lab::election::ClusterRole;
-use cluster_lab::networkd;
+use cluster_lab::host::networkd;
 
 fn check_role(role: ClusterRole, suffix: &str) {
     let files = networkd::render(&Settings::default().network, role).unwrap();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cluster_lab::cli::firstboot::EXIT_BAD_CONFIG;
-use cluster_lab::{stamp, systemd};
+use cluster_lab::{host::stamp, host::systemd};
 
 fn overlay(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -176,22 +176,26 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
     assert_eq!(missing, None);
 
     // The swarm join token travels sealed: the master stores it, the node opens it with the same secret.
-    let sealed = cluster_lab::token::seal(SECRET, "SWMTKN-1-root-test");
+    let sealed = cluster_lab::docker::join_token::seal(SECRET, "SWMTKN-1-root-test");
     srv.block_on(async move {
         local()
-            .kv_put(cluster_lab::token::KV_KEY, sealed.as_bytes())
+            .kv_put(cluster_lab::docker::join_token::KV_KEY, sealed.as_bytes())
             .await
     })
     .unwrap();
     let stored = cli
-        .block_on(async { local().kv_get(cluster_lab::token::KV_KEY).await })
+        .block_on(async {
+            local()
+                .kv_get(cluster_lab::docker::join_token::KV_KEY)
+                .await
+        })
         .unwrap()
         .expect("token stored");
     assert_eq!(
-        cluster_lab::token::open(SECRET, &stored).unwrap(),
+        cluster_lab::docker::join_token::open(SECRET, &stored).unwrap(),
         "SWMTKN-1-root-test"
     );
-    assert!(cluster_lab::token::open("another-cluster-secret", &stored).is_err());
+    assert!(cluster_lab::docker::join_token::open("another-cluster-secret", &stored).is_err());
 
     // `cluster-lab status` reads the same agent: healthy Consul, and no dockerd here is reported as a problem.
     let status = srv.block_on(async {

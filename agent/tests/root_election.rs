@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
 
-use cluster_lab::claims::{ClaimSocket, PORT};
+use cluster_lab::election::socket::{ClaimSocket, PORT};
 use cluster_lab::election::{Claim, ClusterRole, Mac, Timing};
 use cluster_lab::firstboot::{announce_master, elect, ElectionSetup};
 use nslab::{require_root, require_tool, run, Netns};

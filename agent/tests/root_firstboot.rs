@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use cluster_lab::config::Settings;
 use cluster_lab::consul::ConsulClient;
+use cluster_lab::docker::swarm::Swarm;
 use cluster_lab::firstboot::{master, node, Environment, Firstboot, Services};
-use cluster_lab::hostname::Hostname;
-use cluster_lab::swarm::Swarm;
+use cluster_lab::host::hostname::Hostname;
 use futures_util::future::BoxFuture;
 use nslab::{require_root, require_tool, run, veth, Daemon, Netns};
 
@@ -324,7 +324,7 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
     let raw =
         m.ns.block_on(async {
             ConsulClient::new("127.0.0.1:8500".parse().unwrap())
-                .kv_get(cluster_lab::token::KV_KEY)
+                .kv_get(cluster_lab::docker::join_token::KV_KEY)
                 .await
         })
         .unwrap()
@@ -375,7 +375,7 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
     assert!(
         info.contains(&format!(
             "cluster-lab.arch={}",
-            cluster_lab::docker_labels::arch()
+            cluster_lab::docker::daemon_json::arch()
         )),
         "{info}"
     );

@@ -5,7 +5,7 @@
 
 mod nslab;
 
-use cluster_lab::images::{self, LoadReport};
+use cluster_lab::docker::images::{self, LoadReport};
 use cluster_lab_image::container;
 use nslab::dockerd::Dockerd;
 use nslab::{require_root, require_tool, Netns};

@@ -1,7 +1,7 @@
 //! Root tier: the swarm's routing mesh gets the overlay MTU that fits the VLAN, right after `swarm init`, every time.
 //!
 //! Each round starts a real dockerd with a fresh data root in its own network namespace, initialises a swarm and
-//! calls `overlay::ensure_ingress_mtu` at once (as first boot does), then watches the engine for 10 s: exactly one
+//! calls `ingress::ensure_ingress_mtu` at once (as first boot does), then watches the engine for 10 s: exactly one
 //! network named `ingress` must be listed, carrying the VLAN's MTU as driver option, and the interface of this
 //! node's routing-mesh sandbox must really have MTU 1446. A second call must do nothing. The rounds are repeated
 //! because the race this guards against (the engine listing two `ingress` networks) is timing-dependent: with a
@@ -14,9 +14,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster_lab::networkd::{vlan_mtu, PARENT_MTU};
-use cluster_lab::overlay::{driver_mtu_option, ensure_ingress_mtu, overlay_mtu, MTU_OPTION};
-use cluster_lab::swarm::Outcome;
+use cluster_lab::docker::ingress::{
+    driver_mtu_option, ensure_ingress_mtu, overlay_mtu, MTU_OPTION,
+};
+use cluster_lab::docker::swarm::Outcome;
+use cluster_lab::host::networkd::{vlan_mtu, PARENT_MTU};
 use nslab::dockerd::Dockerd;
 use nslab::{require_root, require_tool, run, Netns};
 

@@ -7,7 +7,7 @@ mod nslab;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use cluster_lab::swarm::Outcome;
+use cluster_lab::docker::swarm::Outcome;
 use nslab::dockerd::Dockerd;
 use nslab::{require_root, require_tool, veth, wait_for, Netns};
 
@@ -81,7 +81,9 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
         let m = m.clone();
         let outcome = manager
             .ns
-            .block_on(async move { cluster_lab::overlay::ensure_ingress_mtu(&m, 1496).await })
+            .block_on(
+                async move { cluster_lab::docker::ingress::ensure_ingress_mtu(&m, 1496).await },
+            )
             .unwrap();
         assert_eq!(outcome, expected);
     }

@@ -6,7 +6,7 @@ mod nslab;
 
 use std::process::Command;
 
-use cluster_lab::vlan::{self, VlanError};
+use cluster_lab::net::vlan::{self, VlanError};
 use nslab::{require_root, run, Netns};
 
 #[test]

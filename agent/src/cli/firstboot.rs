@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::config::{self, Settings};
 use crate::firstboot::Firstboot;
-use crate::hostname::{self, Hostname};
+use crate::host::hostname::{self, Hostname};
 
 /// Exit status for a bad configuration: the unit does not restart on it (RestartPreventExitStatus=3).
 pub const EXIT_BAD_CONFIG: u8 = 3;
@@ -37,10 +37,10 @@ pub struct FirstbootArgs {
 impl FirstbootArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let root = PathBuf::from("/");
-        if crate::stamp::is_done(&root) && !self.force && !self.dry_run {
+        if crate::host::stamp::is_done(&root) && !self.force && !self.dry_run {
             println!(
                 "cluster-lab: first boot already done ({}); nothing to do",
-                crate::stamp::DONE
+                crate::host::stamp::DONE
             );
             return Ok(ExitCode::SUCCESS);
         }
@@ -72,17 +72,17 @@ impl FirstbootArgs {
     fn load(&self, root: &Path) -> anyhow::Result<Firstboot> {
         let path = match &self.config {
             Some(p) => p.clone(),
-            None => crate::boot_partition::wait_for(
+            None => crate::host::boot_partition::wait_for(
                 config::find_on_boot_partition,
-                crate::boot_partition::WAIT,
+                crate::host::boot_partition::WAIT,
             )
             .with_context(|| {
                 format!(
                     "no {} on the boot partition ({}) after waiting {} s for {}",
                     config::FILE_NAME,
                     config::BOOT_PATHS.join(" or "),
-                    crate::boot_partition::WAIT.as_secs(),
-                    crate::boot_partition::device().display()
+                    crate::host::boot_partition::WAIT.as_secs(),
+                    crate::host::boot_partition::device().display()
                 )
             })?,
         };

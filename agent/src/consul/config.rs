@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::render::RenderedFile;
+use crate::host::render::RenderedFile;
 
 /// Where Debian's consul.service reads its configuration (`-config-dir=/etc/consul.d`).
 pub const CONFIG_PATH: &str = "/etc/consul.d/cluster-lab.json";

@@ -7,14 +7,14 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{wait_for_address, wait_until, Firstboot};
-use crate::claims::ClaimSocket;
 use crate::consul::api::Service;
 use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
 use crate::consul::keys::gossip_key;
 use crate::consul::ConsulClient;
+use crate::docker::swarm::{self, Swarm};
+use crate::election::socket::ClaimSocket;
 use crate::election::{Claim, ClusterRole};
-use crate::swarm::{self, Swarm};
-use crate::{systemd, token};
+use crate::{docker::join_token, host::systemd};
 
 /// Returns the master's VLAN address.
 pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::Result<Ipv4Addr> {
@@ -38,7 +38,7 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
 
     // The election has just ARP-probed the master address: put it on the VLAN now rather than wait for networkd's
     // duplicate address detection to probe it again (5–7 s); networkd's file keeps it on later boots.
-    let added = crate::vlan::add_address(&vlan_if, master, net.subnet.prefix())
+    let added = crate::net::vlan::add_address(&vlan_if, master, net.subnet.prefix())
         .await
         .with_context(|| format!("adding {master} to {vlan_if}"))?;
     tracing::debug!(added, "master address");
@@ -64,8 +64,8 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     tracing::info!(?outcome, advertise = %master, "swarm manager");
     // The routing mesh must fit the VLAN: overlay interfaces 1446, the overlay driver's MTU option 1496 (it
     // subtracts VXLAN's 50 bytes itself). Before the join token is published, so no worker joins meanwhile.
-    let option = crate::overlay::vlan_driver_mtu_option();
-    match crate::overlay::ensure_ingress_mtu(&docker, option).await {
+    let option = crate::docker::ingress::vlan_driver_mtu_option();
+    match crate::docker::ingress::ensure_ingress_mtu(&docker, option).await {
         Ok(outcome) => tracing::info!(?outcome, option, "ingress network"),
         Err(e) => {
             tracing::warn!(error = %e, option, "ingress network: the VLAN's MTU not (fully) applied")
@@ -123,19 +123,26 @@ async fn publish_token(
     docker: &Swarm,
 ) -> anyhow::Result<()> {
     let worker = docker.worker_token().await?;
-    if let Some(stored) = consul.kv_get(token::KV_KEY).await? {
-        if token::open(fb.secret.expose(), &stored).ok().as_deref() == Some(worker.as_str()) {
+    if let Some(stored) = consul.kv_get(join_token::KV_KEY).await? {
+        if join_token::open(fb.secret.expose(), &stored)
+            .ok()
+            .as_deref()
+            == Some(worker.as_str())
+        {
             return Ok(());
         }
     }
     consul
         .kv_put(
-            token::KV_KEY,
-            token::seal(fb.secret.expose(), &worker).as_bytes(),
+            join_token::KV_KEY,
+            join_token::seal(fb.secret.expose(), &worker).as_bytes(),
         )
         .await
         .context("publishing the swarm join token")?;
-    tracing::info!(key = token::KV_KEY, "swarm join token published (sealed)");
+    tracing::info!(
+        key = join_token::KV_KEY,
+        "swarm join token published (sealed)"
+    );
     Ok(())
 }
 

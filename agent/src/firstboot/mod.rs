@@ -5,7 +5,6 @@
 //! login (SSH keys, password) → hostname → effective config in /etc → VLAN → role → networkd files →
 //! (master | node) → stamp. Login comes first so a person can get in to look at a first boot that is stuck.
 
-mod elect;
 pub mod master;
 pub mod node;
 mod services;
@@ -18,11 +17,11 @@ use anyhow::{bail, Context};
 
 use crate::config::{Role, Settings};
 use crate::election::{ClusterRole, Mac, Timing};
-use crate::hostname::{self, Hostname};
-use crate::render::RenderedFile;
-use crate::{claims, login, networkd, stamp, systemd, vlan};
+use crate::host::hostname::{self, Hostname};
+use crate::host::render::RenderedFile;
+use crate::{election::socket, host::login, host::networkd, host::stamp, host::systemd, net::vlan};
 
-pub use elect::{announce_master, elect, ElectionError, ElectionSetup};
+pub use crate::election::runner::{announce_master, elect, ElectionError, ElectionSetup};
 pub use services::{Environment, Services, Systemd};
 
 /// Where the agent keeps the effective configuration for services that run after first boot (dhcpd).
@@ -175,10 +174,10 @@ impl Firstboot {
     /// dockerd accepts the file (`dockerd --validate`, Docker 23 and later; the option itself needs 24): a dockerd that
     /// rejected its configuration would not start at all. Returns whether daemon.json changed.
     async fn step_overlay_default(&self) -> anyhow::Result<bool> {
-        let path = crate::docker_labels::path(&self.root);
-        let current = crate::docker_labels::read(&self.root);
-        let mtu = crate::overlay::vlan_driver_mtu_option();
-        let file = match crate::docker_labels::render_overlay_default(&current, mtu) {
+        let path = crate::docker::daemon_json::path(&self.root);
+        let current = crate::docker::daemon_json::read(&self.root);
+        let mtu = crate::docker::ingress::vlan_driver_mtu_option();
+        let file = match crate::docker::daemon_json::render_overlay_default(&current, mtu) {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(error = %e, "overlay networks keep Docker's default MTU");
@@ -219,9 +218,9 @@ impl Firstboot {
 
     /// Load the container images shipped in the image into dockerd. A failure is logged, not returned: the cluster
     /// forms without them.
-    async fn load_images(&self, docker: &crate::swarm::Swarm) {
+    async fn load_images(&self, docker: &crate::docker::swarm::Swarm) {
         let dir = &self.env.images_dir;
-        match crate::images::load_preloaded(docker.docker(), dir).await {
+        match crate::docker::images::load_preloaded(docker.docker(), dir).await {
             Ok(r) => tracing::info!(
                 dir = %dir.display(),
                 loaded = r.loaded.len(),
@@ -290,7 +289,7 @@ impl Firstboot {
 
     /// The role: remembered from an earlier run, else configured, else elected on the VLAN. An elected master
     /// also gets the claim socket back, to keep announcing itself until its DHCP service answers.
-    async fn step_role(&self) -> anyhow::Result<(ClusterRole, Option<claims::ClaimSocket>)> {
+    async fn step_role(&self) -> anyhow::Result<(ClusterRole, Option<socket::ClaimSocket>)> {
         if let Some(role) = stamp::read_role(&self.root)? {
             tracing::info!(?role, "role decided on an earlier boot");
             return Ok((role, None));
@@ -316,7 +315,7 @@ impl Firstboot {
         Ok((role, socket))
     }
 
-    async fn run_election(&self) -> anyhow::Result<(ClusterRole, claims::ClaimSocket)> {
+    async fn run_election(&self) -> anyhow::Result<(ClusterRole, socket::ClaimSocket)> {
         let net = &self.settings.network;
         let vlan_if = net.vlan_interface();
         let mac =
@@ -330,7 +329,7 @@ impl Firstboot {
             arp_count: 2,
             give_up_after: Duration::from_secs(600),
         };
-        let socket = claims::ClaimSocket::bind(&vlan_if, claims::PORT)
+        let socket = socket::ClaimSocket::bind(&vlan_if, socket::PORT)
             .context("opening the claim socket")?;
         let cluster = setup.cluster.clone();
         let probe_if = vlan_if.clone();

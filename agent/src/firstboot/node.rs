@@ -11,8 +11,8 @@ use crate::consul::api::Service;
 use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
 use crate::consul::keys::gossip_key;
 use crate::consul::ConsulClient;
-use crate::swarm::Swarm;
-use crate::{docker_labels, systemd, token};
+use crate::docker::swarm::Swarm;
+use crate::{docker::daemon_json, docker::join_token, host::systemd};
 
 /// Returns the node's VLAN address.
 pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
@@ -62,11 +62,11 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
         Duration::from_secs(600),
         || {
             let consul = consul.clone();
-            async move { Ok(consul.kv_get(token::KV_KEY).await?) }
+            async move { Ok(consul.kv_get(join_token::KV_KEY).await?) }
         },
     )
     .await?;
-    let join_token = token::open(fb.secret.expose(), &sealed)?;
+    let join_token = join_token::open(fb.secret.expose(), &sealed)?;
 
     let docker = Swarm::connect(&fb.env.docker_socket, Duration::from_secs(300))
         .await
@@ -75,11 +75,11 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
     let outcome = docker.join(address, net.master, &join_token).await?;
     tracing::info!(?outcome, manager = %net.master, "swarm worker");
 
-    let current = docker_labels::read(&fb.root);
-    let labels = docker_labels::render(
+    let current = daemon_json::read(&fb.root);
+    let labels = daemon_json::render(
         &current,
         &[
-            ("arch", docker_labels::arch()),
+            ("arch", daemon_json::arch()),
             ("hostname", fb.hostname.as_str()),
         ],
     )?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::systemd;
+use crate::host::systemd;
 
 /// What first boot asks of the service manager.
 pub trait Services: Send + Sync + std::fmt::Debug {
@@ -74,7 +74,7 @@ pub struct Environment {
     pub docker_socket: PathBuf,
     /// Consul's data directory (written into its configuration).
     pub consul_data_dir: String,
-    /// `docker save` archives loaded into dockerd once it answers ([`crate::images::DIR`] on the target).
+    /// `docker save` archives loaded into dockerd once it answers ([`crate::docker::images::DIR`] on the target).
     pub images_dir: PathBuf,
     pub services: Arc<dyn Services>,
 }
@@ -84,9 +84,9 @@ impl Environment {
     pub fn target() -> Environment {
         Environment {
             consul: crate::consul::api::LOCAL.parse().expect("valid address"),
-            docker_socket: PathBuf::from(crate::swarm::SOCKET),
+            docker_socket: PathBuf::from(crate::docker::swarm::SOCKET),
             consul_data_dir: crate::consul::config::DATA_DIR.into(),
-            images_dir: PathBuf::from(crate::images::DIR),
+            images_dir: PathBuf::from(crate::docker::images::DIR),
             services: Arc::new(Systemd),
         }
     }

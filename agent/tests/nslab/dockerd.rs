@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cluster_lab::swarm::Swarm;
+use cluster_lab::docker::swarm::Swarm;
 
 use super::{run, unmount_under, Daemon, Netns};
 

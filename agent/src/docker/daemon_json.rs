@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::render::RenderedFile;
+use crate::host::render::RenderedFile;
 
 pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 /// Prefix of every label cluster-lab sets.
@@ -62,7 +62,7 @@ pub fn render(current: &str, labels: &[(&str, &str)]) -> Result<RenderedFile, Da
 pub const OVERLAY_MTU_OPTION: &str = "com.docker.network.driver.mtu";
 
 /// `current` with `default-network-opts.overlay` giving new overlay networks the MTU option `driver_mtu` (see
-/// `overlay::driver_mtu_option`); other defaults and settings stay.
+/// `ingress::driver_mtu_option`); other defaults and settings stay.
 pub fn render_overlay_default(
     current: &str,
     driver_mtu: u32,

@@ -9,7 +9,7 @@ use ipnetwork::Ipv4Network;
 
 use crate::config::NetworkSettings;
 use crate::election::ClusterRole;
-use crate::render::{fill, RenderError, RenderedFile};
+use crate::host::render::{fill, RenderError, RenderedFile};
 
 /// Where networkd looks for administrator-provided files.
 pub const NETWORK_DIR: &str = "/etc/systemd/network";
@@ -18,10 +18,10 @@ pub const VLAN_TAG_LEN: u32 = 4;
 /// MTU of the parent interface assumed when rendering (standard Ethernet).
 pub const PARENT_MTU: u32 = 1500;
 
-const PARENT: &str = include_str!("../templates/networkd/parent.network");
-const NETDEV: &str = include_str!("../templates/networkd/vlan.netdev");
-const VLAN_MASTER: &str = include_str!("../templates/networkd/vlan-master.network");
-const VLAN_NODE: &str = include_str!("../templates/networkd/vlan-node.network");
+const PARENT: &str = include_str!("../../templates/networkd/parent.network");
+const NETDEV: &str = include_str!("../../templates/networkd/vlan.netdev");
+const VLAN_MASTER: &str = include_str!("../../templates/networkd/vlan-master.network");
+const VLAN_NODE: &str = include_str!("../../templates/networkd/vlan-node.network");
 
 /// MTU for a VLAN on a parent with `parent_mtu`: the tag is taken out of the payload.
 pub fn vlan_mtu(parent_mtu: u32) -> u32 {

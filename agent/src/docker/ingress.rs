@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use bollard::models::{Network, NetworkCreateRequest};
 use bollard::query_parameters::{InspectNetworkOptions, ListNetworksOptions, UpdateNodeOptions};
 
-use crate::swarm::{Outcome, Swarm, SwarmError};
+use crate::docker::swarm::{Outcome, Swarm, SwarmError};
 
 /// VXLAN encapsulation overhead (outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8).
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -79,7 +79,9 @@ pub fn driver_mtu_option(underlay_mtu: u32) -> u32 {
 
 /// [`driver_mtu_option`] for overlay networks on the cluster VLAN (1496 on standard Ethernet).
 pub fn vlan_driver_mtu_option() -> u32 {
-    driver_mtu_option(crate::networkd::vlan_mtu(crate::networkd::PARENT_MTU))
+    driver_mtu_option(crate::host::networkd::vlan_mtu(
+        crate::host::networkd::PARENT_MTU,
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -536,7 +538,7 @@ mod tests {
 
     #[test]
     fn overlay_fits_the_vlan() {
-        let vlan = crate::networkd::vlan_mtu(crate::networkd::PARENT_MTU);
+        let vlan = crate::host::networkd::vlan_mtu(crate::host::networkd::PARENT_MTU);
         assert_eq!(super::overlay_mtu(vlan), 1446);
         // The overlay driver takes the underlay's MTU and subtracts the VXLAN overhead itself.
         assert_eq!(super::driver_mtu_option(vlan), 1496);

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::render::RenderedFile;
+use crate::host::render::RenderedFile;
 
 /// The machine's name, validated by the one hostname rule in `cluster-lab.toml`'s schema.
 pub use crate::config::Hostname;

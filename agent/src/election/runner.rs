@@ -5,9 +5,9 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::arp::{self, ArpProbe};
-use crate::claims::ClaimSocket;
+use crate::election::socket::ClaimSocket;
 use crate::election::{Claim, ClusterRole, Election, Input, Mac, Output, Timing};
+use crate::net::arp::{self, ArpProbe};
 
 /// Everything the election needs to know about this machine and its VLAN.
 #[derive(Debug, Clone)]

@@ -8,6 +8,8 @@
 //! elected master until its DHCP service answers) turns every candidate into a node at once.
 
 mod claim;
+pub mod runner;
+pub mod socket;
 
 pub use claim::{Claim, Mac};
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::election::ClusterRole;
-use crate::render::{RenderError, RenderedFile};
+use crate::host::render::{RenderError, RenderedFile};
 
 /// State directory (the unit's `StateDirectory=cluster-lab`).
 pub const STATE_DIR: &str = "/var/lib/cluster-lab";
@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn stamp_path_is_the_units_condition() {
         let unit =
-            include_str!("../../overlays/usr/lib/systemd/system/cluster-lab-firstboot.service");
+            include_str!("../../../overlays/usr/lib/systemd/system/cluster-lab-firstboot.service");
         assert!(unit.contains(&format!("ConditionPathExists=!{DONE}\n")));
         assert!(unit.contains("StateDirectory=cluster-lab\n"));
         assert_eq!(Path::new(DONE).parent(), Some(Path::new(STATE_DIR)));

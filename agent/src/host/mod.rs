@@ -1,0 +1,10 @@
+//! This machine's own state, as files and services: the boot partition, files written onto the target (one
+//! idempotent, atomic install), hostname, login, networkd files, systemd, and the first-boot stamp.
+
+pub mod boot_partition;
+pub mod hostname;
+pub mod login;
+pub mod networkd;
+pub mod render;
+pub mod stamp;
+pub mod systemd;

@@ -1,0 +1,4 @@
+//! The machine's link to the cluster: the 802.1Q VLAN on the wired interface and the ARP probe for an address.
+
+pub mod arp;
+pub mod vlan;
