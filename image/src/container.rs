@@ -11,6 +11,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tar::{Builder, EntryType, Header};
 
+use crate::arch::Arch;
 use crate::disk;
 use crate::error::{ImageError, Result};
 use crate::ext4;
@@ -30,12 +31,6 @@ pub const APPLETS: [&str; 3] = ["httpd", "sh", "wget"];
 const MTIME: u64 = 1_704_067_200;
 const CREATED: &str = "2024-01-01T00:00:00Z";
 
-const EM_386: u16 = 3;
-const EM_ARM: u16 = 40;
-const EM_X86_64: u16 = 62;
-const EM_AARCH64: u16 = 183;
-const PT_INTERP: u32 = 3;
-
 /// An image platform in Docker's (Go's) names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Platform {
@@ -43,47 +38,6 @@ pub struct Platform {
     pub architecture: &'static str,
     /// `v7` for Debian's armhf; none otherwise.
     pub variant: Option<&'static str>,
-}
-
-impl Platform {
-    const AMD64: Platform = Platform {
-        architecture: "amd64",
-        variant: None,
-    };
-    const ARM64: Platform = Platform {
-        architecture: "arm64",
-        variant: None,
-    };
-    const ARMV7: Platform = Platform {
-        architecture: "arm",
-        variant: Some("v7"),
-    };
-    const I386: Platform = Platform {
-        architecture: "386",
-        variant: None,
-    };
-
-    /// The platform of a Debian architecture (`dpkg --print-architecture`): amd64, arm64, armhf, i386.
-    pub fn from_debian_arch(arch: &str) -> Option<Platform> {
-        match arch {
-            "amd64" => Some(Platform::AMD64),
-            "arm64" => Some(Platform::ARM64),
-            "armhf" => Some(Platform::ARMV7),
-            "i386" => Some(Platform::I386),
-            _ => None,
-        }
-    }
-
-    /// The platform of an ELF `e_machine`. 32-bit ARM is taken as v7: Debian's armhf baseline.
-    fn from_elf_machine(machine: u16) -> Option<Platform> {
-        match machine {
-            EM_X86_64 => Some(Platform::AMD64),
-            EM_AARCH64 => Some(Platform::ARM64),
-            EM_ARM => Some(Platform::ARMV7),
-            EM_386 => Some(Platform::I386),
-            _ => None,
-        }
-    }
 }
 
 impl std::fmt::Display for Platform {
@@ -94,64 +48,6 @@ impl std::fmt::Display for Platform {
         }
         Ok(())
     }
-}
-
-/// What an ELF header says about a binary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Elf {
-    machine: u16,
-    /// Has a `PT_INTERP` program header: needs a dynamic loader, which the image does not have.
-    dynamic: bool,
-}
-
-/// Read the ELF header and program headers of a little-endian binary.
-fn read_elf(bytes: &[u8]) -> std::result::Result<Elf, String> {
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
-        return Err("not an ELF binary".into());
-    }
-    if bytes[5] != 1 {
-        return Err("not a little-endian ELF binary".into());
-    }
-    let u16_at = |o: usize| {
-        bytes
-            .get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |o: usize| {
-        bytes
-            .get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |o: usize| {
-        bytes
-            .get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-    };
-    let truncated = || "truncated ELF header".to_string();
-    let machine = u16_at(18).ok_or_else(truncated)?;
-    let (phoff, phentsize, phnum) = match bytes[4] {
-        1 => (
-            u64::from(u32_at(28).ok_or_else(truncated)?),
-            u16_at(42).ok_or_else(truncated)?,
-            u16_at(44).ok_or_else(truncated)?,
-        ),
-        2 => (
-            u64_at(32).ok_or_else(truncated)?,
-            u16_at(54).ok_or_else(truncated)?,
-            u16_at(56).ok_or_else(truncated)?,
-        ),
-        c => return Err(format!("unknown ELF class {c}")),
-    };
-    let mut dynamic = false;
-    for i in 0..u64::from(phnum) {
-        let at = phoff + i * u64::from(phentsize);
-        let p_type = usize::try_from(at)
-            .ok()
-            .and_then(u32_at)
-            .ok_or("program header beyond the end of the file")?;
-        dynamic |= p_type == PT_INTERP;
-    }
-    Ok(Elf { machine, dynamic })
 }
 
 /// A built `docker save` archive.
@@ -221,19 +117,22 @@ fn layer_tar(busybox: &[u8]) -> Result<Vec<u8>> {
 /// Build the `docker save` archive of [`REPO_TAG`] around `busybox`, which must be a static binary (Debian's
 /// busybox-static); the platform is read from its ELF header.
 pub fn busybox_image(busybox: &[u8]) -> Result<ContainerImage> {
-    let elf = read_elf(busybox).map_err(|e| ImageError::Invalid(format!("busybox: {e}")))?;
-    if elf.dynamic {
+    let elf =
+        crate::elf::parse(busybox).map_err(|e| ImageError::Invalid(format!("busybox: {e}")))?;
+    if elf.is_dynamic() {
         return Err(ImageError::Invalid(
             "busybox is dynamically linked and cannot run alone in a container: use Debian's busybox-static"
                 .into(),
         ));
     }
-    let platform = Platform::from_elf_machine(elf.machine).ok_or_else(|| {
-        ImageError::Invalid(format!(
-            "busybox is built for ELF machine {}, which has no Docker platform here",
-            elf.machine
-        ))
-    })?;
+    let platform = Arch::from_elf_machine(elf.machine)
+        .map(Arch::docker_platform)
+        .ok_or_else(|| {
+            ImageError::Invalid(format!(
+                "busybox is built for ELF machine {}, which has no Docker platform here",
+                elf.machine
+            ))
+        })?;
 
     let layer = layer_tar(busybox)?;
     let layer_hex = sha256_hex(&layer);
@@ -306,11 +205,11 @@ pub fn find_busybox(image: &Path) -> Result<FoundBusybox> {
         let Some(binary) = ext4::read_file(image, &located.root, path)? else {
             continue;
         };
-        let elf = read_elf(&binary).map_err(|e| ImageError::BadInput {
+        let elf = crate::elf::parse(&binary).map_err(|e| ImageError::BadInput {
             path: image.into(),
             reason: format!("{path} in the root filesystem: {e}"),
         })?;
-        return Ok(if elf.dynamic {
+        return Ok(if elf.is_dynamic() {
             FoundBusybox::Dynamic { path }
         } else {
             FoundBusybox::Static { path, binary }
@@ -322,6 +221,8 @@ pub fn find_busybox(image: &Path) -> Result<FoundBusybox> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::elf::{EM_386, EM_AARCH64, EM_ARM, EM_X86_64};
+    use object::elf::PT_INTERP;
     use std::io::Read;
 
     /// A minimal static ELF64 header for `machine`: no program headers.
@@ -330,6 +231,7 @@ mod tests {
         b[..4].copy_from_slice(b"\x7fELF");
         b[4] = 2;
         b[5] = 1;
+        b[6] = 1; // EI_VERSION: EV_CURRENT
         b[18..20].copy_from_slice(&machine.to_le_bytes());
         b
     }
@@ -446,13 +348,16 @@ mod tests {
             ("amd64", EM_X86_64, "amd64", None, "linux/amd64"),
             ("arm64", EM_AARCH64, "arm64", None, "linux/arm64"),
             ("armhf", EM_ARM, "arm", Some("v7"), "linux/arm/v7"),
-            ("i386", EM_386, "386", None, "linux/386"),
         ];
         for (debian, machine, arch, variant, shown) in cases {
-            let p = Platform::from_debian_arch(debian).unwrap();
+            let p = Arch::from_debian(debian).unwrap().docker_platform();
             assert_eq!((p.architecture, p.variant), (arch, variant), "{debian}");
             assert_eq!(p.to_string(), shown);
-            assert_eq!(Platform::from_elf_machine(machine), Some(p), "{debian}");
+            assert_eq!(
+                Arch::from_elf_machine(machine).map(Arch::docker_platform),
+                Some(p),
+                "{debian}"
+            );
             let img = busybox_image(&fake_elf(machine)).unwrap();
             assert_eq!(img.platform, p);
             let all = entries(&img.archive);
@@ -464,7 +369,10 @@ mod tests {
             assert_eq!(config["architecture"], arch);
             assert_eq!(config.get("variant").and_then(|v| v.as_str()), variant);
         }
-        assert_eq!(Platform::from_debian_arch("armel"), None);
+        assert_eq!(Arch::from_debian("armel"), None);
+        // i386 is no cluster-lab target: its busybox has no platform here.
+        let err = busybox_image(&fake_elf(EM_386)).unwrap_err().to_string();
+        assert!(err.contains("no Docker platform"), "{err}");
     }
 
     #[test]
@@ -488,9 +396,9 @@ mod tests {
         // Debian's busybox-static on the build host (listed in ci/apt-packages.txt) is what the root tier loads.
         let bin =
             std::fs::read("/bin/busybox").expect("reading /bin/busybox: install busybox-static");
-        let elf = read_elf(&bin).unwrap();
+        let elf = crate::elf::parse(&bin).unwrap();
         assert!(
-            !elf.dynamic,
+            !elf.is_dynamic(),
             "/bin/busybox is dynamically linked: install busybox-static"
         );
     }

@@ -1,5 +1,7 @@
 //! Disk-image code for cluster-lab: read and edit SD-card images without root or loop mounts.
 //!
+//! - [`arch`]: the target architectures and their names in Debian, Rust, ELF and Docker.
+//! - [`elf`]: what a binary's ELF headers say (machine, interpreter, glibc floor).
 //! - [`mbr`]: the MBR partition table (mbrman).
 //! - [`fat`]: the FAT boot partition (fatfs for file edits; mkfs.vfat + mcopy for whole trees),
 //!   checked with `fsck.vfat -n`.
@@ -11,14 +13,17 @@
 //! - [`output`]: OUT.img, OUT.img.zst|xz and OUT.sha256, renamed into place when complete.
 //! - [`flash`]: writing an image to a card or file, safely, with read-back verification.
 
+pub mod arch;
 pub mod assemble;
 pub mod command;
 pub mod container;
 pub mod disk;
+pub mod elf;
 pub mod error;
 pub mod ext4;
 pub mod fat;
 pub mod flash;
+pub mod host_tools;
 pub mod inject;
 pub mod mbr;
 pub mod output;

@@ -12,8 +12,9 @@ use std::process::Command;
 use std::time::Instant;
 use xshell::{cmd, Shell};
 
-use crate::arch::Arch;
-use crate::{elf, tools};
+use cluster_lab_image::arch::Arch;
+use cluster_lab_image::elf;
+use cluster_lab_image::host_tools as tools;
 
 #[derive(Debug, Args)]
 pub struct Agent {

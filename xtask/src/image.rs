@@ -14,7 +14,7 @@ use cluster_lab_config::edit;
 use cluster_lab_image::{container, disk, inject, output};
 use xshell::Shell;
 
-use crate::arch::Arch;
+use cluster_lab_image::arch::Arch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Compress {
@@ -83,7 +83,8 @@ impl Image {
         let agent = match &self.agent {
             Some(a) => {
                 // A binary for another board would leave a card that never finishes its first boot.
-                crate::elf::require_machine(a, self.arch).context("checking --agent")?;
+                cluster_lab_image::elf::require_machine(a, self.arch)
+                    .context("checking --agent")?;
                 a.clone()
             }
             None => {
@@ -210,8 +211,7 @@ fn preload_busybox(work: &Path, arch: Arch) -> Result<Option<tempfile::NamedTemp
         }
     };
     let image = container::busybox_image(&binary).context("building the busybox image")?;
-    let want = container::Platform::from_debian_arch(arch.debian());
-    if want != Some(image.platform) {
+    if arch.docker_platform() != image.platform {
         bail!(
             "the base's busybox is {}, but the image is for {arch}: is --base an image for another board?",
             image.platform

@@ -5,16 +5,11 @@ use clap::{Parser, Subcommand};
 use xshell::Shell;
 
 mod agent;
-mod arch;
 mod base;
 mod bench;
-mod cluster;
-mod elf;
 mod flash;
 mod image;
-mod serial;
 mod test;
-mod tools;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,7 +34,7 @@ enum Task {
     /// Write an image to an SD card or file, verify it, and set the card's hostname and SSH keys.
     Flash(flash::Flash),
     /// Boot the image as a virtual cluster in QEMU (up, down, status, ssh) and run its acceptance test.
-    Cluster(cluster::Cluster),
+    Cluster(vmlab::Cluster),
     /// Benchmarks that print numbers and record them in docs/benchmarks.md (`bench dhcp`).
     Bench(bench::Bench),
 }

@@ -118,7 +118,7 @@ fn step(name: &str) {
 }
 
 fn require_root(tier: &str) -> Result<()> {
-    if !crate::tools::is_root() {
+    if !cluster_lab_image::host_tools::is_root() {
         bail!("the {tier} tier needs root; run it as root: `cargo xtask test --tier {tier}`");
     }
     Ok(())

@@ -15,8 +15,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::BaseOutput;
-use crate::serial::strip_ansi;
-use crate::tools;
+use cluster_lab_image::host_tools as tools;
+use vmlab::serial::strip_ansi;
 
 /// Size of the virtual disk the guest sees (the image grows into it on first boot).
 const DISK_MIB: u64 = 4096;

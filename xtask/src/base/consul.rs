@@ -7,8 +7,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::recipe::hex;
-use crate::arch::Arch;
-use crate::tools;
+use cluster_lab_image::arch::Arch;
+use cluster_lab_image::host_tools as tools;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsulSource {
@@ -38,7 +38,7 @@ impl ConsulSource {
         let sha256 = verify(&zip, &sums)?;
         let binary = work.join("consul");
         extract(&zip, &binary)?;
-        crate::elf::require_machine(&binary, arch)
+        cluster_lab_image::elf::require_machine(&binary, arch)
             .with_context(|| format!("{} does not hold a Consul for {arch}", zip.display()))?;
         Ok(Some(VerifiedConsul { sha256, binary }))
     }

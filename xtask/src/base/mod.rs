@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use xshell::Shell;
 
-use crate::arch::Arch;
-use crate::tools;
+use cluster_lab_image::arch::Arch;
+use cluster_lab_image::host_tools as tools;
 pub use consul::ConsulSource;
 pub use manifest::Manifest;
 use output::{link_latest, rel, Paths, Step};

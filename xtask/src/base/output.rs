@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{BaseOutput, Manifest};
-use crate::arch::Arch;
+use cluster_lab_image::arch::Arch;
 
 pub struct Paths {
     pub image: PathBuf,

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-use crate::arch::Arch;
+use cluster_lab_image::arch::Arch;
 
 /// Bump when `cargo xtask base` changes what it builds from the same recipe (the cache key covers it).
 pub const BASE_BUILDER_VERSION: u32 = 1;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::recipe::Recipe;
-use crate::arch::Arch;
-use crate::tools::{self, tail};
+use cluster_lab_image::arch::Arch;
+use cluster_lab_image::host_tools::{self as tools, tail};
 
 /// Everything mmdebstrap needs for one build.
 #[derive(Debug)]
@@ -229,7 +229,7 @@ pub fn check(root: &Path, arch: Arch) -> Result<()> {
     if !keys.is_empty() {
         bail!("the image would ship SSH host keys shared by every card: {keys:?}");
     }
-    crate::elf::require_machine(&root.join("usr/bin/consul"), arch)
+    cluster_lab_image::elf::require_machine(&root.join("usr/bin/consul"), arch)
         .context("checking usr/bin/consul")?;
     Ok(())
 }

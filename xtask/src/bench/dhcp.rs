@@ -367,7 +367,7 @@ fn command_line(args: &Dhcp, servers: &[Server]) -> String {
 }
 
 fn preflight(servers: &[Server]) -> Result<()> {
-    if !crate::tools::is_root() {
+    if !cluster_lab_image::host_tools::is_root() {
         bail!("the DHCP bench needs root (network namespaces, port 67); run `sudo -E cargo xtask bench dhcp`");
     }
     let mut missing = Vec::new();

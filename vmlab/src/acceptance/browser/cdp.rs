@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use command_fds::{CommandFdExt, FdMapping};
 use serde_json::{json, Value};
 
-use crate::cluster::host;
+use crate::host;
 
 /// A browser started with `--remote-debugging-pipe`, and the client end of its pipe. Dropping it
 /// kills the browser's whole process group.
@@ -182,7 +182,7 @@ impl Browser {
         File::open(&self.log)
             .and_then(|mut f| f.read_to_string(&mut text))
             .ok();
-        let text = crate::tools::tail(text.trim(), 10);
+        let text = cluster_lab_image::host_tools::tail(text.trim(), 10);
         if text.is_empty() {
             String::new()
         } else {

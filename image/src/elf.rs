@@ -1,12 +1,35 @@
-//! Just enough ELF to check a built binary: machine type, static or dynamic, the glibc version it needs.
+//! Just enough of a binary's ELF headers to check it before it goes into an image: its machine, whether it needs
+//! a dynamic loader (and which), and the newest glibc symbol version it references. Parsed with the `object`
+//! crate; every cluster-lab target is little-endian.
 
-use anyhow::{bail, Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-pub const EM_ARM: u16 = 40;
-pub const EM_X86_64: u16 = 62;
-pub const EM_AARCH64: u16 = 183;
-const PT_INTERP: u32 = 3;
+use object::elf::{FileHeader32, FileHeader64, PT_INTERP};
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::LittleEndian;
+
+use crate::arch::Arch;
+
+pub use object::elf::{EM_386, EM_AARCH64, EM_ARM, EM_X86_64};
+
+/// Why a file is not a binary we can use.
+#[derive(Debug, thiserror::Error)]
+pub enum ElfError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("{path} is built for {found} but {arch} needs {want}")]
+    WrongMachine {
+        path: PathBuf,
+        found: &'static str,
+        arch: Arch,
+        want: &'static str,
+    },
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElfInfo {
@@ -22,6 +45,11 @@ impl ElfInfo {
     pub fn machine_name(&self) -> &'static str {
         machine_name(self.machine)
     }
+
+    /// Needs a dynamic loader (has a `PT_INTERP` program header).
+    pub fn is_dynamic(&self) -> bool {
+        self.interpreter.is_some()
+    }
 }
 
 pub fn machine_name(machine: u16) -> &'static str {
@@ -29,86 +57,65 @@ pub fn machine_name(machine: u16) -> &'static str {
         EM_ARM => "ARM",
         EM_X86_64 => "x86-64",
         EM_AARCH64 => "AArch64",
+        EM_386 => "i386",
         _ => "unknown machine",
     }
 }
 
 /// Read `path` and check it is an executable for `arch`.
-pub fn require_machine(path: &Path, arch: crate::arch::Arch) -> Result<ElfInfo> {
+pub fn require_machine(path: &Path, arch: Arch) -> Result<ElfInfo, ElfError> {
     let info = read(path)?;
     if info.machine != arch.elf_machine() {
-        bail!(
-            "{} is built for {} but {arch} needs {}",
-            path.display(),
-            info.machine_name(),
-            machine_name(arch.elf_machine())
-        );
+        return Err(ElfError::WrongMachine {
+            path: path.to_path_buf(),
+            found: info.machine_name(),
+            arch,
+            want: machine_name(arch.elf_machine()),
+        });
     }
     Ok(info)
 }
 
-pub fn read(path: &Path) -> Result<ElfInfo> {
-    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    parse(&data).with_context(|| format!("parsing ELF header of {}", path.display()))
+pub fn read(path: &Path) -> Result<ElfInfo, ElfError> {
+    let data = std::fs::read(path).map_err(|source| ElfError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&data).map_err(|reason| ElfError::Parse {
+        path: path.to_path_buf(),
+        reason: format!("parsing its ELF header: {reason}"),
+    })
 }
 
-/// Parse a little-endian ELF image (all our targets are little-endian).
-pub fn parse(d: &[u8]) -> Result<ElfInfo> {
-    if d.len() < 52 || &d[..4] != b"\x7fELF" {
-        bail!("not an ELF file");
+/// Parse a little-endian ELF image.
+pub fn parse(d: &[u8]) -> Result<ElfInfo, String> {
+    if d.len() < 16 || &d[..4] != b"\x7fELF" {
+        return Err("not an ELF file".into());
     }
     if d[5] != 1 {
-        bail!("big-endian ELF is not a cluster-lab target");
+        return Err("big-endian ELF is not a cluster-lab target".into());
     }
-    let u16_at = |o: usize| -> Result<u16> {
-        Ok(u16::from_le_bytes(
-            d.get(o..o + 2).context("truncated ELF")?.try_into()?,
-        ))
-    };
-    let u32_at = |o: usize| -> Result<u32> {
-        Ok(u32::from_le_bytes(
-            d.get(o..o + 4).context("truncated ELF")?.try_into()?,
-        ))
-    };
-    let u64_at = |o: usize| -> Result<u64> {
-        Ok(u64::from_le_bytes(
-            d.get(o..o + 8).context("truncated ELF")?.try_into()?,
-        ))
-    };
-    let bits = match d[4] {
-        1 => 32,
-        2 => 64,
-        c => bail!("unknown ELF class {c}"),
-    };
-    let machine = u16_at(18)?;
-    // Program headers: offset, entry size and count sit at class-dependent places.
-    let (phoff, phentsize, phnum) = if bits == 64 {
-        (
-            u64_at(32)? as usize,
-            u16_at(54)? as usize,
-            u16_at(56)? as usize,
-        )
-    } else {
-        (
-            u32_at(28)? as usize,
-            u16_at(42)? as usize,
-            u16_at(44)? as usize,
-        )
-    };
+    match d[4] {
+        1 => parse_as::<FileHeader32<LittleEndian>>(d, 32),
+        2 => parse_as::<FileHeader64<LittleEndian>>(d, 64),
+        c => Err(format!("unknown ELF class {c}")),
+    }
+}
+
+fn parse_as<H: FileHeader<Endian = LittleEndian>>(d: &[u8], bits: u8) -> Result<ElfInfo, String> {
+    let header = H::parse(d).map_err(|e| format!("truncated ELF: {e}"))?;
+    let endian = LittleEndian;
     let mut interpreter = None;
-    for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        if u32_at(ph)? != PT_INTERP {
+    for ph in header
+        .program_headers(endian, d)
+        .map_err(|e| format!("program headers: {e}"))?
+    {
+        if ph.p_type(endian) != PT_INTERP {
             continue;
         }
-        let (off, size) = if bits == 64 {
-            (u64_at(ph + 8)? as usize, u64_at(ph + 32)? as usize)
-        } else {
-            (u32_at(ph + 4)? as usize, u32_at(ph + 16)? as usize)
-        };
-        let raw = d
-            .get(off..off + size)
-            .context("interpreter outside the file")?;
+        let raw = ph
+            .data(endian, d)
+            .map_err(|()| "interpreter outside the file".to_string())?;
         interpreter = Some(
             String::from_utf8_lossy(raw)
                 .trim_end_matches('\0')
@@ -116,7 +123,7 @@ pub fn parse(d: &[u8]) -> Result<ElfInfo> {
         );
     }
     Ok(ElfInfo {
-        machine,
+        machine: header.e_machine(endian),
         bits,
         interpreter,
         glibc_floor: glibc_floor(d),
@@ -150,7 +157,6 @@ fn glibc_floor(d: &[u8]) -> Option<(u32, u32)> {
     }
     best
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +167,7 @@ mod tests {
         d[..4].copy_from_slice(b"\x7fELF");
         d[4] = 2;
         d[5] = 1;
+        d[6] = 1; // EI_VERSION: EV_CURRENT
         d[18..20].copy_from_slice(&machine.to_le_bytes());
         d[32..40].copy_from_slice(&64u64.to_le_bytes());
         d[54..56].copy_from_slice(&56u16.to_le_bytes());

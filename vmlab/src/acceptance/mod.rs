@@ -21,7 +21,7 @@ use clap::Args;
 
 use super::state::{rel, State};
 use super::up::{Formation, Up};
-use crate::arch::Arch;
+use cluster_lab_image::arch::Arch;
 use lab::Lab;
 use report::{Check, Report};
 
@@ -81,7 +81,7 @@ impl Test {
     }
 
     pub fn run(self) -> Result<()> {
-        if !crate::tools::is_root() {
+        if !cluster_lab_image::host_tools::is_root() {
             bail!("the VM tier needs root (network namespaces, taps, QEMU): run `sudo -E cargo xtask cluster test`");
         }
         if self.nodes < 2 {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use cluster_lab_image::{disk, fat::FatVolume, flash};
 
-use crate::arch::Arch;
+use cluster_lab_image::arch::Arch;
 
 /// The kernel, initrd and command line QEMU boots with.
 #[derive(Debug, Clone)]

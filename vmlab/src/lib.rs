@@ -1,5 +1,6 @@
-//! `cargo xtask cluster`: the image booted as a virtual cluster in QEMU (TCG) — the proof that first
-//! boot forms a cluster — and its acceptance test.
+//! The virtual cluster (`cargo xtask cluster`): the cluster-lab image booted as machines in QEMU (TCG) on a
+//! virtual switch — where users try the product without hardware, and the proof that first boot forms a
+//! cluster — and its acceptance test.
 //!
 //! - [`switch`]: the network namespace, bridge, taps and home-router DHCP server (the "home LAN").
 //! - [`vm`]: one QEMU process, its serial log and QMP socket.
@@ -12,6 +13,7 @@ pub mod disk;
 pub mod down;
 pub mod host;
 pub mod http;
+pub mod serial;
 pub mod ssh;
 pub mod state;
 pub mod status;
@@ -55,4 +57,12 @@ impl Cluster {
             Action::Test(a) => a.run(),
         }
     }
+}
+
+/// The workspace root (the parent of vmlab/): images are found under build/, state kept under build/cluster/.
+pub fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("vmlab lives in the workspace root")
+        .to_path_buf()
 }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cluster::http;
-use crate::cluster::ssh::Ssh;
-use crate::cluster::state::{Machine, State};
+use crate::http;
+use crate::ssh::Ssh;
+use crate::state::{Machine, State};
 
 pub struct Lab {
     pub st: State,

@@ -9,8 +9,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::lab::Lab;
-use crate::cluster::up::Formation;
-use crate::cluster::vm;
+use crate::up::Formation;
+use crate::vm;
 
 /// One machine's numbers, in seconds.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +57,7 @@ const SED_MONO_US: &str = r"s/^\[ *([0-9]+)\.([0-9]{6})\].*/\1\2/";
 
 /// `unit property value` lines for the units whose timestamps we need, plus `consul.service
 /// SyncedMonotonic <µs>` from the journal (short-monotonic prints seconds with six decimals).
-fn probe_script(arch: crate::arch::Arch) -> String {
+fn probe_script(arch: cluster_lab_image::arch::Arch) -> String {
     format!(
         "for u in serial-getty@{}.service docker.service consul.service cluster-lab-firstboot.service; do \
            for p in InactiveExitTimestampMonotonic ActiveEnterTimestampMonotonic ExecMainStartTimestampMonotonic ExecMainExitTimestampMonotonic; do \
@@ -89,7 +89,7 @@ fn span(out: &str, unit: &str, from: &str, to: &str) -> Option<f64> {
 pub fn measure(
     lab: &Lab,
     formation: Option<&Formation>,
-    arch: crate::arch::Arch,
+    arch: cluster_lab_image::arch::Arch,
 ) -> Vec<MachineTimes> {
     lab.st
         .machines
@@ -228,7 +228,7 @@ impl Section<'_> {
 }
 
 fn utc_now() -> String {
-    crate::cluster::host::run(&mut crate::cluster::host::command(
+    crate::host::run(&mut crate::host::command(
         "date",
         &["-u", "+%Y-%m-%d %H:%M UTC"],
     ))
@@ -326,7 +326,7 @@ mod tests {
             String::from_utf8_lossy(&out.stdout).trim()
         );
         assert_eq!(mono(&line, "consul.", "SyncedMonotonic"), Some(79.577484));
-        assert!(probe_script(crate::arch::Arch::Amd64).contains(CONSUL_READY_LINE));
+        assert!(probe_script(cluster_lab_image::arch::Arch::Amd64).contains(CONSUL_READY_LINE));
     }
 
     #[test]

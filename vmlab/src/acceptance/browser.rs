@@ -18,10 +18,11 @@ use serde_json::json;
 
 use super::lab::Lab;
 use super::report::Check;
-use crate::cluster::host;
+use crate::host;
 use cdp::Browser;
 
-pub const CHROMIUM: crate::tools::Tool = crate::tools::Tool::debian("chromium", "chromium");
+pub const CHROMIUM: cluster_lab_image::host_tools::Tool =
+    cluster_lab_image::host_tools::Tool::debian("chromium", "chromium");
 
 /// How long the node list may take to appear: TCG guests on a loaded 2-core host answer slowly.
 const NODES_WITHIN: Duration = Duration::from_secs(90);
@@ -218,9 +219,9 @@ pub fn nodes_page(lab: &Lab, artifacts: &Path) -> Check {
 }
 
 fn inner(lab: &Lab, artifacts: &Path, name: &str) -> Result<Check> {
-    crate::tools::require(&[CHROMIUM])?;
+    cluster_lab_image::host_tools::require(&[CHROMIUM])?;
     let ip = lab.master_ip();
-    let dc = crate::cluster::http::get_json(
+    let dc = crate::http::get_json(
         &lab.st.netns,
         &format!("http://{ip}:8500/v1/agent/self"),
         Duration::from_secs(10),
@@ -245,7 +246,7 @@ fn inner(lab: &Lab, artifacts: &Path, name: &str) -> Result<Check> {
 }
 
 fn evidence(url: &str, c: &Capture, shot: &Path, dom: &Path) -> String {
-    let rel = crate::cluster::state::rel;
+    let rel = crate::state::rel;
     let mut e = format!("{url}\n");
     if c.missing.is_empty() {
         e += &format!(

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 
 use super::lab::Lab;
 use super::report::Check;
-use crate::cluster::http;
+use crate::http;
 
 const NAME: &str =
     "reboot node 1: same VLAN address, alive in Consul, Ready in Swarm, firstboot not re-run";

@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::host;
-use crate::arch::Arch;
 use crate::serial::strip_ansi;
+use cluster_lab_image::arch::Arch;
 
 /// What QEMU needs to boot one VM.
 #[derive(Debug, Clone)]
@@ -62,10 +62,10 @@ impl Files {
 }
 
 /// The QEMU binary for an architecture and the Debian package that has it.
-pub fn qemu_tool(arch: Arch) -> Result<crate::tools::Tool> {
+pub fn qemu_tool(arch: Arch) -> Result<cluster_lab_image::host_tools::Tool> {
     Ok(match arch {
-        Arch::Amd64 => crate::tools::QEMU_SYSTEM_X86,
-        Arch::Arm64 => crate::tools::Tool {
+        Arch::Amd64 => cluster_lab_image::host_tools::QEMU_SYSTEM_X86,
+        Arch::Arm64 => cluster_lab_image::host_tools::Tool {
             program: "qemu-system-aarch64",
             package: "qemu-system-arm",
             backports: true,
@@ -324,7 +324,7 @@ pub fn serial_text(files: &Files) -> String {
 
 /// The last `n` lines of the serial console, for error messages.
 pub fn serial_tail(files: &Files, n: usize) -> String {
-    crate::tools::tail(&serial_text(files), n)
+    cluster_lab_image::host_tools::tail(&serial_text(files), n)
 }
 
 /// Offset-tracking reader of the serial log: finds a pattern in what was written since the last look.

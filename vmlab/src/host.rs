@@ -97,7 +97,7 @@ pub fn failure_text(out: &Output) -> String {
     } else {
         err.into_owned()
     };
-    let text = crate::tools::tail(text.trim(), 15);
+    let text = cluster_lab_image::host_tools::tail(text.trim(), 15);
     if text.is_empty() {
         "(no output)".to_string()
     } else {

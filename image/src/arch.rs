@@ -1,4 +1,5 @@
-//! The target architectures cluster-lab builds for, and their names in each toolchain.
+//! The target architectures cluster-lab builds for, and their names in each toolchain: Debian, Rust, HashiCorp,
+//! ELF and Docker. The one map of architecture names; everything else asks it.
 
 use clap::ValueEnum;
 
@@ -57,6 +58,31 @@ impl Arch {
             Arch::Amd64 => crate::elf::EM_X86_64,
         }
     }
+
+    /// The architecture whose binaries have ELF `e_machine` `machine`.
+    pub fn from_elf_machine(machine: u16) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.elf_machine() == machine)
+    }
+
+    /// The architecture Debian calls `name`.
+    pub fn from_debian(name: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.debian() == name)
+    }
+
+    /// Docker's (Go's) platform of this architecture's images: 32-bit ARM is v7, Debian's armhf baseline.
+    pub fn docker_platform(self) -> crate::container::Platform {
+        let (architecture, variant) = match self {
+            Arch::Armhf => ("arm", Some("v7")),
+            Arch::Arm64 => ("arm64", None),
+            Arch::Amd64 => ("amd64", None),
+        };
+        crate::container::Platform {
+            architecture,
+            variant,
+        }
+    }
+
+    pub const ALL: [Arch; 3] = [Arch::Armhf, Arch::Arm64, Arch::Amd64];
 }
 
 impl std::fmt::Display for Arch {

@@ -15,8 +15,8 @@ use super::state::{self, rel, Machine, State};
 use super::switch::{self, Switch};
 use super::vm;
 use super::watch::{Milestones, Watcher};
-use crate::arch::Arch;
-use crate::tools;
+use cluster_lab_image::arch::Arch;
+use cluster_lab_image::host_tools as tools;
 
 #[derive(Debug, Clone, Args)]
 pub struct Up {

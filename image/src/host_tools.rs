@@ -1,9 +1,31 @@
 //! Host tools the build tasks run: check they are there, name the Debian package when one is missing,
 //! and install it when running as root on Debian.
 
-use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A host tool that is missing and could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{0}\n(run as root on Debian and xtask installs them itself)")]
+    Missing(String),
+    #[error("running apt-get: {0}")]
+    Spawn(std::io::Error),
+    #[error("`apt-get {command}` failed ({status}):\n{stderr}{hint}")]
+    Apt {
+        command: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+        hint: &'static str,
+    },
+    #[error("installed {package} but {program} is still not on PATH")]
+    StillMissing {
+        package: &'static str,
+        program: &'static str,
+    },
+}
+
+type Result<T> = std::result::Result<T, ToolError>;
 
 /// A program on the host and the Debian package that ships it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,10 +126,7 @@ pub fn require(tools: &[Tool]) -> Result<()> {
             .iter()
             .map(|t| format!("missing host tool {}: {}", t.program, t.install_hint()))
             .collect();
-        bail!(
-            "{}\n(run as root on Debian and xtask installs them itself)",
-            lines.join("\n")
-        );
+        return Err(ToolError::Missing(lines.join("\n")));
     }
     let (backports, plain): (Vec<Tool>, Vec<Tool>) = missing.iter().partition(|t| t.backports);
     eprintln!(
@@ -118,11 +137,11 @@ pub fn require(tools: &[Tool]) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    apt(&["update", "-qq"])?;
+    apt(&["update", "-qq"], "")?;
     if !plain.is_empty() {
         let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
         args.extend(plain.iter().map(|t| t.package));
-        apt(&args)?;
+        apt(&args, "")?;
     }
     if !backports.is_empty() {
         let mut args = vec![
@@ -134,33 +153,35 @@ pub fn require(tools: &[Tool]) -> Result<()> {
             "bookworm-backports",
         ];
         args.extend(backports.iter().map(|t| t.package));
-        apt(&args).context("bookworm-backports must be in the apt sources (see docs/image.md)")?;
+        apt(
+            &args,
+            "\nbookworm-backports must be in the apt sources (bash ci/deps.sh adds it)",
+        )?;
     }
     for t in &missing {
         if find(t.program).is_none() {
-            bail!(
-                "installed {} but {} is still not on PATH",
-                t.package,
-                t.program
-            );
+            return Err(ToolError::StillMissing {
+                package: t.package,
+                program: t.program,
+            });
         }
     }
     Ok(())
 }
 
-fn apt(args: &[&str]) -> Result<()> {
+fn apt(args: &[&str], hint: &'static str) -> Result<()> {
     let out = Command::new("apt-get")
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .output()
-        .context("running apt-get")?;
+        .map_err(ToolError::Spawn)?;
     if !out.status.success() {
-        bail!(
-            "`apt-get {}` failed ({}):\n{}",
-            args.join(" "),
-            out.status,
-            tail(&String::from_utf8_lossy(&out.stderr), 20)
-        );
+        return Err(ToolError::Apt {
+            command: args.join(" "),
+            status: out.status,
+            stderr: tail(&String::from_utf8_lossy(&out.stderr), 20),
+            hint,
+        });
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use super::lab::Lab;
 use super::report::Check;
-use crate::cluster::{host, http};
+use crate::{host, http};
 
 /// Every VM took its untagged home-LAN address from the home router (dnsmasq's lease file).
 pub fn home_lan_leases(lab: &Lab) -> Check {
@@ -67,7 +67,7 @@ pub fn master_reachable(lab: &Lab) -> Check {
 pub fn flashed_key(lab: &Lab) -> Check {
     const NAME: &str =
         "SSH as cluster with the key flashed into cluster-lab.toml, on every machine";
-    let ssh = crate::cluster::ssh::Ssh {
+    let ssh = crate::ssh::Ssh {
         keys: vec![lab.st.ssh_key.clone()],
         ..lab.ssh.clone()
     };
