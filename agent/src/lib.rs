@@ -16,3 +16,4 @@ pub mod host;
 pub mod logging;
 pub mod net;
 pub mod status;
+pub mod wait;

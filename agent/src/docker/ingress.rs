@@ -111,9 +111,8 @@ pub enum IngressError {
     },
 }
 
-fn err(action: &'static str) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
-    move |source| SwarmError::Docker { action, source }
-}
+use super::swarm::docker_err as err;
+use crate::wait::Waited;
 
 /// Make the swarm's ingress network carry `MTU_OPTION = option` (managers only; pass [`driver_mtu_option`] of the
 /// VLAN's MTU). No-op when the one ingress network already has it and is set up on this node. Replacing it fails
@@ -398,26 +397,18 @@ async fn attach_node(swarm: &Swarm, node_id: &str) -> Result<(), SwarmError> {
 async fn wait_for<T, F, Fut>(
     what: &'static str,
     timeout: Duration,
-    mut check: F,
+    check: F,
 ) -> Result<T, IngressError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Result<T, String>, SwarmError>>,
 {
-    let started = Instant::now();
-    loop {
-        match check().await? {
-            Ok(value) => return Ok(value),
-            Err(last) if started.elapsed() >= timeout => {
-                return Err(IngressError::Timeout {
-                    what,
-                    waited: started.elapsed(),
-                    last,
-                })
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
+    crate::wait::poll(timeout, POLL, check)
+        .await
+        .map_err(|w| match w {
+            Waited::Failed(e) => IngressError::Swarm(e),
+            Waited::TimedOut { waited, last } => IngressError::Timeout { what, waited, last },
+        })
 }
 
 /// Networks the engine lists as the ingress network: the swarm's, and its own local copies.

@@ -35,7 +35,10 @@ pub enum SwarmError {
     BadState { state: String, detail: String },
 }
 
-fn docker_err(action: &'static str) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
+/// Wraps a Docker API error with the action that failed.
+pub(crate) fn docker_err(
+    action: &'static str,
+) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
     move |source| SwarmError::Docker { action, source }
 }
 

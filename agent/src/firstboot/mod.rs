@@ -11,9 +11,9 @@ mod services;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::config::{Role, Settings};
 use crate::election::{ClusterRole, Mac, Timing};
@@ -372,35 +372,25 @@ pub async fn wait_for_address(
     timeout: Duration,
     want: impl Fn(Ipv4Addr) -> bool,
 ) -> anyhow::Result<Ipv4Addr> {
-    let started = Instant::now();
-    loop {
+    let waited = crate::wait::poll(timeout, Duration::from_millis(500), || {
         let addrs = crate::dhcp::socket::interface_addresses(interface).unwrap_or_default();
-        if let Some(a) = addrs.into_iter().find(|a| want(*a)) {
-            return Ok(a);
-        }
-        if started.elapsed() > timeout {
-            bail!("{interface}: no cluster address after {timeout:?} (check `networkctl status {interface}`)");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        let found = addrs.into_iter().find(|a| want(*a));
+        async move { Ok::<_, std::convert::Infallible>(found.ok_or_else(String::new)) }
+    })
+    .await;
+    waited.map_err(|_| {
+        anyhow::anyhow!(
+            "{interface}: no cluster address after {timeout:?} (check `networkctl status {interface}`)"
+        )
+    })
 }
 
-/// Poll `check` until it yields a value or `timeout` passes; the error names `what` and the last failure.
-pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+/// Poll `check` once a second until it yields a value or `timeout` passes; the error names `what` and the last
+/// failure.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
-    let started = Instant::now();
-    loop {
-        let last = match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => "not yet".to_string(),
-            Err(e) => format!("{e:#}"),
-        };
-        if started.elapsed() > timeout {
-            bail!("{what}: still waiting after {timeout:?}: {last}");
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    crate::wait::until(what, timeout, Duration::from_secs(1), check).await
 }

@@ -7,9 +7,8 @@
 //! Both files are rewritten atomically and only when something differs, so a second run changes nothing. The user
 //! (uid, gid, home) is looked up in the `/etc/passwd` under the given root, never in the host's user database.
 
-use std::fs::{File, Permissions};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::Permissions;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The login user the base image creates (uid 1000, groups sudo and docker).
@@ -284,38 +283,21 @@ fn ensure_dir(dir: &Path, entry: &PasswdEntry, dry_run: bool) -> Result<bool, Lo
     Ok(true)
 }
 
-/// Replace `path` with `contents` atomically (temporary file in the same directory, fsync, rename), with `mode`
-/// and `owner` set before the rename.
+/// Replace `path` with `contents` atomically, with `mode` and `owner` set before the rename.
 fn write_atomic(
     path: &Path,
     contents: &str,
     mode: u32,
     owner: (u32, u32),
 ) -> Result<(), LoginError> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.cluster-lab-tmp"));
-    let write = || -> std::io::Result<()> {
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        std::os::unix::fs::fchown(&file, Some(owner.0), Some(owner.1))?;
-        file.set_permissions(Permissions::from_mode(mode))?;
-        file.write_all(contents.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io("writing", path)(e)
-    })
+    super::atomic::write(
+        path,
+        contents.as_bytes(),
+        mode,
+        Some(owner.0),
+        Some(owner.1),
+    )
+    .map_err(io("writing", path))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! This machine's own state, as files and services: the boot partition, files written onto the target (one
 //! idempotent, atomic install), hostname, login, networkd files, systemd, and the first-boot stamp.
 
+pub mod atomic;
 pub mod boot_partition;
 pub mod hostname;
 pub mod login;

@@ -3,7 +3,6 @@
 //! Templates live in `agent/templates/` and are compiled in with `include_str!`. Placeholders are `{{name}}`; a
 //! placeholder left without a value is an error, so a template and its caller cannot drift apart silently.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -98,26 +97,15 @@ impl RenderedFile {
         }
         let dir = target.parent().unwrap_or(root);
         std::fs::create_dir_all(dir).map_err(|e| io("creating directory for", e))?;
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.cluster-lab-tmp"));
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.set_permissions(std::fs::Permissions::from_mode(self.mode))?;
-            if let Some(gid) = self.gid()? {
-                nix::unistd::fchown(&file, None, Some(gid))?;
-            }
-            file.write_all(self.contents.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &target)?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io("writing", e)
-        })?;
+        let gid = self.gid().map_err(|e| io("writing", e))?;
+        super::atomic::write(
+            &target,
+            self.contents.as_bytes(),
+            self.mode,
+            None,
+            gid.map(|g| g.as_raw()),
+        )
+        .map_err(|e| io("writing", e))?;
         Ok(true)
     }
 
