@@ -15,5 +15,6 @@ pub mod firstboot;
 pub mod host;
 pub mod logging;
 pub mod net;
+pub mod secret;
 pub mod status;
 pub mod wait;

@@ -3,7 +3,7 @@
 //! file → settings → printed settings → same settings.
 //!
 //! Regenerate the golden `good/*.effective.toml` files after an intended change of the output with
-//! `CLUSTER_LAB_BLESS=1 cargo test -p cluster-lab --test config_fixtures`, and review the diff.
+//! `UPDATE_GOLDEN=1 cargo test -p cluster-lab --test config_fixtures`, and review the diff.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -290,7 +290,7 @@ fn effective_settings_round_trip() {
 /// `good/NAME.toml` prints as `good/NAME.effective.toml`.
 #[test]
 fn effective_settings_match_golden_files() {
-    let bless = std::env::var_os("CLUSTER_LAB_BLESS").is_some();
+    let bless = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
     let mut failures = Vec::new();
     for input in good_inputs() {
         let printed = Settings::load(&input).unwrap().to_toml();
@@ -310,7 +310,7 @@ fn effective_settings_match_golden_files() {
     }
     assert!(
         failures.is_empty(),
-        "{}\n(regenerate with CLUSTER_LAB_BLESS=1 cargo test -p cluster-lab --test config_fixtures)",
+        "{}\n(regenerate with UPDATE_GOLDEN=1 cargo test -p cluster-lab --test config_fixtures)",
         failures.join("\n")
     );
 }

@@ -3,7 +3,7 @@
 mod golden;
 
 use cluster_lab::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams, DATA_DIR};
-use cluster_lab::consul::keys::gossip_key;
+use cluster_lab::secret::gossip_key;
 
 fn params(node: &str, bind: BindAddr) -> ConsulParams {
     ConsulParams {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use cluster_lab::consul::api::Service;
 use cluster_lab::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
-use cluster_lab::consul::keys::gossip_key;
 use cluster_lab::consul::ConsulClient;
+use cluster_lab::secret::gossip_key;
 use nslab::{require_root, require_tool, run, veth, wait_for, Daemon, Netns};
 
 const SECRET: &str = "root-test-cluster-secret";

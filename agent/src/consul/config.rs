@@ -52,7 +52,7 @@ pub struct ConsulParams {
     pub bind: BindAddr,
     /// The master's VLAN address, which clients join.
     pub master: Ipv4Addr,
-    /// Base64 gossip key (see [`super::keys::gossip_key`]).
+    /// Base64 gossip key (see [`crate::secret::gossip_key`]).
     pub gossip_key: String,
 }
 

@@ -1,26 +1,27 @@
-//! A minimal HTTP/1.0 client over a tokio `TcpStream`, enough for Consul's JSON API on loopback or the VLAN.
-//!
-//! HTTP/1.0 with one request per connection keeps the client tiny: the server closes the connection after the body,
-//! so there is no chunked encoding and no connection reuse to get wrong. Consul's API needs nothing more, and
-//! it avoids pulling a full HTTP stack (reqwest/hyper + TLS) into a binary that runs on a Raspberry Pi.
+//! Consul's JSON API over HTTP/1.1, through hyper's client (already linked through bollard): one request, the
+//! whole body read (bounded), a non-2xx status turned into an error that carries what Consul said.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 /// Largest response body accepted.
 const MAX_RESPONSE: usize = 16 << 20;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("{method} http://{addr}{path}: {source}")]
-    Io {
+    Request {
         method: &'static str,
         addr: SocketAddr,
         path: String,
-        source: std::io::Error,
+        source: BoxError,
     },
     #[error("{method} http://{addr}{path}: timed out after {timeout:?}")]
     Timeout {
@@ -28,13 +29,6 @@ pub enum HttpError {
         addr: SocketAddr,
         path: String,
         timeout: Duration,
-    },
-    #[error("{method} http://{addr}{path}: malformed response: {reason}")]
-    Malformed {
-        method: &'static str,
-        addr: SocketAddr,
-        path: String,
-        reason: &'static str,
     },
     #[error("{method} http://{addr}{path}: HTTP {status}: {body}")]
     Status {
@@ -61,25 +55,33 @@ pub async fn request(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let body = body.unwrap_or_default();
-        let mut message = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: cluster-lab\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        message.extend_from_slice(body);
-        stream.write_all(&message).await?;
-        let mut raw = Vec::new();
-        (&mut stream)
-            .take(MAX_RESPONSE as u64 + 1)
-            .read_to_end(&mut raw)
-            .await?;
-        Ok::<_, std::io::Error>(raw)
+    let failed = |source: BoxError| HttpError::Request {
+        method,
+        addr,
+        path: path.into(),
+        source,
     };
-    let raw = match tokio::time::timeout(timeout, exchange).await {
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header(hyper::header::USER_AGENT, "cluster-lab")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
+        .map_err(|e| failed(e.into()))?;
+    // One connection per request, none kept idle: the agent talks to Consul a few times a minute.
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let exchange = async {
+        let response = client.request(request).await.map_err(BoxError::from)?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE)
+            .collect()
+            .await?
+            .to_bytes();
+        Ok::<_, BoxError>((status, body))
+    };
+    let (status, body) = match tokio::time::timeout(timeout, exchange).await {
         Err(_) => {
             return Err(HttpError::Timeout {
                 method,
@@ -88,33 +90,15 @@ pub async fn request(
                 timeout,
             })
         }
-        Ok(Err(source)) => {
-            return Err(HttpError::Io {
-                method,
-                addr,
-                path: path.into(),
-                source,
-            })
-        }
-        Ok(Ok(raw)) => raw,
+        Ok(result) => result.map_err(failed)?,
     };
-    let malformed = |reason| HttpError::Malformed {
-        method,
-        addr,
-        path: path.into(),
-        reason,
-    };
-    if raw.len() > MAX_RESPONSE {
-        return Err(malformed("response too large"));
-    }
-    let (status, body) = parse(&raw).map_err(malformed)?;
     if !(200..300).contains(&status) {
         return Err(HttpError::Status {
             method,
             addr,
             path: path.into(),
             status,
-            body: String::from_utf8_lossy(body)
+            body: String::from_utf8_lossy(&body)
                 .trim()
                 .chars()
                 .take(500)
@@ -127,74 +111,33 @@ pub async fn request(
     })
 }
 
-/// Split a complete HTTP/1.x response into status and body.
-fn parse(raw: &[u8]) -> Result<(u16, &[u8]), &'static str> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "headers are not utf-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or("empty response")?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err("not an HTTP/1 response");
-    }
-    let status = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad status code")?;
-    let mut body = &raw[end + 4..];
-    for line in lines {
-        let (name, value) = line.split_once(':').ok_or("bad header line")?;
-        let name = name.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding")
-            && !value.trim().eq_ignore_ascii_case("identity")
-        {
-            return Err("chunked response to an HTTP/1.0 request");
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            let len: usize = value.trim().parse().map_err(|_| "bad content-length")?;
-            body = body.get(..len).ok_or("body shorter than content-length")?;
-        }
-    }
-    Ok((status, body))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn parses_responses() {
-        let raw =
-            b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]";
-        assert_eq!(parse(raw), Ok((200, &b"[]"[..])));
-        let no_len = b"HTTP/1.1 404 Not Found\r\n\r\nmissing";
-        assert_eq!(parse(no_len), Ok((404, &b"missing"[..])));
-        assert_eq!(parse(b"HTTP/1.0 200 OK\r\n"), Err("no end of headers"));
-        assert_eq!(
-            parse(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nab"),
-            Err("body shorter than content-length")
-        );
-        assert!(parse(b"SSH-2.0-x\r\n\r\n").is_err());
-    }
-
-    #[tokio::test]
-    async fn round_trip_against_a_local_server() {
+    /// A one-shot server: reads the request until its body arrived, answers `answer`, returns the request.
+    async fn serve_once(answer: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<String>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
             let mut buf = vec![0u8; 4096];
-            let n = s.read(&mut buf).await.unwrap();
-            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
-            s.write_all(b"HTTP/1.0 500 Internal Server Error\r\n\r\nboom")
-                .await
-                .unwrap();
-            req
+            while !String::from_utf8_lossy(&req).contains("\r\n\r\n{}") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "client closed early");
+                req.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(answer).await.unwrap();
+            String::from_utf8_lossy(&req).into_owned()
         });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn a_server_error_carries_the_body() {
+        let (addr, server) = serve_once(b"HTTP/1.0 500 Internal Server Error\r\n\r\nboom").await;
         let err = request(addr, "PUT", "/v1/x", Some(b"{}"), Duration::from_secs(5))
             .await
             .unwrap_err();
@@ -202,8 +145,44 @@ mod tests {
             err.to_string(),
             format!("PUT http://{addr}/v1/x: HTTP 500: boom")
         );
-        let req = server.await.unwrap();
-        assert!(req.starts_with("PUT /v1/x HTTP/1.0\r\n"), "{req}");
-        assert!(req.ends_with("Content-Length: 2\r\n\r\n{}"), "{req}");
+        let req = server.await.unwrap().to_ascii_lowercase();
+        assert!(req.starts_with("put /v1/x http/1.1\r\n"), "{req}");
+        assert!(req.contains("content-length: 2\r\n"), "{req}");
+        assert!(req.contains("content-type: application/json\r\n"), "{req}");
+        assert!(req.ends_with("\r\n\r\n{}"), "{req}");
+    }
+
+    #[tokio::test]
+    async fn a_json_answer_comes_back_whole() {
+        let (addr, server) = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\nConnection: close\r\n\r\n[\"node1\"]",
+        )
+        .await;
+        let r = request(addr, "PUT", "/v1/y", Some(b"{}"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"[\"node1\"]"[..]));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_an_error_naming_the_request() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = request(
+            addr,
+            "GET",
+            "/v1/status/leader",
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(&format!("GET http://{addr}/v1/status/leader: ")),
+            "{err}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 
-use crate::consul::keys::derive;
+use crate::secret::derive;
 
 /// Consul KV key of the sealed worker token.
 pub const KV_KEY: &str = "cluster-lab/swarm/worker-token";

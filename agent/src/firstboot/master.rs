@@ -9,11 +9,11 @@ use anyhow::Context;
 use super::{wait_for_address, wait_until, Firstboot};
 use crate::consul::api::Service;
 use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
-use crate::consul::keys::gossip_key;
 use crate::consul::ConsulClient;
 use crate::docker::swarm::{self, Swarm};
 use crate::election::socket::ClaimSocket;
 use crate::election::{Claim, ClusterRole};
+use crate::secret::gossip_key;
 use crate::{docker::join_token, host::systemd};
 
 /// Returns the master's VLAN address.

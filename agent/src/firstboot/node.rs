@@ -9,9 +9,9 @@ use anyhow::Context;
 use super::{wait_for_address, wait_until, Firstboot};
 use crate::consul::api::Service;
 use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
-use crate::consul::keys::gossip_key;
 use crate::consul::ConsulClient;
 use crate::docker::swarm::Swarm;
+use crate::secret::gossip_key;
 use crate::{docker::daemon_json, docker::join_token, host::systemd};
 
 /// Returns the node's VLAN address.
