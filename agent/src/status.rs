@@ -40,8 +40,7 @@ impl Status {
     ) -> Status {
         let mut problems = Vec::new();
         let role = stamp::read_role(root).unwrap_or(None);
-        let vlan_addresses =
-            crate::dhcp::socket::interface_addresses(vlan_interface).unwrap_or_default();
+        let vlan_addresses = crate::net::link::addresses(vlan_interface).unwrap_or_default();
         if vlan_addresses.is_empty() {
             problems.push(format!("{vlan_interface} has no IPv4 address"));
         }

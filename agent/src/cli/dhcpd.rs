@@ -49,7 +49,7 @@ impl DhcpdArgs {
             .interface
             .unwrap_or_else(|| settings.network.vlan_interface());
         let server_id = self.server_address.unwrap_or(settings.network.master);
-        crate::dhcp::socket::interface_index(&interface)?;
+        crate::net::link::index(&interface)?;
         daemon::check_server_address(
             &interface,
             server_id,

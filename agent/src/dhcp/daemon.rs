@@ -189,7 +189,7 @@ pub fn check_server_address(
     prefix: u8,
     explicit: bool,
 ) -> anyhow::Result<()> {
-    let have = super::socket::interface_addresses(interface)?;
+    let have = crate::net::link::addresses(interface)?;
     if have.contains(&server_id) {
         return Ok(());
     }

@@ -7,7 +7,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use nix::sys::socket::{self as nixsock, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
@@ -40,7 +40,7 @@ pub struct ServerSocket {
 impl ServerSocket {
     /// Bind 0.0.0.0:`port` on `interface` only. Must be called inside a tokio runtime.
     pub fn bind(interface: &str, port: u16) -> anyhow::Result<ServerSocket> {
-        let ifindex = interface_index(interface)?;
+        let ifindex = crate::net::link::index(interface)?;
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
             .context("creating UDP socket")?;
         s.set_reuse_address(true).context("setting SO_REUSEADDR")?;
@@ -127,23 +127,4 @@ impl ServerSocket {
             r => r,
         }
     }
-}
-
-/// The index of `interface`, or an error saying it does not exist.
-pub fn interface_index(interface: &str) -> anyhow::Result<u32> {
-    match nix::net::if_::if_nametoindex(interface) {
-        Ok(i) => Ok(i),
-        Err(_) => bail!(
-            "interface {interface} does not exist: bring the cluster VLAN up first (cluster-lab creates <interface>.<vlan>) or pass --interface"
-        ),
-    }
-}
-
-/// The IPv4 addresses configured on `interface`.
-pub fn interface_addresses(interface: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
-    let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
-    Ok(addrs
-        .filter(|a| a.interface_name == interface)
-        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
-        .collect())
 }

@@ -3,50 +3,11 @@
 //! A UDP broadcast payload: magic `CLAIM1` (6 bytes), flags (1 byte, bit 0 = master), MAC (6 bytes), cluster name
 //! length (1 byte) and name. Anything else is not a claim and is ignored.
 
-use std::fmt;
-use std::str::FromStr;
-
 /// Magic that starts every claim.
 pub const MAGIC: &[u8; 6] = b"CLAIM1";
 const FLAG_MASTER: u8 = 1;
 
-/// A MAC address; ordered bytewise, which is the election's tie-break (lowest wins).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("MAC address {0:?}: expected six hex bytes separated by ':'")]
-pub struct MacError(String);
-
-impl FromStr for Mac {
-    type Err = MacError;
-    fn from_str(s: &str) -> Result<Mac, MacError> {
-        let mut out = [0u8; 6];
-        let mut parts = s.trim().split(':');
-        for b in &mut out {
-            let part = parts.next().ok_or_else(|| MacError(s.into()))?;
-            if part.len() != 2 {
-                return Err(MacError(s.into()));
-            }
-            *b = u8::from_str_radix(part, 16).map_err(|_| MacError(s.into()))?;
-        }
-        if parts.next().is_some() {
-            return Err(MacError(s.into()));
-        }
-        Ok(Mac(out))
-    }
-}
+pub use crate::net::link::Mac;
 
 /// "I want to be (or am) the master of `cluster`."
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,7 +27,9 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
         let claim = Claim {
             cluster: fb.settings.cluster.name.clone(),
             mac: crate::election::Mac(
-                crate::dhcp::probe::interface_mac(&net.interface).unwrap_or_default(),
+                crate::net::link::mac(&net.interface)
+                    .map(|m| m.0)
+                    .unwrap_or_default(),
             ),
             master: true,
         };

@@ -318,8 +318,9 @@ impl Firstboot {
     async fn run_election(&self) -> anyhow::Result<(ClusterRole, socket::ClaimSocket)> {
         let net = &self.settings.network;
         let vlan_if = net.vlan_interface();
-        let mac =
-            crate::dhcp::probe::interface_mac(&net.interface).context("reading the MAC address")?;
+        let mac = crate::net::link::mac(&net.interface)
+            .context("reading the MAC address")?
+            .0;
         let setup = ElectionSetup {
             interface: vlan_if.clone(),
             cluster: self.settings.cluster.name.clone(),
@@ -360,7 +361,7 @@ impl Firstboot {
 
 /// The first IPv4 address of `interface`, if any.
 pub fn first_address(interface: &str) -> Option<Ipv4Addr> {
-    crate::dhcp::socket::interface_addresses(interface)
+    crate::net::link::addresses(interface)
         .ok()?
         .into_iter()
         .next()
@@ -373,7 +374,7 @@ pub async fn wait_for_address(
     want: impl Fn(Ipv4Addr) -> bool,
 ) -> anyhow::Result<Ipv4Addr> {
     let waited = crate::wait::poll(timeout, Duration::from_millis(500), || {
-        let addrs = crate::dhcp::socket::interface_addresses(interface).unwrap_or_default();
+        let addrs = crate::net::link::addresses(interface).unwrap_or_default();
         let found = addrs.into_iter().find(|a| want(*a));
         async move { Ok::<_, std::convert::Infallible>(found.ok_or_else(String::new)) }
     })
