@@ -9,12 +9,14 @@
 //! - [`assemble`]: a fresh image from a boot tree and a root tree ([`assemble::build_disk`]).
 //! - [`disk`]: opening a base image (.img, .img.xz, .img.zst, .zip) and finding its partitions.
 //! - [`container`]: the busybox container image preloaded for first boot (a `docker save` archive).
+//! - [`build`]: the flashable image from a base (agent, overlays, busybox image, fresh cluster-lab.toml).
 //! - [`inject`]: the agent, overlays and `cluster-lab.toml` written into an image.
 //! - [`output`]: OUT.img, OUT.img.zst|xz and OUT.sha256, renamed into place when complete.
 //! - [`flash`]: writing an image to a card or file, safely, with read-back verification.
 
 pub mod arch;
 pub mod assemble;
+pub mod build;
 pub mod command;
 pub mod container;
 pub mod disk;

@@ -1,17 +1,11 @@
-//! `cargo xtask image`: the flashable image — a base image with the agent, its units, the overlay files
-//! and a `cluster-lab.toml` (with a fresh cluster secret) injected, without root or loop mounts.
-//!
-//! Steps: unpack the base into a working copy next to the output → write the root-filesystem entries
-//! with debugfs (each verified) and the boot config with fatfs → `e2fsck -fn` + `fsck.vfat -n` →
-//! compress and hash → rename `OUT.img`, `OUT.img.zst` and `OUT.sha256` into place.
+//! `cargo xtask image`: the flashable image (`cluster_lab_image::build`) from the command line — defaults for
+//! the base, the output and the overlays, the agent built when none is given, the compression chosen.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use cluster_lab_config::edit;
-use cluster_lab_image::{container, disk, inject, output};
+use cluster_lab_image::{build, output};
 use xshell::Shell;
 
 use cluster_lab_image::arch::Arch;
@@ -81,12 +75,7 @@ impl Image {
             .clone()
             .unwrap_or_else(|| root.join("overlays"));
         let agent = match &self.agent {
-            Some(a) => {
-                // A binary for another board would leave a card that never finishes its first boot.
-                cluster_lab_image::elf::require_machine(a, self.arch)
-                    .context("checking --agent")?;
-                a.clone()
-            }
+            Some(a) => a.clone(),
             None => {
                 step(&format!(
                     "building the agent for {} (cargo xtask agent --arch {} --release)",
@@ -106,62 +95,15 @@ impl Image {
             (c, Some(l)) => bail!("--level {l} is out of range for {c:?} (zstd: 1–19, xz: 0–9)"),
         };
 
-        // Payload first: a bad overlay or missing agent fails before any big copy.
-        let mut payload = inject::Payload::default();
-        payload
-            .add_agent(&agent)
-            .context("adding the agent binary")?;
-        payload.add_overlay(&overlays).context("reading overlays")?;
-        let secret = edit::random_secret();
-        let config = edit::set_secret(cluster_lab_config::DEFAULT_TOML, &secret)
-            .context("writing the cluster secret")?;
-        // The card must not boot with a file its agent rejects: the agent's own parser checks it here.
-        cluster_lab_config::Settings::parse(&config, Path::new(cluster_lab_config::FILE_NAME))
-            .context("the generated cluster-lab.toml does not validate")?;
-        payload.add_boot_file(cluster_lab_config::FILE_NAME, config.into_bytes());
-
-        output::remove_previous(&out).context("removing previous outputs")?;
-        let work = inject::temp_path(&out, "img");
-        let result = (|| -> Result<output::Published> {
-            let t = Instant::now();
-            step(&format!("unpacking base {}", base.display()));
-            let size = disk::unpack(&base, &work).context("unpacking base image")?;
-            eprintln!(
-                "    {} MiB in {:.1} s",
-                size >> 20,
-                t.elapsed().as_secs_f64()
-            );
-
-            let busybox = preload_busybox(&work, self.arch)?;
-            if let Some(archive) = &busybox {
-                payload.add_container_image(container::ARCHIVE_NAME, archive.path());
-            }
-
-            let t = Instant::now();
-            step("injecting agent, overlays and cluster-lab.toml");
-            let done = inject::inject(&work, &payload).context("injecting into the image")?;
-            eprintln!(
-                "    {} root entries, {} boot file(s); boot {}, root {}; inject + fsck {:.1} s",
-                done.root_entries,
-                done.boot_files,
-                done.located.boot,
-                done.located.root,
-                t.elapsed().as_secs_f64()
-            );
-
-            let t = Instant::now();
-            step("compressing and hashing");
-            let published = output::publish(&work, &out, compression).context("writing outputs")?;
-            eprintln!("    {:.1} s", t.elapsed().as_secs_f64());
-            Ok(published)
-        })();
-        let published = match result {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = std::fs::remove_file(&work);
-                return Err(e);
-            }
+        let recipe = build::Recipe {
+            arch: self.arch,
+            base,
+            out,
+            agent,
+            overlays,
+            compression,
         };
+        let published = build::build(&recipe, &mut |line| eprintln!("{line}"))?;
         step("done");
         eprintln!(
             "    {}  ({} MiB)",
@@ -183,51 +125,6 @@ impl Image {
 
 fn step(what: &str) {
     eprintln!("==> {what}");
-}
-
-/// The busybox container image first boot loads into dockerd, built from the base's static busybox into a temporary
-/// file (removed when dropped). A base without busybox-static gets a warning and no preloaded image.
-fn preload_busybox(work: &Path, arch: Arch) -> Result<Option<tempfile::NamedTempFile>> {
-    step(&format!(
-        "building the preloaded container image {}",
-        container::REPO_TAG
-    ));
-    let binary = match container::find_busybox(work).context("reading busybox from the base")? {
-        container::FoundBusybox::Static { path, binary } => {
-            eprintln!("    {path}: {} KiB", binary.len() >> 10);
-            binary
-        }
-        found => {
-            let why = match found {
-                container::FoundBusybox::Dynamic { path } => {
-                    format!("{path} is dynamically linked")
-                }
-                _ => format!("no {}", container::BUSYBOX_PATHS.join(" or ")),
-            };
-            eprintln!(
-                "    warning: {why} in the base; no container image is preloaded (install busybox-static in the base)"
-            );
-            return Ok(None);
-        }
-    };
-    let image = container::busybox_image(&binary).context("building the busybox image")?;
-    if arch.docker_platform() != image.platform {
-        bail!(
-            "the base's busybox is {}, but the image is for {arch}: is --base an image for another board?",
-            image.platform
-        );
-    }
-    let mut file = tempfile::NamedTempFile::new().context("creating a temporary file")?;
-    std::io::Write::write_all(&mut file, &image.archive)
-        .with_context(|| format!("writing {}", file.path().display()))?;
-    eprintln!(
-        "    {} ({}), {} KiB, image id {}",
-        container::REPO_TAG,
-        image.platform,
-        image.archive.len() >> 10,
-        image.image_id
-    );
-    Ok(Some(file))
 }
 
 /// `OUT.img` given as OUT: drop the extension so outputs are not named `x.img.img`.

@@ -1,0 +1,194 @@
+//! The flashable image, built from a base: the agent, the overlay files, the preloaded busybox container image
+//! and a `cluster-lab.toml` with a fresh cluster secret injected, without root or loop mounts.
+//!
+//! Steps: check the payload (before any big copy) → unpack the base into a working copy next to the output →
+//! build the busybox container image from the base's own static busybox → write the root-filesystem entries with
+//! debugfs (each verified) and the boot files with fatfs → `e2fsck -fn` + `fsck.vfat -n` → compress and hash →
+//! rename `OUT.img`, `OUT.img.zst|xz` and `OUT.sha256` into place. A failure removes the working copy; the
+//! previous outputs are gone either way, so a half-built image is never mistaken for a good one.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cluster_lab_config::edit;
+
+use crate::arch::Arch;
+use crate::container;
+use crate::disk;
+use crate::error::{ImageError, IoContext, Result};
+use crate::inject;
+use crate::output::{self, Compression, Published};
+
+/// What to build from what.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub arch: Arch,
+    /// The base image: .img, .img.xz, .img.zst or .zip holding one .img.
+    pub base: PathBuf,
+    /// Output path without extension.
+    pub out: PathBuf,
+    /// The agent binary for `arch`.
+    pub agent: PathBuf,
+    /// Directory mirrored into the root filesystem.
+    pub overlays: PathBuf,
+    pub compression: Compression,
+}
+
+/// Build the image `recipe` describes. `report` receives one line per step and per result, for a person.
+pub fn build(recipe: &Recipe, report: &mut dyn FnMut(String)) -> Result<Published> {
+    // A binary for another board would leave a card that never finishes its first boot.
+    crate::elf::require_machine(&recipe.agent, recipe.arch)
+        .map_err(|e| ImageError::Invalid(format!("checking the agent: {e}")))?;
+
+    // Payload first: a bad overlay or missing agent fails before any big copy.
+    let mut payload = inject::Payload::default();
+    payload.add_agent(&recipe.agent)?;
+    payload.add_overlay(&recipe.overlays)?;
+    payload.add_boot_file(cluster_lab_config::FILE_NAME, fresh_config()?.into_bytes());
+
+    output::remove_previous(&recipe.out)?;
+    let work = inject::temp_path(&recipe.out, "img");
+    let result = build_in(recipe, &work, &mut payload, report);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&work);
+    }
+    result
+}
+
+/// The commented default `cluster-lab.toml` with a fresh secret, checked by the agent's own parser: the card
+/// must not boot with a file its agent rejects.
+pub fn fresh_config() -> Result<String> {
+    let config = edit::set_secret(cluster_lab_config::DEFAULT_TOML, &edit::random_secret())?;
+    cluster_lab_config::Settings::parse(&config, Path::new(cluster_lab_config::FILE_NAME))
+        .map_err(|e| {
+            ImageError::Invalid(format!(
+                "the generated cluster-lab.toml does not validate: {e}"
+            ))
+        })?;
+    Ok(config)
+}
+
+fn build_in(
+    recipe: &Recipe,
+    work: &Path,
+    payload: &mut inject::Payload,
+    report: &mut dyn FnMut(String),
+) -> Result<Published> {
+    let t = Instant::now();
+    report(format!("==> unpacking base {}", recipe.base.display()));
+    let size = disk::unpack(&recipe.base, work)?;
+    report(format!(
+        "    {} MiB in {:.1} s",
+        size >> 20,
+        t.elapsed().as_secs_f64()
+    ));
+
+    let busybox = preload_busybox(work, recipe.arch, report)?;
+    if let Some(archive) = &busybox {
+        payload.add_container_image(container::ARCHIVE_NAME, archive.path());
+    }
+
+    let t = Instant::now();
+    report("==> injecting agent, overlays and cluster-lab.toml".into());
+    let done = inject::inject(work, payload)?;
+    report(format!(
+        "    {} root entries, {} boot file(s); boot {}, root {}; inject + fsck {:.1} s",
+        done.root_entries,
+        done.boot_files,
+        done.located.boot,
+        done.located.root,
+        t.elapsed().as_secs_f64()
+    ));
+
+    let t = Instant::now();
+    report("==> compressing and hashing".into());
+    let published = output::publish(work, &recipe.out, recipe.compression)?;
+    report(format!("    {:.1} s", t.elapsed().as_secs_f64()));
+    Ok(published)
+}
+
+/// The busybox container image first boot loads into dockerd, built from the base's static busybox into a
+/// temporary file (removed when dropped). A base without busybox-static gets a warning and no preloaded image.
+fn preload_busybox(
+    work: &Path,
+    arch: Arch,
+    report: &mut dyn FnMut(String),
+) -> Result<Option<tempfile::NamedTempFile>> {
+    report(format!(
+        "==> building the preloaded container image {}",
+        container::REPO_TAG
+    ));
+    let binary = match container::find_busybox(work)? {
+        container::FoundBusybox::Static { path, binary } => {
+            report(format!("    {path}: {} KiB", binary.len() >> 10));
+            binary
+        }
+        found => {
+            let why = match found {
+                container::FoundBusybox::Dynamic { path } => {
+                    format!("{path} is dynamically linked")
+                }
+                _ => format!("no {}", container::BUSYBOX_PATHS.join(" or ")),
+            };
+            report(format!(
+                "    warning: {why} in the base; no container image is preloaded (install busybox-static in the base)"
+            ));
+            return Ok(None);
+        }
+    };
+    let image = container::busybox_image(&binary)?;
+    if arch.docker_platform() != image.platform {
+        return Err(ImageError::Invalid(format!(
+            "the base's busybox is {}, but the image is for {arch}: is the base an image for another board?",
+            image.platform
+        )));
+    }
+    let tmp = std::env::temp_dir();
+    let mut file = tempfile::NamedTempFile::new().at(&tmp, "creating a temporary file in")?;
+    let path = file.path().to_path_buf();
+    std::io::Write::write_all(&mut file, &image.archive).at(&path, "writing")?;
+    report(format!(
+        "    {} ({}), {} KiB, image id {}",
+        container::REPO_TAG,
+        image.platform,
+        image.archive.len() >> 10,
+        image.image_id
+    ));
+    Ok(Some(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_config_has_a_new_secret_each_time_and_validates() {
+        let a = fresh_config().unwrap();
+        let b = fresh_config().unwrap();
+        let secret = |t: &str| edit::secret(t).unwrap().unwrap();
+        assert_eq!(secret(&a).len(), 64);
+        assert_ne!(secret(&a), secret(&b));
+        // The default file's comments travel to the card.
+        assert!(a.contains("# Shared secret of the cluster"), "{a}");
+    }
+
+    #[test]
+    fn an_agent_for_another_board_is_refused_before_any_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let recipe = Recipe {
+            arch: Arch::Arm64,
+            base: dir.path().join("missing-base.img"),
+            out: dir.path().join("out"),
+            agent: std::env::current_exe().unwrap(),
+            overlays: dir.path().to_path_buf(),
+            compression: Compression::None,
+        };
+        let mut lines = Vec::new();
+        let err = build(&recipe, &mut |l| lines.push(l))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("arm64 needs AArch64"), "{err}");
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
