@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::config::{self, Settings};
-use crate::dhcp::probe::{self, Report};
+use crate::dhcp::probe::{self, Kind, Report};
 
 /// Broadcast DHCPDISCOVER (never REQUEST: no lease is taken) and list the servers that offer.
 ///
@@ -47,9 +47,9 @@ impl ProbeArgs {
             .with_context(|| format!("probing for DHCP servers on {}", self.interface))?;
         let report = Report::new(&self.interface, &cluster, timeout, &offers);
         if self.json {
-            print!("{}", report.to_json());
+            print!("{}", json(&report));
         } else {
-            print!("{}", report.to_text());
+            print!("{}", text(&report));
         }
         if report.servers.is_empty() {
             tracing::info!(interface = %self.interface, "no DHCP server answered");
@@ -57,7 +57,7 @@ impl ProbeArgs {
             tracing::info!(interface = %self.interface, %cluster,
                 "no cluster-lab master of this cluster answered");
         }
-        Ok(ExitCode::from(report.exit_code()))
+        Ok(ExitCode::from(exit_code(&report)))
     }
 
     /// `--cluster`, else the name from `--config`, else from the first default configuration file found.
@@ -83,9 +83,118 @@ impl ProbeArgs {
     }
 }
 
+/// Exit status of `cluster-lab probe`: 0 a master of this cluster answered, 1 none did.
+pub fn exit_code(report: &Report) -> u8 {
+    if report.master_found {
+        0
+    } else {
+        1
+    }
+}
+
+/// One line per server, for people.
+pub fn text(report: &Report) -> String {
+    let mut out = String::new();
+    for s in &report.servers {
+        let what = match (&s.kind, &s.cluster) {
+            (Kind::ThisCluster, Some(c)) => format!("cluster-lab master of this cluster ({c})"),
+            (Kind::OtherCluster, Some(c)) => {
+                format!("cluster-lab master of another cluster ({c})")
+            }
+            (Kind::Foreign, _) => "foreign DHCP server".to_owned(),
+            (_, None) => "cluster-lab master".to_owned(),
+        };
+        out.push_str(&format!("{} offered {}: {what}\n", s.server_id, s.offered));
+    }
+    out
+}
+
+/// A stable JSON document (keys in a fixed order, servers sorted by id), newline-terminated.
+pub fn json(report: &Report) -> String {
+    let mut s = serde_json::to_string_pretty(report).expect("report serialises");
+    s.push('\n');
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dhcp::marker::Sender;
+    use crate::dhcp::probe::Offer;
+    use std::net::Ipv4Addr;
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(192, 168, 200, last)
+    }
+
+    fn offer(server: u8, offered: u8, sender: Sender) -> Offer {
+        Offer {
+            server_id: ip(server),
+            offered: ip(offered),
+            sender,
+        }
+    }
+
+    fn ours(name: &str) -> Sender {
+        Sender::ClusterLab {
+            cluster: name.into(),
+        }
+    }
+
+    #[test]
+    fn exit_status_says_whether_a_master_of_this_cluster_answered() {
+        let found = Report::new(
+            "eth0.200",
+            "lab",
+            Duration::from_secs(3),
+            &[offer(1, 101, ours("lab"))],
+        );
+        assert_eq!(exit_code(&found), 0);
+        let other = Report::new(
+            "eth0.200",
+            "lab",
+            Duration::from_secs(3),
+            &[offer(1, 101, ours("x"))],
+        );
+        assert_eq!(exit_code(&other), 1);
+        assert_eq!(
+            exit_code(&Report::new("eth0.200", "lab", Duration::from_secs(3), &[])),
+            1
+        );
+    }
+
+    fn sample() -> Report {
+        let offers = [
+            offer(3, 60, ours("other")),
+            offer(2, 50, Sender::Foreign),
+            offer(1, 101, ours("lab")),
+        ];
+        Report::new("eth0.200", "lab", Duration::from_secs(3), &offers)
+    }
+
+    #[test]
+    fn text_output_is_one_line_per_server() {
+        assert_eq!(
+            text(&sample()),
+            "192.168.200.1 offered 192.168.200.101: cluster-lab master of this cluster (lab)\n\
+             192.168.200.2 offered 192.168.200.50: foreign DHCP server\n\
+             192.168.200.3 offered 192.168.200.60: cluster-lab master of another cluster (other)\n"
+        );
+        let empty = Report::new("eth0.200", "lab", Duration::from_secs(3), &[]);
+        assert_eq!(text(&empty), "");
+    }
+
+    #[test]
+    fn json_output_is_stable() {
+        let golden = include_str!("../../test_data/probe/report.json");
+        assert_eq!(
+            json(&sample()),
+            golden,
+            "regenerate agent/test_data/probe/report.json if the change is intended"
+        );
+        let v: serde_json::Value = serde_json::from_str(golden).unwrap();
+        assert_eq!(v["master_found"], true);
+    }
 
     #[test]
     fn cluster_flag_overrides_the_config() {

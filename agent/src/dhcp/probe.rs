@@ -173,39 +173,6 @@ impl Report {
             servers,
         }
     }
-
-    /// Exit status of `cluster-lab probe`: 0 a master of this cluster answered, 1 none did.
-    pub fn exit_code(&self) -> u8 {
-        if self.master_found {
-            0
-        } else {
-            1
-        }
-    }
-
-    /// One line per server, for people.
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        for s in &self.servers {
-            let what = match (&s.kind, &s.cluster) {
-                (Kind::ThisCluster, Some(c)) => format!("cluster-lab master of this cluster ({c})"),
-                (Kind::OtherCluster, Some(c)) => {
-                    format!("cluster-lab master of another cluster ({c})")
-                }
-                (Kind::Foreign, _) => "foreign DHCP server".to_owned(),
-                (_, None) => "cluster-lab master".to_owned(),
-            };
-            out.push_str(&format!("{} offered {}: {what}\n", s.server_id, s.offered));
-        }
-        out
-    }
-
-    /// A stable JSON document (keys in a fixed order, servers sorted by id), newline-terminated.
-    pub fn to_json(&self) -> String {
-        let mut s = serde_json::to_string_pretty(self).expect("report serialises");
-        s.push('\n');
-        s
-    }
 }
 
 /// Read an interface's MAC address (see [`crate::net::link::mac`]).
@@ -442,7 +409,7 @@ mod tests {
         ];
         let r = Report::new("eth0.200", "lab", Duration::from_secs(3), &offers);
         assert!(r.master_found);
-        assert_eq!(r.exit_code(), 0);
+        assert!(r.master_found);
         assert_eq!(r.servers.len(), 2, "deduplicated by server id");
         assert_eq!(r.servers[0].server_id, ip(1));
         assert_eq!(r.servers[0].offered, ip(101), "first offer wins");
@@ -455,43 +422,9 @@ mod tests {
         let offers = [offer(1, 101, ours("other")), offer(2, 50, Sender::Foreign)];
         let r = Report::new("eth0.200", "lab", Duration::from_secs(3), &offers);
         assert!(!r.master_found);
-        assert_eq!(r.exit_code(), 1);
         assert_eq!(r.servers[0].kind, Kind::OtherCluster);
         let r = Report::new("eth0.200", "lab", Duration::from_secs(3), &[]);
-        assert_eq!(r.exit_code(), 1);
+        assert!(!r.master_found);
         assert!(r.servers.is_empty());
-    }
-
-    fn sample() -> Report {
-        let offers = [
-            offer(3, 60, ours("other")),
-            offer(2, 50, Sender::Foreign),
-            offer(1, 101, ours("lab")),
-        ];
-        Report::new("eth0.200", "lab", Duration::from_secs(3), &offers)
-    }
-
-    #[test]
-    fn text_output_is_one_line_per_server() {
-        assert_eq!(
-            sample().to_text(),
-            "192.168.200.1 offered 192.168.200.101: cluster-lab master of this cluster (lab)\n\
-             192.168.200.2 offered 192.168.200.50: foreign DHCP server\n\
-             192.168.200.3 offered 192.168.200.60: cluster-lab master of another cluster (other)\n"
-        );
-        let empty = Report::new("eth0.200", "lab", Duration::from_secs(3), &[]);
-        assert_eq!(empty.to_text(), "");
-    }
-
-    #[test]
-    fn json_output_is_stable() {
-        let golden = include_str!("../../test_data/probe/report.json");
-        assert_eq!(
-            sample().to_json(),
-            golden,
-            "regenerate agent/test_data/probe/report.json if the change is intended"
-        );
-        let v: serde_json::Value = serde_json::from_str(golden).unwrap();
-        assert_eq!(v["master_found"], true);
     }
 }
