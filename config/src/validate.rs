@@ -173,78 +173,125 @@ fn dhcp(
     net: &NetworkSettings,
     d: DhcpSettings,
 ) -> Result<DhcpSettings, Problem> {
+    let range = value(&w.range, |r| r, default_range(net.subnet));
+    range_in_subnet(w, wn, net, range)?;
+    range_leaves_out_the_master(w, wn, net, range)?;
+    let router = router_outside_the_range(w, wn, net, range)?;
+    let dns = dns_servers(w, d.dns)?;
+    let lease_time = lease_time(w, d.lease_time)?;
+    let decline_quarantine = decline_quarantine(w, d.decline_quarantine)?;
+    Ok(DhcpSettings {
+        range_start: range.start,
+        range_end: range.end,
+        lease_time,
+        router,
+        dns,
+        lease_file: value(&w.lease_file, |p| p.0, d.lease_file),
+        decline_quarantine,
+    })
+}
+
+/// `dhcp.range`: both ends usable host addresses of the subnet.
+fn range_in_subnet(
+    w: &WireDhcp,
+    wn: &WireNetwork,
+    net: &NetworkSettings,
+    range: AddrRange,
+) -> Result<(), Problem> {
     let subnet = net.subnet;
-    let range = value(&w.range, |r| r, default_range(subnet));
-
-    if let Some(r) = &w.range {
-        for ip in [range.start, range.end] {
-            if let Err(why) = usable_host(subnet, ip, wn.subnet.is_none()) {
-                let msg = if subnet.contains(ip) {
-                    format!("{range}: {why}; give a range of host addresses inside {subnet}")
-                } else {
-                    format!(
-                        "{range} is outside the subnet {subnet}{}; give a range inside it",
-                        if wn.subnet.is_none() {
-                            " (the default network.subnet)"
-                        } else {
-                            ""
-                        }
-                    )
-                };
-                return Err(problem(Some(r.span()), "dhcp.range", msg));
-            }
+    let Some(r) = &w.range else {
+        return Ok(());
+    };
+    for ip in [range.start, range.end] {
+        if let Err(why) = usable_host(subnet, ip, wn.subnet.is_none()) {
+            let msg = if subnet.contains(ip) {
+                format!("{range}: {why}; give a range of host addresses inside {subnet}")
+            } else {
+                format!(
+                    "{range} is outside the subnet {subnet}{}; give a range inside it",
+                    if wn.subnet.is_none() {
+                        " (the default network.subnet)"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            return Err(problem(Some(r.span()), "dhcp.range", msg));
         }
     }
+    Ok(())
+}
 
-    if range.contains(net.master) {
-        return Err(match (&w.range, &wn.master) {
-            (Some(r), _) => problem(
-                Some(r.span()),
-                "dhcp.range",
-                format!(
-                    "{range} contains the master address {}; the master's address must stay \
-                     outside the DHCP range: move the range or network.master",
-                    net.master
-                ),
+/// The master's address stays outside the DHCP range (blamed on whichever of the two was set).
+fn range_leaves_out_the_master(
+    w: &WireDhcp,
+    wn: &WireNetwork,
+    net: &NetworkSettings,
+    range: AddrRange,
+) -> Result<(), Problem> {
+    if !range.contains(net.master) {
+        return Ok(());
+    }
+    Err(match (&w.range, &wn.master) {
+        (Some(r), _) => problem(
+            Some(r.span()),
+            "dhcp.range",
+            format!(
+                "{range} contains the master address {}; the master's address must stay \
+                 outside the DHCP range: move the range or network.master",
+                net.master
             ),
-            (None, m) => problem(
-                span(m),
-                "network.master",
-                format!(
-                    "{} is inside the default DHCP range {range}; choose another master address \
-                     or set dhcp.range so it leaves the master out",
-                    net.master
-                ),
+        ),
+        (None, m) => problem(
+            span(m),
+            "network.master",
+            format!(
+                "{} is inside the default DHCP range {range}; choose another master address \
+                 or set dhcp.range so it leaves the master out",
+                net.master
             ),
+        ),
+    })
+}
+
+/// `dhcp.router`: a host of the subnet outside the DHCP range, if set.
+fn router_outside_the_range(
+    w: &WireDhcp,
+    wn: &WireNetwork,
+    net: &NetworkSettings,
+    range: AddrRange,
+) -> Result<Option<Ipv4Addr>, Problem> {
+    let Some(at) = &w.router else {
+        return Ok(None);
+    };
+    let ip = at.get_ref().0;
+    let why = usable_host(net.subnet, ip, wn.subnet.is_none())
+        .err()
+        .or_else(|| {
+            range
+                .contains(ip)
+                .then(|| format!("{ip} is inside the DHCP range {range}"))
         });
+    match why {
+        None => Ok(Some(ip)),
+        Some(why) => Err(problem(
+            Some(at.span()),
+            "dhcp.router",
+            format!(
+                "{why}; the router must be a host in {} outside the DHCP range \
+                 (often the master, {}), or leave the key out for no router option",
+                net.subnet, net.master
+            ),
+        )),
     }
+}
 
-    let router = w.router.as_ref().map(|r| r.get_ref().0);
-    if let (Some(ip), Some(at)) = (router, &w.router) {
-        let why = usable_host(subnet, ip, wn.subnet.is_none())
-            .err()
-            .or_else(|| {
-                range
-                    .contains(ip)
-                    .then(|| format!("{ip} is inside the DHCP range {range}"))
-            });
-        if let Some(why) = why {
-            return Err(problem(
-                Some(at.span()),
-                "dhcp.router",
-                format!(
-                    "{why}; the router must be a host in {subnet} outside the DHCP range \
-                     (often the master, {}), or leave the key out for no router option",
-                    net.master
-                ),
-            ));
-        }
-    }
-
+/// `dhcp.dns`: at most [`DNS_MAX`] unicast addresses.
+fn dns_servers(w: &WireDhcp, default: Vec<Ipv4Addr>) -> Result<Vec<Ipv4Addr>, Problem> {
     let dns: Vec<Ipv4Addr> = value(
         &w.dns,
         |v| v.into_iter().map(|a| a.into_inner().0).collect(),
-        d.dns,
+        default,
     );
     if dns.len() > DNS_MAX {
         return Err(problem(
@@ -265,8 +312,12 @@ fn dhcp(
             ));
         }
     }
+    Ok(dns)
+}
 
-    let lease_time = value(&w.lease_time, |t| t.0, d.lease_time);
+/// `dhcp.lease_time`: between [`LEASE_TIME_MIN`] and [`LEASE_TIME_MAX`].
+fn lease_time(w: &WireDhcp, default: Duration) -> Result<Duration, Problem> {
+    let lease_time = value(&w.lease_time, |t| t.0, default);
     if !(LEASE_TIME_MIN..=LEASE_TIME_MAX).contains(&lease_time) {
         return Err(problem(
             span(&w.lease_time),
@@ -279,27 +330,22 @@ fn dhcp(
             ),
         ));
     }
+    Ok(lease_time)
+}
 
-    let decline_quarantine = value(&w.decline_quarantine, |t| t.0, d.decline_quarantine);
-    if decline_quarantine > DECLINE_QUARANTINE_MAX {
+/// `dhcp.decline_quarantine`: at most [`DECLINE_QUARANTINE_MAX`].
+fn decline_quarantine(w: &WireDhcp, default: Duration) -> Result<Duration, Problem> {
+    let quarantine = value(&w.decline_quarantine, |t| t.0, default);
+    if quarantine > DECLINE_QUARANTINE_MAX {
         return Err(problem(
             span(&w.decline_quarantine),
             "dhcp.decline_quarantine",
             format!(
                 "{} is too long; give 0s to {}, e.g. \"10m\"",
-                format_duration(decline_quarantine),
+                format_duration(quarantine),
                 format_duration(DECLINE_QUARANTINE_MAX)
             ),
         ));
     }
-
-    Ok(DhcpSettings {
-        range_start: range.start,
-        range_end: range.end,
-        lease_time,
-        router,
-        dns,
-        lease_file: value(&w.lease_file, |p| p.0, d.lease_file),
-        decline_quarantine,
-    })
+    Ok(quarantine)
 }
