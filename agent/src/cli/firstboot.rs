@@ -94,19 +94,32 @@ impl FirstbootArgs {
         let hostname = match settings.node.hostname.clone() {
             Some(h) => h,
             None => {
-                let name = std::fs::read_to_string(&user_data)
+                let system = nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                match std::fs::read_to_string(&user_data)
                     .ok()
                     .and_then(|t| hostname::from_user_data(&t))
-                    .or_else(|| {
-                        nix::unistd::gethostname()
-                            .ok()
-                            .map(|h| h.to_string_lossy().into_owned())
-                    })
-                    .context(
-                        "no hostname: set [node] hostname in cluster-lab.toml (or flash with --hostname)",
-                    )?;
-                name.parse::<Hostname>()
-                    .map_err(|e| anyhow::anyhow!("hostname {name:?}: {e}"))?
+                {
+                    Some(name) => name
+                        .parse::<Hostname>()
+                        .map_err(|e| anyhow::anyhow!("hostname {name:?}: {e}"))?,
+                    // Nobody named this card: a name of its own from its MAC, not the image's shared default.
+                    None if hostname::is_unnamed(&system) => {
+                        let interface = &settings.network.interface;
+                        let mac = crate::net::link::mac(interface).with_context(|| {
+                            format!(
+                                "no hostname set and none from {interface}'s MAC address: set [node] hostname in cluster-lab.toml"
+                            )
+                        })?;
+                        let name = hostname::unnamed_default(mac);
+                        eprintln!("cluster-lab: no hostname set on this card; naming it {name} (after its MAC address)");
+                        name
+                    }
+                    None => system
+                        .parse::<Hostname>()
+                        .map_err(|e| anyhow::anyhow!("hostname {system:?}: {e}"))?,
+                }
             }
         };
         let secret = settings.cluster.secret.clone().with_context(|| {

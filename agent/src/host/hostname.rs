@@ -10,6 +10,21 @@ use crate::host::render::RenderedFile;
 /// The machine's name, validated by the one hostname rule in `cluster-lab.toml`'s schema.
 pub use crate::config::Hostname;
 
+/// The hostname every card has before first boot (the image recipe writes it to /etc/hostname).
+pub const IMAGE_DEFAULT: &str = "cluster-lab";
+
+/// The name of a card flashed without a hostname: `cl-` and the last three bytes of its wired MAC address, so
+/// two unnamed cards on one switch never share a name.
+pub fn unnamed_default(mac: crate::net::link::Mac) -> Hostname {
+    let [.., a, b, c] = mac.0;
+    Hostname::parse(&format!("cl-{a:02x}{b:02x}{c:02x}")).expect("cl-xxxxxx is a valid hostname")
+}
+
+/// Whether `name` (the system's current hostname) says nobody has named this machine yet.
+pub fn is_unnamed(name: &str) -> bool {
+    matches!(name, "" | IMAGE_DEFAULT | "localhost" | "(none)")
+}
+
 /// The `hostname:` value of a cloud-init style `user-data` document, if it has one at the top level.
 pub fn from_user_data(text: &str) -> Option<String> {
     text.lines().find_map(|line| {
@@ -81,6 +96,14 @@ mod tests {
         for bad in ["", "-a", "a-", "a_b", "a.b", &"x".repeat(64)] {
             assert!(bad.parse::<Hostname>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn an_unnamed_card_is_named_after_its_mac() {
+        let mac: crate::net::link::Mac = "b8:27:eb:12:ab:9f".parse().unwrap();
+        assert_eq!(unnamed_default(mac).as_str(), "cl-12ab9f");
+        assert!(is_unnamed(IMAGE_DEFAULT) && is_unnamed("localhost") && is_unnamed(""));
+        assert!(!is_unnamed("node1"));
     }
 
     #[test]
