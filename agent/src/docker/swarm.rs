@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::wait::Waited;
 use bollard::models::{NodeSpec, SwarmInitRequest, SwarmJoinRequest};
 use bollard::query_parameters::{ListNodesOptions, UpdateNodeOptions};
 use bollard::Docker;
@@ -33,7 +34,15 @@ pub enum SwarmError {
     },
     #[error("swarm on this machine is {state}: {detail}")]
     BadState { state: String, detail: String },
+    #[error(
+        "joined the swarm but the engine is still {state} after {waited:?}: it has not reached the manager; \
+         check that the master's port {MANAGER_PORT} answers on the VLAN"
+    )]
+    NotActive { state: String, waited: Duration },
 }
+
+/// How long a joining engine may stay `pending` before first boot calls the join failed (and retries).
+pub const JOIN_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Wraps a Docker API error with the action that failed.
 pub(crate) fn docker_err(
@@ -97,27 +106,30 @@ impl Swarm {
     /// Connect to the engine at `socket`, waiting up to `timeout` for it to answer (dockerd starts in parallel with
     /// the agent at boot), and agree on an API version both sides speak.
     pub async fn connect(socket: &Path, timeout: Duration) -> Result<Swarm, SwarmError> {
-        let started = Instant::now();
         let path = socket.to_string_lossy().into_owned();
-        loop {
-            let attempt = async {
-                let docker = Docker::connect_with_unix(&path, 30, bollard::API_DEFAULT_VERSION)?;
-                let docker = docker.negotiate_version().await?;
-                docker.ping().await?;
-                Ok::<_, bollard::errors::Error>(docker)
-            };
-            match attempt.await {
-                Ok(docker) => return Ok(Swarm { docker }),
-                Err(e) if started.elapsed() >= timeout => {
-                    return Err(SwarmError::NotReady {
-                        socket: path,
-                        waited: started.elapsed(),
-                        last: e.to_string(),
-                    })
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        crate::wait::poll(timeout, Duration::from_millis(500), || {
+            let path = path.clone();
+            async move {
+                let attempt = async {
+                    let docker =
+                        Docker::connect_with_unix(&path, 30, bollard::API_DEFAULT_VERSION)?;
+                    let docker = docker.negotiate_version().await?;
+                    docker.ping().await?;
+                    Ok::<_, bollard::errors::Error>(docker)
+                };
+                Ok::<_, std::convert::Infallible>(attempt.await.map_err(|e| e.to_string()))
             }
-        }
+        })
+        .await
+        .map(|docker| Swarm { docker })
+        .map_err(|w| match w {
+            Waited::TimedOut { waited, last } => SwarmError::NotReady {
+                socket: path.clone(),
+                waited,
+                last,
+            },
+            Waited::Failed(never) => match never {},
+        })
     }
 
     /// The engine connection, for operations beyond the swarm itself (networks).
@@ -195,7 +207,12 @@ impl Swarm {
     ) -> Result<Outcome, SwarmError> {
         let state = self.local_state().await?;
         match state.state.as_str() {
-            "active" | "pending" => return Ok(Outcome::AlreadyDone),
+            "active" => return Ok(Outcome::AlreadyDone),
+            // An earlier join that timed out keeps going in the background: joined means active.
+            "pending" => {
+                self.wait_active(JOIN_ACTIVE_TIMEOUT).await?;
+                return Ok(Outcome::AlreadyDone);
+            }
             "inactive" | "" => {}
             other => {
                 return Err(SwarmError::BadState {
@@ -211,11 +228,35 @@ impl Swarm {
             remote_addrs: Some(vec![format!("{manager}:{MANAGER_PORT}")]),
             join_token: Some(token.to_string()),
         };
-        self.docker
-            .join_swarm(request)
-            .await
-            .map_err(docker_err("joining swarm"))?;
+        if let Err(e) = self.docker.join_swarm(request).await {
+            // A join that timed out may still be under way ("pending"); anything else is a failed join.
+            if self.local_state().await?.state != "pending" {
+                return Err(docker_err("joining swarm")(e));
+            }
+            tracing::warn!(error = %e, "swarm join returned an error but the engine is joining; waiting");
+        }
+        self.wait_active(JOIN_ACTIVE_TIMEOUT).await?;
         Ok(Outcome::Done)
+    }
+
+    /// Wait until this engine's swarm state is `active` (a member the manager accepted), up to `timeout`.
+    pub async fn wait_active(&self, timeout: Duration) -> Result<LocalState, SwarmError> {
+        crate::wait::poll(timeout, Duration::from_secs(1), || async {
+            let state = self.local_state().await?;
+            Ok(if state.is_active() {
+                Ok(state)
+            } else {
+                Err(state.state)
+            })
+        })
+        .await
+        .map_err(|w| match w {
+            Waited::Failed(e) => e,
+            Waited::TimedOut { waited, last } => SwarmError::NotActive {
+                state: last,
+                waited,
+            },
+        })
     }
 
     /// Every node of the swarm (managers only).
