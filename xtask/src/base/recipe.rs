@@ -173,6 +173,11 @@ mod tests {
             s.contains("deb http://mirror.example/debian trixie main"),
             "{s}"
         );
+        assert!(
+            s.contains("deb http://mirror.example/debian trixie-updates main")
+                && s.contains("deb http://mirror.example/debian-security trixie-security main"),
+            "{s}"
+        );
         assert!(s.contains("bullseye"), "{s}");
     }
 
