@@ -219,20 +219,32 @@ pub fn consul_members(lab: &Lab) -> Check {
         &name,
         (|| {
             let out = lab.sh(lab.master(), "consul members")?;
-            let alive: Vec<&str> = out
-                .lines()
-                .skip(1)
-                .filter(|l| l.split_whitespace().nth(2) == Some("alive"))
-                .filter_map(|l| l.split_whitespace().next())
-                .collect();
-            let all = lab
-                .st
-                .machines
-                .iter()
-                .all(|m| alive.contains(&m.hostname.as_str()));
-            Ok(Check::verdict(&name, all && alive.len() == n, out))
+            let alive = names_with(out.lines().skip(1), 2, "alive");
+            Ok(Check::verdict(&name, lists_every_machine(lab, &alive), out))
         })(),
     )
+}
+
+/// The first column of the `lines` whose column `column` (0-based, whitespace-separated) is `status`.
+fn names_with<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    column: usize,
+    status: &str,
+) -> Vec<&'a str> {
+    lines
+        .filter(|l| l.split_whitespace().nth(column) == Some(status))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
+/// `names` holds every machine of the cluster and nothing else.
+fn lists_every_machine(lab: &Lab, names: &[&str]) -> bool {
+    names.len() == lab.st.machines.len()
+        && lab
+            .st
+            .machines
+            .iter()
+            .all(|m| names.contains(&m.hostname.as_str()))
 }
 
 /// `docker node ls` on the master lists every machine Ready (and the master as Leader).
@@ -247,17 +259,8 @@ pub fn swarm_nodes(lab: &Lab) -> Check {
                 lab.master(),
                 "docker node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'",
             )?;
-            let ready: Vec<&str> = fmt
-                .lines()
-                .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
-                .filter_map(|l| l.split_whitespace().next())
-                .collect();
-            let all = lab
-                .st
-                .machines
-                .iter()
-                .all(|m| ready.contains(&m.hostname.as_str()));
-            Ok(Check::verdict(&name, all && ready.len() == n, out))
+            let ready = names_with(fmt.lines(), 1, "Ready");
+            Ok(Check::verdict(&name, lists_every_machine(lab, &ready), out))
         })(),
     )
 }

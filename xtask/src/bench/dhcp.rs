@@ -438,16 +438,20 @@ mod tests {
         }
     }
 
-    fn best_of(limit: u32) -> (Vec<u32>, Option<u32>) {
+    fn searched(limit: u32) -> Outcome {
         let mut points = Vec::new();
         search(&mut fake(limit), &mut points).unwrap();
-        let o = Outcome {
+        Outcome {
             server: Server::Kea,
             version: String::new(),
             points,
             lease_bytes: None,
             error: None,
-        };
+        }
+    }
+
+    fn best_of(limit: u32) -> (Vec<u32>, Option<u32>) {
+        let o = searched(limit);
         (
             o.points.iter().map(|p| p.rate).collect(),
             o.best().map(|p| p.rate),
@@ -490,16 +494,8 @@ mod tests {
 
     #[test]
     fn stops_at_the_maximum_rate() {
-        let mut points = Vec::new();
-        search(&mut fake(u32::MAX), &mut points).unwrap();
-        assert_eq!(points.last().unwrap().rate, MAX_RATE);
-        let o = Outcome {
-            server: Server::Kea,
-            version: String::new(),
-            points,
-            lease_bytes: None,
-            error: None,
-        };
+        let o = searched(u32::MAX);
+        assert_eq!(o.points.last().unwrap().rate, MAX_RATE);
         assert!(o.capped());
     }
 
