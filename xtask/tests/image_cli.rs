@@ -33,6 +33,23 @@ fn xtask(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `cargo xtask image --arch arm64 --base BASE --agent AGENT -o OUT EXTRA…`.
+fn image_arm64(base: &Path, agent: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![
+        "image",
+        "--arch",
+        "arm64",
+        "--base",
+        base.to_str().unwrap(),
+        "--agent",
+        agent.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    xtask(&args)
+}
+
 /// A minimal little-endian ELF64 header for `machine` (183 = AArch64, 62 = x86-64): enough for the
 /// architecture check `cargo xtask image` does on `--agent`.
 fn stand_in_agent(path: &Path, machine: u16) {
@@ -61,17 +78,7 @@ fn image_then_flash_a_file() {
     let agent = dir.path().join("cluster-lab");
     stand_in_agent(&agent, 183);
     let out = dir.path().join("out/lab");
-    let (ok, log) = xtask(&[
-        "image",
-        "--arch",
-        "arm64",
-        "--base",
-        base.to_str().unwrap(),
-        "--agent",
-        agent.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, log) = image_arm64(&base, &agent, &out, &[]);
     assert!(ok, "{log}");
     let mut names: Vec<String> = std::fs::read_dir(dir.path().join("out"))
         .unwrap()
@@ -117,19 +124,12 @@ fn image_then_flash_a_file() {
     assert_eq!(secret.len(), 64);
 
     // A second build gets a different secret.
-    let (ok, log) = xtask(&[
-        "image",
-        "--arch",
-        "arm64",
-        "--base",
-        base.to_str().unwrap(),
-        "--agent",
-        agent.to_str().unwrap(),
-        "-o",
-        dir.path().join("out/lab2").to_str().unwrap(),
-        "--compress",
-        "none",
-    ]);
+    let (ok, log) = image_arm64(
+        &base,
+        &agent,
+        &dir.path().join("out/lab2"),
+        &["--compress", "none"],
+    );
     assert!(ok, "{log}");
     let second = edit::secret(&toml_on_card(&dir.path().join("out/lab2.img")))
         .unwrap()
@@ -193,17 +193,7 @@ fn agent_for_another_board_is_refused() {
     let agent = dir.path().join("a");
     stand_in_agent(&agent, 62);
     let base = root().join("image/tests/data/raspios-like.img.xz");
-    let (ok, log) = xtask(&[
-        "image",
-        "--arch",
-        "arm64",
-        "--base",
-        base.to_str().unwrap(),
-        "--agent",
-        agent.to_str().unwrap(),
-        "-o",
-        dir.path().join("o").to_str().unwrap(),
-    ]);
+    let (ok, log) = image_arm64(&base, &agent, &dir.path().join("o"), &[]);
     assert!(
         !ok && log.contains("x86-64") && log.contains("AArch64"),
         "{log}"
@@ -242,17 +232,7 @@ fn image_with_a_corrupt_base_names_the_problem() {
     let agent = dir.path().join("a");
     stand_in_agent(&agent, 183);
     let out = dir.path().join("o");
-    let (ok, log) = xtask(&[
-        "image",
-        "--arch",
-        "arm64",
-        "--base",
-        base.to_str().unwrap(),
-        "--agent",
-        agent.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, log) = image_arm64(&base, &agent, &out, &[]);
     assert!(!ok && log.contains("no MBR signature"), "{log}");
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -120,26 +120,7 @@ pub fn json(report: &Report) -> String {
 mod tests {
     use super::*;
     use crate::dhcp::marker::Sender;
-    use crate::dhcp::probe::Offer;
-    use std::net::Ipv4Addr;
-
-    fn ip(last: u8) -> Ipv4Addr {
-        Ipv4Addr::new(192, 168, 200, last)
-    }
-
-    fn offer(server: u8, offered: u8, sender: Sender) -> Offer {
-        Offer {
-            server_id: ip(server),
-            offered: ip(offered),
-            sender,
-        }
-    }
-
-    fn ours(name: &str) -> Sender {
-        Sender::ClusterLab {
-            cluster: name.into(),
-        }
-    }
+    use crate::dhcp::probe::tests::{offer, ours};
 
     #[test]
     fn exit_status_says_whether_a_master_of_this_cluster_answered() {

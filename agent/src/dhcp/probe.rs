@@ -285,7 +285,7 @@ pub fn collect_offers(interface: &str, timeout: Duration) -> Result<Vec<Offer>, 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -313,11 +313,11 @@ mod tests {
         out
     }
 
-    fn ip(last: u8) -> Ipv4Addr {
+    pub(crate) fn ip(last: u8) -> Ipv4Addr {
         Ipv4Addr::new(192, 168, 200, last)
     }
 
-    fn offer(server: u8, offered: u8, sender: Sender) -> Offer {
+    pub(crate) fn offer(server: u8, offered: u8, sender: Sender) -> Offer {
         Offer {
             server_id: ip(server),
             offered: ip(offered),
@@ -325,7 +325,7 @@ mod tests {
         }
     }
 
-    fn ours(name: &str) -> Sender {
+    pub(crate) fn ours(name: &str) -> Sender {
         Sender::ClusterLab {
             cluster: name.into(),
         }
