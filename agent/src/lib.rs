@@ -15,6 +15,7 @@ pub mod firstboot;
 pub mod host;
 pub mod logging;
 pub mod net;
+pub mod plan;
 pub mod secret;
 pub mod status;
 pub mod wait;

@@ -9,9 +9,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cluster_lab::config::Settings;
-use cluster_lab::firstboot::{Environment, Firstboot};
+use cluster_lab::firstboot::{Environment, Finished, Firstboot};
 use cluster_lab::host::hostname::Hostname;
 use cluster_lab::host::login::{Login, LoginError, Outcome, USER};
+use cluster_lab::plan::Plan;
 
 const KEY_A: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl flashed@laptop";
@@ -73,13 +74,13 @@ impl Root {
         self.path().join("etc/shadow")
     }
 
-    fn apply(&self, keys: &[String], hash: Option<&str>, dry_run: bool) -> Outcome {
+    fn apply(&self, keys: &[String], hash: Option<&str>, plan: Option<&Plan>) -> Outcome {
         Login {
             user: USER,
             keys,
             password_hash: hash,
         }
-        .apply(self.path(), dry_run)
+        .apply(self.path(), plan)
         .unwrap_or_else(|e| panic!("login: {e}"))
     }
 
@@ -125,7 +126,7 @@ fn keys(list: &[&str]) -> Vec<String> {
 #[test]
 fn configured_keys_are_written_with_the_modes_and_owner_sshd_wants() {
     let root = Root::new();
-    let out = root.apply(&keys(&[KEY_A, KEY_B]), None, false);
+    let out = root.apply(&keys(&[KEY_A, KEY_B]), None, None);
     assert_eq!(
         out,
         Outcome {
@@ -164,7 +165,7 @@ fn keys_added_by_hand_stay_and_configured_keys_are_added_once() {
     std::fs::write(root.keys_file(), &hand).unwrap();
     std::fs::set_permissions(root.keys_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
 
-    let out = root.apply(&keys(&[KEY_A, KEY_B, KEY_B]), None, false);
+    let out = root.apply(&keys(&[KEY_A, KEY_B, KEY_B]), None, None);
     assert!(out.keys_changed);
     assert_eq!(
         std::fs::read_to_string(root.keys_file()).unwrap(),
@@ -179,12 +180,12 @@ fn keys_added_by_hand_stay_and_configured_keys_are_added_once() {
 fn a_second_run_changes_nothing() {
     let root = Root::new();
     let configured = keys(&[KEY_A, KEY_B]);
-    assert!(root.apply(&configured, Some(HASH), false).changed());
+    assert!(root.apply(&configured, Some(HASH), None).changed());
     let keys_before = fingerprint(&root.keys_file());
     let shadow_before = fingerprint(&root.shadow());
     let dir_before = metadata(&root.ssh_dir());
 
-    let again = root.apply(&configured, Some(HASH), false);
+    let again = root.apply(&configured, Some(HASH), None);
     assert_eq!(
         again,
         Outcome {
@@ -202,7 +203,7 @@ fn a_second_run_changes_nothing() {
 fn the_password_hash_goes_into_the_users_shadow_entry() {
     let root = Root::new();
     let before = std::fs::metadata(root.shadow()).unwrap();
-    let out = root.apply(&[], Some(HASH), false);
+    let out = root.apply(&[], Some(HASH), None);
     assert_eq!(
         out,
         Outcome {
@@ -241,12 +242,12 @@ fn the_password_hash_goes_into_the_users_shadow_entry() {
 fn without_a_password_hash_the_shadow_file_is_untouched() {
     let root = Root::new();
     let before = fingerprint(&root.shadow());
-    root.apply(&keys(&[KEY_A]), None, false);
+    root.apply(&keys(&[KEY_A]), None, None);
     assert_eq!(fingerprint(&root.shadow()), before);
     // Nothing configured at all: nothing is read or written.
     let empty = Root::new();
     std::fs::remove_file(empty.path().join("etc/passwd")).unwrap();
-    assert!(!empty.apply(&[], None, false).changed());
+    assert!(!empty.apply(&[], None, None).changed());
     assert!(!empty.ssh_dir().exists());
 }
 
@@ -254,13 +255,22 @@ fn without_a_password_hash_the_shadow_file_is_untouched() {
 fn a_dry_run_says_what_would_change_and_touches_nothing() {
     let root = Root::new();
     let shadow_before = fingerprint(&root.shadow());
-    let out = root.apply(&keys(&[KEY_A]), Some(HASH), true);
+    let plan = Plan::default();
+    let out = root.apply(&keys(&[KEY_A]), Some(HASH), Some(&plan));
     assert_eq!(
         out,
         Outcome {
             keys_changed: true,
             password_changed: true
         }
+    );
+    assert_eq!(
+        plan.lines(),
+        [
+            "would set /home/cluster/.ssh to mode 0700, owned by the user",
+            "would write /home/cluster/.ssh/authorized_keys (1 configured keys)",
+            "would set the password hash of cluster in /etc/shadow",
+        ]
     );
     assert!(!root.ssh_dir().exists());
     assert_eq!(fingerprint(&root.shadow()), shadow_before);
@@ -279,7 +289,7 @@ fn a_missing_user_is_an_error_naming_the_file() {
         keys: &keys(&[KEY_A]),
         password_hash: None,
     }
-    .apply(root.path(), false)
+    .apply(root.path(), None)
     .unwrap_err();
     assert!(matches!(err, LoginError::NoUser { .. }), "{err:?}");
     assert!(
@@ -307,16 +317,24 @@ fn firstboot_dry_run_leaves_login_untouched() {
         hostname: Hostname::parse("login-test").unwrap(),
         secret: "0123456789abcdef0123".parse().unwrap(),
         root: root.path().to_path_buf(),
-        dry_run: true,
+        plan: Some(Default::default()),
         env: Environment::target(),
     };
-    let summary = tokio::runtime::Builder::new_current_thread()
+    let finished = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(fb.run())
         .unwrap();
-    assert!(summary.is_none());
+    let Finished::Planned(lines) = finished else {
+        panic!("a dry run ends with a plan: {finished:?}")
+    };
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("would write /home/cluster/.ssh/authorized_keys")),
+        "{lines:?}"
+    );
     assert!(!root.ssh_dir().exists());
     assert_eq!(fingerprint(&root.shadow()), shadow_before);
     assert!(!root.path().join("etc/hostname").exists());

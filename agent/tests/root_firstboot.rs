@@ -166,7 +166,7 @@ impl Machine {
             hostname: format!("fb-{name}").parse::<Hostname>().unwrap(),
             secret: SECRET.parse().unwrap(),
             root: root.clone(),
-            dry_run: false,
+            plan: None,
             env: Environment {
                 consul: "127.0.0.1:8500".parse().unwrap(),
                 docker_socket: socket.clone(),

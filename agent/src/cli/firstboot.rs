@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::config::{self, Settings};
-use crate::firstboot::Firstboot;
+use crate::firstboot::{Finished, Firstboot};
 use crate::host::hostname::{self, Hostname};
 
 /// Exit status for a bad configuration: the unit does not restart on it (RestartPreventExitStatus=3).
@@ -62,8 +62,13 @@ impl FirstbootArgs {
             runtime.block_on(fb.run_early())?;
             return Ok(ExitCode::SUCCESS);
         }
-        if let Some(summary) = runtime.block_on(fb.run())? {
-            println!("{}", summary.console_line());
+        match runtime.block_on(fb.run())? {
+            Finished::Done(summary) => println!("{}", summary.console_line()),
+            Finished::Planned(lines) => {
+                for line in lines {
+                    println!("{line}");
+                }
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -134,7 +139,7 @@ impl FirstbootArgs {
             hostname,
             secret,
             root: root.to_path_buf(),
-            dry_run: self.dry_run,
+            plan: self.dry_run.then(Default::default),
             env: crate::firstboot::Environment::target(),
         })
     }

@@ -19,6 +19,7 @@ use crate::config::{Role, Settings};
 use crate::election::{ClusterRole, Mac, Timing};
 use crate::host::hostname::{self, Hostname};
 use crate::host::render::RenderedFile;
+use crate::plan::Plan;
 use crate::{election::socket, host::login, host::networkd, host::stamp, host::systemd, net::vlan};
 
 pub use crate::election::runner::{announce_master, elect, ElectionError, ElectionSetup};
@@ -26,6 +27,15 @@ pub use services::{Environment, Services, Systemd};
 
 /// Where the agent keeps the effective configuration for services that run after first boot (dhcpd).
 pub const ETC_CONFIG: &str = "/etc/cluster-lab/cluster-lab.toml";
+
+/// How a run of first boot ended.
+#[derive(Debug)]
+pub enum Finished {
+    /// This machine is master or node now; the summary gives its console line.
+    Done(Summary),
+    /// A dry run: what would have been done, one line per action.
+    Planned(Vec<String>),
+}
 
 /// Everything first boot works from; built by the CLI after the configuration validated.
 #[derive(Debug, Clone)]
@@ -38,7 +48,8 @@ pub struct Firstboot {
     /// `/` on the target; a scratch directory for file-level checks.
     pub root: PathBuf,
     /// Only report what would change.
-    pub dry_run: bool,
+    /// Set for a dry run: the steps record what they would do here instead of acting.
+    pub plan: Option<std::sync::Arc<Plan>>,
     /// The services first boot configures and how to reach them.
     pub env: Environment,
 }
@@ -71,11 +82,11 @@ impl Firstboot {
     /// Install `file` (or, in a dry run, say whether it would change). Returns whether it changed.
     fn install(&self, file: &RenderedFile) -> anyhow::Result<bool> {
         let target = file.target(&self.root);
-        if self.dry_run {
+        if let Some(plan) = self.planning() {
             let same =
                 std::fs::read_to_string(&target).ok().as_deref() == Some(file.contents.as_str());
             if !same {
-                println!("would write {}", file.path.display());
+                plan.note(format!("would write {}", file.path.display()));
             }
             return Ok(!same);
         }
@@ -88,8 +99,13 @@ impl Firstboot {
         Ok(changed)
     }
 
-    /// Run every step. Returns the summary (none in a dry run); the caller prints its console line.
-    pub async fn run(&self) -> anyhow::Result<Option<Summary>> {
+    /// The dry run's plan, if this is one.
+    fn planning(&self) -> Option<&Plan> {
+        self.plan.as_deref()
+    }
+
+    /// Run every step. Returns the summary, or in a dry run the plan; the caller prints them.
+    pub async fn run(&self) -> anyhow::Result<Finished> {
         let net = &self.settings.network;
         let vlan_if = net.vlan_interface();
         self.step_login()?;
@@ -109,11 +125,11 @@ impl Firstboot {
             group: None,
         })?;
 
-        if self.dry_run {
-            println!(
+        if let Some(plan) = self.planning() {
+            plan.note(format!(
                 "would create VLAN {vlan_if} (id {}) on {} and bring it up",
                 net.vlan, net.interface
-            );
+            ));
         } else {
             let mtu = networkd::vlan_mtu(networkd::PARENT_MTU);
             let created = vlan::ensure(&net.interface, &vlan_if, net.vlan, mtu)
@@ -127,16 +143,18 @@ impl Firstboot {
         for file in networkd::render(net, role).context("rendering networkd files")? {
             changed |= self.install(&file)?;
         }
-        if changed && !self.dry_run {
+        if changed && self.plan.is_none() {
             self.env
                 .services
                 .networkd_reload()
                 .await
                 .context("reloading networkd")?;
         }
-        if self.dry_run {
-            println!("then, as {role:?}: VLAN address, Consul, Swarm, stamp; dry run, nothing was changed");
-            return Ok(None);
+        if let Some(plan) = self.planning() {
+            plan.note(format!(
+                "then, as {role:?}: VLAN address, Consul, Swarm, stamp; dry run, nothing was changed"
+            ));
+            return Ok(Finished::Planned(plan.lines()));
         }
         let vlan_address = match role {
             ClusterRole::Master => master::run(self, claim_socket).await?,
@@ -156,7 +174,7 @@ impl Firstboot {
                 .await
                 .with_context(|| format!("disabling {unit}"))?;
         }
-        Ok(Some(summary))
+        Ok(Finished::Done(summary))
     }
 
     /// The early part, run by cluster-lab-early.service before dockerd, sshd and avahi start: SSH keys and hostname.
@@ -247,19 +265,19 @@ impl Firstboot {
             password_hash: node.password_hash.as_deref(),
         };
         let outcome = login
-            .apply(&self.root, self.dry_run)
+            .apply(&self.root, self.planning())
             .context("setting up login")?;
-        if self.dry_run {
+        if let Some(plan) = self.planning() {
             if !outcome.changed() {
                 let password = match login.password_hash {
                     Some(_) => "password hash",
                     None => "no password",
                 };
-                println!(
+                plan.note(format!(
                     "login of {}: nothing to change ({} keys, {password})",
                     login::USER,
                     login.keys.len(),
-                );
+                ));
             }
             return Ok(outcome.changed());
         }
@@ -278,7 +296,7 @@ impl Firstboot {
         let hosts_path = self.root.join("etc/hosts");
         let current = std::fs::read_to_string(&hosts_path).unwrap_or_default();
         self.install(&hostname::render_hosts_file(&current, &self.hostname))?;
-        if self.dry_run || self.root != Path::new("/") {
+        if self.plan.is_some() || self.root != Path::new("/") {
             return Ok(false);
         }
         let changed =
@@ -297,11 +315,13 @@ impl Firstboot {
         let (role, socket) = match self.settings.node.role {
             Role::Master => (ClusterRole::Master, None),
             Role::Node => (ClusterRole::Node, None),
-            Role::Auto if self.dry_run => {
-                println!(
-                    "would elect the role on {}",
-                    self.settings.network.vlan_interface()
-                );
+            Role::Auto if self.plan.is_some() => {
+                if let Some(plan) = self.planning() {
+                    plan.note(format!(
+                        "would elect the role on {}",
+                        self.settings.network.vlan_interface()
+                    ));
+                }
                 return Ok((ClusterRole::Node, None));
             }
             Role::Auto => {
@@ -309,7 +329,7 @@ impl Firstboot {
                 (role, Some(socket))
             }
         };
-        if !self.dry_run {
+        if self.plan.is_none() {
             stamp::write_role(&self.root, role).context("remembering the role")?;
         }
         Ok((role, socket))

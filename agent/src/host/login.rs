@@ -11,6 +11,8 @@ use std::fs::Permissions;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::plan::Plan;
+
 /// The login user the base image creates (uid 1000, groups sudo and docker).
 pub const USER: &str = "cluster";
 
@@ -149,8 +151,9 @@ pub fn set_shadow_hash(shadow: &str, user: &str, hash: &str) -> Option<String> {
 }
 
 impl Login<'_> {
-    /// Bring keys and password to what is configured under `root`; in a dry run only say what would change.
-    pub fn apply(&self, root: &Path, dry_run: bool) -> Result<Outcome, LoginError> {
+    /// Bring keys and password to what is configured under `root`; given a `plan` (a dry run), only record what
+    /// would change.
+    pub fn apply(&self, root: &Path, plan: Option<&Plan>) -> Result<Outcome, LoginError> {
         let mut outcome = Outcome {
             keys_changed: false,
             password_changed: false,
@@ -166,10 +169,10 @@ impl Login<'_> {
                 user: self.user.to_string(),
                 path: passwd_path.clone(),
             })?;
-            outcome.keys_changed = self.install_keys(root, &entry, dry_run)?;
+            outcome.keys_changed = self.install_keys(root, &entry, plan)?;
         }
         if let Some(hash) = self.password_hash {
-            outcome.password_changed = self.set_password(root, hash, dry_run)?;
+            outcome.password_changed = self.set_password(root, hash, plan)?;
         }
         Ok(outcome)
     }
@@ -178,11 +181,11 @@ impl Login<'_> {
         &self,
         root: &Path,
         entry: &PasswdEntry,
-        dry_run: bool,
+        plan: Option<&Plan>,
     ) -> Result<bool, LoginError> {
         let ssh_dir = under(root, &entry.home).join(".ssh");
         let shown = entry.home.join(".ssh/authorized_keys");
-        let dir_changed = ensure_dir(&ssh_dir, entry, dry_run)?;
+        let dir_changed = ensure_dir(&ssh_dir, entry, plan)?;
         let path = ssh_dir.join("authorized_keys");
         let (current, meta) = match std::fs::symlink_metadata(&path) {
             Ok(m) if !m.file_type().is_file() => {
@@ -205,19 +208,24 @@ impl Login<'_> {
         if wanted == current && right_file {
             return Ok(dir_changed);
         }
-        if dry_run {
-            println!(
+        if let Some(plan) = plan {
+            plan.note(format!(
                 "would write {} ({} configured keys)",
                 shown.display(),
                 self.keys.len()
-            );
+            ));
             return Ok(true);
         }
         write_atomic(&path, &wanted, 0o600, (entry.uid, entry.gid))?;
         Ok(true)
     }
 
-    fn set_password(&self, root: &Path, hash: &str, dry_run: bool) -> Result<bool, LoginError> {
+    fn set_password(
+        &self,
+        root: &Path,
+        hash: &str,
+        plan: Option<&Plan>,
+    ) -> Result<bool, LoginError> {
         let path = root.join("etc/shadow");
         let shadow = std::fs::read_to_string(&path).map_err(io("reading", &path))?;
         let wanted =
@@ -228,11 +236,11 @@ impl Login<'_> {
         if wanted == shadow {
             return Ok(false);
         }
-        if dry_run {
-            println!(
+        if let Some(plan) = plan {
+            plan.note(format!(
                 "would set the password hash of {} in /etc/shadow",
                 self.user
-            );
+            ));
             return Ok(true);
         }
         // Keep the file's mode and owner (0640 root:shadow on Debian).
@@ -248,7 +256,7 @@ impl Login<'_> {
 }
 
 /// Make `dir` a directory with mode 0700 owned by the user. Returns whether anything changed (or would).
-fn ensure_dir(dir: &Path, entry: &PasswdEntry, dry_run: bool) -> Result<bool, LoginError> {
+fn ensure_dir(dir: &Path, entry: &PasswdEntry, plan: Option<&Plan>) -> Result<bool, LoginError> {
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(m) if !m.is_dir() => {
             return Err(LoginError::Refused {
@@ -266,11 +274,11 @@ fn ensure_dir(dir: &Path, entry: &PasswdEntry, dry_run: bool) -> Result<bool, Lo
     if right {
         return Ok(false);
     }
-    if dry_run {
-        println!(
+    if let Some(plan) = plan {
+        plan.note(format!(
             "would set {} to mode 0700, owned by the user",
             entry.home.join(".ssh").display()
-        );
+        ));
         return Ok(true);
     }
     if meta.is_none() {
