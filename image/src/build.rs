@@ -32,6 +32,9 @@ pub struct Recipe {
     /// Directory mirrored into the root filesystem.
     pub overlays: PathBuf,
     pub compression: Compression,
+    /// The cluster secret for the image's cluster-lab.toml: an existing cluster's, so new cards join it; `None`
+    /// makes a new cluster (a fresh random secret).
+    pub secret: Option<cluster_lab_config::Secret>,
 }
 
 /// Build the image `recipe` describes. `report` receives one line per step and per result, for a person.
@@ -44,7 +47,11 @@ pub fn build(recipe: &Recipe, report: &mut dyn FnMut(String)) -> Result<Publishe
     let mut payload = inject::Payload::default();
     payload.add_agent(&recipe.agent)?;
     payload.add_overlay(&recipe.overlays)?;
-    payload.add_boot_file(cluster_lab_config::FILE_NAME, fresh_config()?.into_bytes());
+    let config = match &recipe.secret {
+        Some(secret) => config_with(secret.expose())?,
+        None => fresh_config()?,
+    };
+    payload.add_boot_file(cluster_lab_config::FILE_NAME, config.into_bytes());
 
     output::remove_previous(&recipe.out)?;
     let work = inject::temp_path(&recipe.out, "img");
@@ -58,7 +65,12 @@ pub fn build(recipe: &Recipe, report: &mut dyn FnMut(String)) -> Result<Publishe
 /// The commented default `cluster-lab.toml` with a fresh secret, checked by the agent's own parser: the card
 /// must not boot with a file its agent rejects.
 pub fn fresh_config() -> Result<String> {
-    let config = edit::set_secret(cluster_lab_config::DEFAULT_TOML, &edit::random_secret())?;
+    config_with(&edit::random_secret())
+}
+
+/// The commented default `cluster-lab.toml` with `secret`, checked by the agent's own parser.
+pub fn config_with(secret: &str) -> Result<String> {
+    let config = edit::set_secret(cluster_lab_config::DEFAULT_TOML, secret)?;
     cluster_lab_config::Settings::parse(&config, Path::new(cluster_lab_config::FILE_NAME))
         .map_err(|e| {
             ImageError::Invalid(format!(
@@ -182,6 +194,7 @@ mod tests {
             agent: std::env::current_exe().unwrap(),
             overlays: dir.path().to_path_buf(),
             compression: Compression::None,
+            secret: None,
         };
         let mut lines = Vec::new();
         let err = build(&recipe, &mut |l| lines.push(l))

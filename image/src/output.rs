@@ -180,6 +180,11 @@ fn publish_inner(work: &Path, out: &Path, compression: Compression) -> Result<Pu
     let sums_tmp = partial(&checksums);
     std::fs::write(&sums_tmp, lines).at(&sums_tmp, "writing checksums")?;
 
+    // The image carries the cluster secret in its cluster-lab.toml: readable by its owner only.
+    set_private(work)?;
+    if let Some(c) = &compressed {
+        set_private(&partial(c))?;
+    }
     std::fs::rename(work, &image).at(&image, "renaming finished image")?;
     if let Some(c) = &compressed {
         std::fs::rename(partial(c), c).at(c, "renaming compressed image")?;
@@ -193,6 +198,13 @@ fn publish_inner(work: &Path, out: &Path, compression: Compression) -> Result<Pu
         image_size,
         compressed_size,
     })
+}
+
+/// Mode 0600: the file holds the cluster secret.
+fn set_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .at(path, "making private")
 }
 
 fn file_name(p: &Path) -> String {

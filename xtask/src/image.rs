@@ -46,6 +46,11 @@ pub struct Image {
     /// Compression level (zstd 1–19, default 12; xz 0–9, default 6).
     #[arg(long)]
     pub level: Option<i32>,
+    /// The cluster's secret, to build more cards for an existing cluster: the file holds the secret on one line.
+    /// A file that does not exist yet is created (mode 0600) with a fresh secret, so the first build of a
+    /// cluster can keep it for later ones. Without this option every build makes a new cluster.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
 }
 
 impl Image {
@@ -95,7 +100,9 @@ impl Image {
             (c, Some(l)) => bail!("--level {l} is out of range for {c:?} (zstd: 1–19, xz: 0–9)"),
         };
 
+        let secret = self.secret_file.as_deref().map(secret_from).transpose()?;
         let recipe = build::Recipe {
+            secret,
             arch: self.arch,
             base,
             out,
@@ -125,6 +132,35 @@ impl Image {
 
 fn step(what: &str) {
     eprintln!("==> {what}");
+}
+
+/// The secret in `path` (one line, checked by the same rule the agent applies), or a fresh one written there
+/// (mode 0600, never overwriting) when the file does not exist.
+fn secret_from(path: &Path) -> Result<cluster_lab_config::Secret> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let fresh = cluster_lab_config::edit::random_secret();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            writeln!(f, "{fresh}").with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "==> wrote a fresh cluster secret to {} (keep it to build more cards for this cluster)",
+                path.display()
+            );
+            fresh
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    text.trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// `OUT.img` given as OUT: drop the extension so outputs are not named `x.img.img`.

@@ -2,6 +2,7 @@
 //! (image/tests/data/raspios-like.img.xz): outputs, checksums, injected files, hostname on the card, and
 //! the refusals (no --yes without a terminal, the system disk, a bad hostname).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -31,6 +32,48 @@ fn xtask(args: &[&str]) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+#[test]
+fn a_secret_file_builds_more_cards_for_the_same_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = root().join("image/tests/data/raspios-like.img.xz");
+    let agent = dir.path().join("cluster-lab");
+    stand_in_agent(&agent, 183);
+    let file = dir.path().join("lab.secret");
+    let file_arg = file.to_str().unwrap();
+    let opts = ["--compress", "none", "--secret-file", file_arg];
+
+    // The first build creates the file (0600) with a fresh secret and uses it.
+    let (ok, log) = image_arm64(&base, &agent, &dir.path().join("a"), &opts);
+    assert!(ok, "{log}");
+    assert!(log.contains("wrote a fresh cluster secret"), "{log}");
+    let kept = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert_eq!(kept.len(), 64);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let on_card = |img: &str| {
+        edit::secret(&toml_on_card(&dir.path().join(img)))
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(on_card("a.img"), kept);
+
+    // A later build reads it: same cluster.
+    let (ok, log) = image_arm64(&base, &agent, &dir.path().join("b"), &opts);
+    assert!(ok && !log.contains("wrote a fresh"), "{log}");
+    assert_eq!(on_card("b.img"), kept);
+
+    // A secret the agent would reject stops the build before anything is written.
+    std::fs::write(&file, "short\n").unwrap();
+    let (ok, log) = image_arm64(&base, &agent, &dir.path().join("c"), &opts);
+    assert!(
+        !ok && log.contains("lab.secret") && log.contains("at least 16"),
+        "{log}"
+    );
+    assert!(!dir.path().join("c.img").exists());
 }
 
 /// `cargo xtask image --arch arm64 --base BASE --agent AGENT -o OUT EXTRA…`.
@@ -87,6 +130,14 @@ fn image_then_flash_a_file() {
         .collect();
     names.sort();
     assert_eq!(names, ["lab.img", "lab.img.zst", "lab.sha256"], "{log}");
+    // The image and its compressed copy carry the cluster secret: owner only.
+    for name in ["lab.img", "lab.img.zst"] {
+        let mode = std::fs::metadata(dir.path().join("out").join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
     let check = Command::new("sha256sum")
         .arg("-c")
         .arg("lab.sha256")
