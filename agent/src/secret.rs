@@ -14,6 +14,9 @@ pub const SALT: &[u8] = b"cluster-lab";
 /// Label for Consul's gossip encryption key.
 pub const GOSSIP_LABEL: &str = "cluster-lab consul gossip";
 
+/// Label of Consul node IDs (followed by a NUL and the hostname).
+pub const NODE_ID_LABEL: &str = "cluster-lab consul node id";
+
 /// 32 bytes derived from `secret` for `label`.
 pub fn derive(label: &str, secret: &str) -> [u8; 32] {
     let mut key = [0u8; 32];
@@ -26,6 +29,21 @@ pub fn derive(label: &str, secret: &str) -> [u8; 32] {
 /// Consul's `encrypt` value: a 32-byte key (AES-256 for Serf gossip), standard base64.
 pub fn gossip_key(secret: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(derive(GOSSIP_LABEL, secret))
+}
+
+/// This machine's Consul node ID: a UUID derived from the secret and the hostname, so a card re-flashed with the
+/// same hostname takes its old place in the catalog instead of being refused as a second node of that name.
+pub fn consul_node_id(secret: &str, hostname: &str) -> String {
+    let key = derive(&format!("{NODE_ID_LABEL}\0{hostname}"), secret);
+    let h: String = key[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -47,6 +65,20 @@ mod tests {
             derive("another purpose", "s3cret-s3cret-s3cret"),
             derive(GOSSIP_LABEL, "s3cret-s3cret-s3cret")
         );
+    }
+
+    #[test]
+    fn node_ids_are_uuids_stable_per_hostname() {
+        let id = consul_node_id("s3cret-s3cret-s3cret", "node1");
+        assert_eq!(id.len(), 36);
+        assert_eq!(
+            id.split('-').map(str::len).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        assert_eq!(id, consul_node_id("s3cret-s3cret-s3cret", "node1"));
+        assert_ne!(id, consul_node_id("s3cret-s3cret-s3cret", "node2"));
+        assert_ne!(id, consul_node_id("other-other-other-other", "node1"));
     }
 
     #[test]

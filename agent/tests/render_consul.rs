@@ -9,6 +9,7 @@ fn params(node: &str, bind: BindAddr) -> ConsulParams {
     ConsulParams {
         datacenter: datacenter_name("cluster-lab"),
         node_name: node.into(),
+        node_id: cluster_lab::secret::consul_node_id("golden-secret", node),
         data_dir: DATA_DIR.into(),
         bind,
         master: "192.168.200.1".parse().unwrap(),
@@ -53,6 +54,7 @@ fn only_consul_1_8_keys_are_used() {
     const KNOWN_1_8: &[&str] = &[
         "datacenter",
         "node_name",
+        "node_id",
         "data_dir",
         "server",
         "bootstrap_expect",

@@ -55,6 +55,7 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
     let params = |node: &str, bind, data: &str| ConsulParams {
         datacenter: datacenter_name("root-test"),
         node_name: node.into(),
+        node_id: cluster_lab::secret::consul_node_id(SECRET, node),
         data_dir: dir.path().join(data).to_string_lossy().into_owned(),
         bind,
         master: "192.0.2.1".parse().unwrap(),
@@ -227,6 +228,53 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
         status.problems
     );
     assert!(status.to_text().contains("problem: docker not answering"));
+
+    // A re-flashed card: the node loses power (SIGKILL: it never leaves), comes back as a fresh card (an empty
+    // data dir) with the same hostname, so with the same rendered configuration — node ID included. It takes its
+    // old place: one node-1 in the catalog, with that ID, alive (a new random ID would be refused: the name is
+    // the old node's).
+    let node_id = cluster_lab::secret::consul_node_id(SECRET, "node-1");
+    assert!(client_cfg.node_id == node_id && server_cfg.node_id != node_id);
+    client.child.kill().unwrap();
+    client.child.wait().unwrap();
+    std::fs::remove_dir_all(dir.path().join("cli")).unwrap();
+    let mut cmd = cli.command("consul");
+    cmd.args(["agent", "-config-file", &client_file]);
+    client = Daemon::spawn(
+        "consul client (re-flashed)",
+        cmd,
+        &dir.path().join("client-reflashed.log"),
+    );
+    wait_for(
+        "the re-flashed node-1 alive again in its old place",
+        Duration::from_secs(90),
+        || {
+            client.assert_running();
+            let out = srv
+                .command("consul")
+                .args(["catalog", "nodes", "-detailed", "-http-addr=127.0.0.1:8500"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let table = String::from_utf8_lossy(&out.stdout).into_owned();
+            let rows: Vec<&str> = table
+                .lines()
+                .filter(|l| l.split_whitespace().next() == Some("node-1"))
+                .collect();
+            let alive = cli
+                .block_on(async { local().members().await })
+                .map_err(|e| e.to_string())?
+                .iter()
+                .any(|m| m.name == "node-1" && m.is_alive());
+            if rows.len() == 1 && rows[0].contains(&node_id) && alive {
+                Ok(())
+            } else {
+                Err(format!(
+                    "alive {alive}; catalog:\n{table}{}",
+                    client.output()
+                ))
+            }
+        },
+    );
 
     client.stop();
     server.stop();

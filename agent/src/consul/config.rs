@@ -48,6 +48,8 @@ pub struct ConsulParams {
     /// Consul datacenter: the cluster name, reduced to the characters Consul allows.
     pub datacenter: String,
     pub node_name: String,
+    /// Stable per hostname (see [`crate::secret::consul_node_id`]).
+    pub node_id: String,
     pub data_dir: String,
     pub bind: BindAddr,
     /// The master's VLAN address, which clients join.
@@ -61,6 +63,7 @@ pub struct ConsulParams {
 pub struct AgentConfig {
     pub datacenter: String,
     pub node_name: String,
+    pub node_id: String,
     pub data_dir: String,
     pub server: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,6 +116,7 @@ impl AgentConfig {
         AgentConfig {
             datacenter: p.datacenter.clone(),
             node_name: p.node_name.clone(),
+            node_id: p.node_id.clone(),
             data_dir: p.data_dir.clone(),
             server: true,
             bootstrap_expect: Some(1),
@@ -136,6 +140,7 @@ impl AgentConfig {
         AgentConfig {
             datacenter: p.datacenter.clone(),
             node_name: p.node_name.clone(),
+            node_id: p.node_id.clone(),
             data_dir: p.data_dir.clone(),
             server: false,
             bootstrap_expect: None,

@@ -90,6 +90,7 @@ async fn start_consul_server(fb: &Firstboot) -> anyhow::Result<()> {
     let params = ConsulParams {
         datacenter: datacenter_name(&fb.settings.cluster.name),
         node_name: fb.hostname.to_string(),
+        node_id: crate::secret::consul_node_id(fb.secret.expose(), fb.hostname.as_str()),
         data_dir: fb.env.consul_data_dir.clone(),
         bind: BindAddr::Addr(fb.settings.network.master),
         master: fb.settings.network.master,

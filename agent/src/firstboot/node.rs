@@ -29,6 +29,7 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
     let params = ConsulParams {
         datacenter: datacenter_name(&fb.settings.cluster.name),
         node_name: fb.hostname.to_string(),
+        node_id: crate::secret::consul_node_id(fb.secret.expose(), fb.hostname.as_str()),
         data_dir: fb.env.consul_data_dir.clone(),
         bind: BindAddr::Interface(vlan_if.clone()),
         master: net.master,
