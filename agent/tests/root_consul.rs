@@ -276,6 +276,30 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
         },
     );
 
+    // The check a node makes before it joins under its name, against the real catalog: node-1 is alive at
+    // 192.0.2.101, so a second machine at another address may not take the name; its own earlier self may.
+    let found = srv
+        .block_on(async { local().catalog_node("node-1").await })
+        .unwrap()
+        .expect("node-1 in the catalog");
+    assert_eq!((found.address.as_str(), found.alive), ("192.0.2.101", true));
+    let taken = cluster_lab::firstboot::node::check_hostname_free(
+        "node-1",
+        "192.0.2.102".parse().unwrap(),
+        Some(&found),
+    );
+    assert!(taken.is_err(), "{found:?}");
+    assert!(cluster_lab::firstboot::node::check_hostname_free(
+        "node-1",
+        "192.0.2.101".parse().unwrap(),
+        Some(&found)
+    )
+    .is_ok());
+    let nobody = srv
+        .block_on(async { local().catalog_node("nobody").await })
+        .unwrap();
+    assert_eq!(nobody, None);
+
     client.stop();
     server.stop();
 }

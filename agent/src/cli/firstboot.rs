@@ -62,7 +62,19 @@ impl FirstbootArgs {
             runtime.block_on(fb.run_early())?;
             return Ok(ExitCode::SUCCESS);
         }
-        match runtime.block_on(fb.run())? {
+        let finished = match runtime.block_on(fb.run()) {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(taken) = e.downcast_ref::<crate::firstboot::node::HostnameTaken>() {
+                    // Not retried: another reboot cannot fix it, a new hostname on the card can.
+                    eprintln!("cluster-lab: error: {taken}");
+                    eprintln!("cluster-lab: first boot stopped; nothing was stamped");
+                    return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+                }
+                return Err(e);
+            }
+        };
+        match finished {
             Finished::Done(summary) => println!("{}", summary.console_line()),
             Finished::Planned(lines) => {
                 for line in lines {

@@ -70,6 +70,36 @@ pub struct Service {
     pub tags: Vec<String>,
 }
 
+/// A node as the catalog knows it, with its Serf health (whether the machine behind the name is alive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogNode {
+    pub name: String,
+    pub address: String,
+    /// The `serfHealth` check passes: the machine answers gossip.
+    pub alive: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireCatalogNode {
+    node: Option<WireNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireNode {
+    node: String,
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireCheck {
+    #[serde(rename = "CheckID")]
+    check_id: String,
+    status: String,
+}
+
 /// A client for one Consul agent's HTTP API.
 #[derive(Debug, Clone)]
 pub struct ConsulClient {
@@ -99,6 +129,24 @@ impl ConsulClient {
     }
 
     /// LAN members as this agent sees them.
+    /// The catalog's node `name` and whether it is alive; `None` when the catalog has no such node.
+    pub async fn catalog_node(&self, name: &str) -> Result<Option<CatalogNode>, ConsulError> {
+        // Consul answers `null` for an unknown node.
+        let found: Option<WireCatalogNode> = self.get(&format!("/v1/catalog/node/{name}")).await?;
+        let Some(node) = found.and_then(|f| f.node) else {
+            return Ok(None);
+        };
+        let checks: Vec<WireCheck> = self.get(&format!("/v1/health/node/{name}")).await?;
+        let alive = checks
+            .iter()
+            .any(|c| c.check_id == "serfHealth" && c.status == "passing");
+        Ok(Some(CatalogNode {
+            name: node.node,
+            address: node.address,
+            alive,
+        }))
+    }
+
     pub async fn members(&self) -> Result<Vec<Member>, ConsulError> {
         self.get("/v1/agent/members").await
     }

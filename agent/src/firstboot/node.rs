@@ -7,12 +7,42 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{wait_for_address, wait_until, Firstboot};
-use crate::consul::api::Service;
+use crate::consul::api::{CatalogNode, Service};
 use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
 use crate::consul::ConsulClient;
 use crate::docker::swarm::Swarm;
 use crate::secret::gossip_key;
 use crate::{docker::daemon_json, docker::join_token, host::systemd};
+
+/// Another machine is alive in the cluster under this machine's hostname: two cards were given one name.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "hostname {name} is taken: another machine ({other}) is alive in the cluster under that name, this one is \
+     {ours}; give this card its own [node] hostname in cluster-lab.toml on the boot partition and reboot"
+)]
+pub struct HostnameTaken {
+    pub name: String,
+    pub other: String,
+    pub ours: Ipv4Addr,
+}
+
+/// Whether `name` is free for the machine at `ours`, given what the catalog holds under it. A node of that name
+/// that is not alive, or holds this machine's own address (the DHCP lease follows the MAC), is this machine's
+/// earlier self (a re-flashed card): it takes its place.
+pub fn check_hostname_free(
+    name: &str,
+    ours: Ipv4Addr,
+    found: Option<&CatalogNode>,
+) -> Result<(), HostnameTaken> {
+    match found {
+        Some(n) if n.alive && n.address != ours.to_string() => Err(HostnameTaken {
+            name: name.to_owned(),
+            other: n.address.clone(),
+            ours,
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// Returns the node's VLAN address.
 pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
@@ -25,6 +55,16 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
     .await
     .context("waiting for a lease from the master")?;
     tracing::info!(interface = %vlan_if, %address, "lease from the master");
+
+    // Before this machine joins under its name: is another one alive under it? Asked of the master's API (it
+    // serves the home LAN and the VLAN); an API that does not answer yet cannot tell, and the join goes on.
+    let master_api = ConsulClient::new(std::net::SocketAddr::from((net.master, 8500)));
+    match master_api.catalog_node(fb.hostname.as_str()).await {
+        Ok(found) => check_hostname_free(fb.hostname.as_str(), address, found.as_ref())?,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not ask the master whether this hostname is taken")
+        }
+    }
 
     let params = ConsulParams {
         datacenter: datacenter_name(&fb.settings.cluster.name),
@@ -103,4 +143,33 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
         .await
         .context("registering service docker in consul")?;
     Ok(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(address: &str, alive: bool) -> CatalogNode {
+        CatalogNode {
+            name: "node1".into(),
+            address: address.into(),
+            alive,
+        }
+    }
+
+    #[test]
+    fn a_name_alive_at_another_address_is_taken() {
+        let ours: Ipv4Addr = "192.168.200.102".parse().unwrap();
+        let err =
+            check_hostname_free("node1", ours, Some(&node("192.168.200.101", true))).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("hostname node1 is taken") && text.contains("192.168.200.101"),
+            "{text}"
+        );
+        // Nobody under that name, the machine's own earlier self (its address), or a dead machine: free.
+        assert!(check_hostname_free("node1", ours, None).is_ok());
+        assert!(check_hostname_free("node1", ours, Some(&node("192.168.200.102", true))).is_ok());
+        assert!(check_hostname_free("node1", ours, Some(&node("192.168.200.101", false))).is_ok());
+    }
 }
