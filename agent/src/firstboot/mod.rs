@@ -63,13 +63,18 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The one line printed on the console at the end.
+    /// What is printed on the console at the end: one line, and on the master a second with the command that
+    /// lets a laptop drive the cluster's Docker.
     pub fn console_line(&self) -> String {
         let lan = self
             .lan_address
             .map_or_else(|| "<lan-ip>".to_string(), |a| a.to_string());
         match self.role {
-            ClusterRole::Master => format!("cluster-lab: master ready — open http://{lan}:8500"),
+            ClusterRole::Master => format!(
+                "cluster-lab: master ready — open http://{lan}:8500\n\
+                 cluster-lab: from your laptop: {}",
+                crate::docker::laptop_context_command(&lan)
+            ),
             ClusterRole::Node => format!(
                 "cluster-lab: node ready at {} — cluster UI on the master, port 8500",
                 self.vlan_address
@@ -414,4 +419,32 @@ where
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
     crate::wait::until(what, timeout, Duration::from_secs(1), check).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_master_says_where_the_ui_is_and_how_a_laptop_drives_docker() {
+        let master = Summary {
+            role: ClusterRole::Master,
+            vlan_address: "192.168.200.1".parse().unwrap(),
+            lan_address: Some("192.0.2.11".parse().unwrap()),
+        };
+        let lines: Vec<String> = master.console_line().lines().map(String::from).collect();
+        assert_eq!(
+            lines,
+            [
+                "cluster-lab: master ready — open http://192.0.2.11:8500",
+                "cluster-lab: from your laptop: docker context create cluster-lab --docker host=ssh://cluster@192.0.2.11 && docker context use cluster-lab",
+            ]
+        );
+        let node = Summary {
+            role: ClusterRole::Node,
+            vlan_address: "192.168.200.101".parse().unwrap(),
+            lan_address: None,
+        };
+        assert_eq!(node.console_line().lines().count(), 1);
+    }
 }
