@@ -14,6 +14,7 @@ pub mod election;
 pub mod firstboot;
 pub mod host;
 pub mod logging;
+pub mod membership;
 pub mod net;
 pub mod plan;
 pub mod secret;

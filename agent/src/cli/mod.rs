@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 pub mod config;
 pub mod dhcpd;
 pub mod firstboot;
+pub mod node;
 pub mod probe;
 pub mod status;
 
@@ -31,6 +32,9 @@ pub enum Command {
     Dhcpd(dhcpd::DhcpdArgs),
     /// Set up this machine as master or node of the cluster (run once by cluster-lab-firstboot.service).
     Firstboot(firstboot::FirstbootArgs),
+    /// Machines of the cluster: `node remove NAME` takes one out for good (run on the master).
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Look for DHCP servers on an interface and tell whether one is this cluster's master.
     Probe(probe::ProbeArgs),
     /// Show role, VLAN address, Consul members and Swarm nodes, and what is wrong.
@@ -44,6 +48,7 @@ impl Command {
             Command::Config(cmd) => cmd.run(),
             Command::Dhcpd(args) => args.run(),
             Command::Firstboot(args) => args.run(),
+            Command::Node(cmd) => cmd.run(),
             Command::Probe(args) => args.run(),
             Command::Status(args) => args.run(),
         }

@@ -194,6 +194,13 @@ impl ConsulClient {
         Ok(map.into_keys().collect())
     }
 
+    /// Make `node` leave the cluster now (`/v1/agent/force-leave`): for a machine that is gone for good.
+    pub async fn force_leave(&self, node: &str) -> Result<(), ConsulError> {
+        let path = format!("/v1/agent/force-leave/{node}");
+        request(self.addr, "PUT", &path, Some(b""), self.timeout).await?;
+        Ok(())
+    }
+
     /// Store `value` under `key`.
     pub async fn kv_put(&self, key: &str, value: &[u8]) -> Result<(), ConsulError> {
         let path = format!("/v1/kv/{key}");

@@ -259,6 +259,21 @@ impl Swarm {
         })
     }
 
+    /// Remove node `id` from the swarm (managers only), even while the engine still lists it.
+    pub async fn remove_node(&self, id: &str) -> Result<(), SwarmError> {
+        self.docker
+            .delete_node(
+                id,
+                Some(
+                    bollard::query_parameters::DeleteNodeOptionsBuilder::default()
+                        .force(true)
+                        .build(),
+                ),
+            )
+            .await
+            .map_err(docker_err("removing a swarm node"))
+    }
+
     /// Every node of the swarm (managers only).
     pub async fn nodes(&self) -> Result<Vec<NodeSummary>, SwarmError> {
         let nodes = self

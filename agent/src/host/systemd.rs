@@ -31,6 +31,16 @@ pub async fn try_restart(units: &[&str]) -> Result<(), CommandError> {
     run("systemctl", args).await.map(drop)
 }
 
+/// Stop `unit` and wait until it has stopped.
+pub async fn stop(unit: &str) -> Result<(), CommandError> {
+    run("systemctl", ["stop", unit]).await.map(drop)
+}
+
+/// Start `unit` and wait until it has started.
+pub async fn start(unit: &str) -> Result<(), CommandError> {
+    run("systemctl", ["start", unit]).await.map(drop)
+}
+
 /// Send `unit` its reload signal.
 pub async fn reload(unit: &str) -> Result<(), CommandError> {
     run("systemctl", ["reload", unit]).await.map(drop)

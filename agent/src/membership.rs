@@ -1,0 +1,160 @@
+//! Taking a machine out of the cluster for good (a dead board, a card replaced under a new hostname): on the
+//! master, Consul forgets it (force-leave), the Swarm drops its node, and its DHCP lease is released so the
+//! address goes back to the pool. Each part looks first and reports what it did; running it twice is harmless.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::consul::ConsulClient;
+use crate::dhcp::leases::{LeaseLog, Record};
+use crate::docker::swarm::Swarm;
+use crate::host::hostname::Hostname;
+
+/// What a removal did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Consul had the node and was told to forget it.
+    pub consul: bool,
+    /// The Swarm node IDs removed.
+    pub swarm_nodes: Vec<String>,
+    /// Addresses whose lease was released.
+    pub leases: Vec<Ipv4Addr>,
+}
+
+/// A machine that still answers: removing it would only make it come back.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{name} is still Ready in the swarm: power it off first (or pass --force to remove it anyway; it joins again \
+     on its next start unless its card is wiped)"
+)]
+pub struct StillReady {
+    pub name: String,
+}
+
+/// Remove `name` from Consul (through `consul`, the master's agent) and the Swarm (`swarm`, the manager).
+/// Refuses a node that is Ready unless `force`.
+pub async fn remove_from_services(
+    name: &Hostname,
+    consul: &ConsulClient,
+    swarm: &Swarm,
+    force: bool,
+) -> anyhow::Result<Removed> {
+    let mut removed = Removed::default();
+    let nodes = swarm.nodes().await.context("listing swarm nodes")?;
+    let ours: Vec<_> = nodes
+        .iter()
+        .filter(|n| n.hostname == name.as_str())
+        .collect();
+    if !force && ours.iter().any(|n| n.state == "ready") {
+        return Err(StillReady {
+            name: name.to_string(),
+        }
+        .into());
+    }
+    for n in ours {
+        swarm
+            .remove_node(&n.id)
+            .await
+            .with_context(|| format!("removing swarm node {}", n.id))?;
+        removed.swarm_nodes.push(n.id.clone());
+    }
+    let members = consul.members().await.context("listing consul members")?;
+    if members.iter().any(|m| m.name == name.as_str()) {
+        consul
+            .force_leave(name.as_str())
+            .await
+            .context("consul force-leave")?;
+        removed.consul = true;
+    }
+    Ok(removed)
+}
+
+/// Release every lease held under hostname `name` in the lease log at `path` (dhcpd must not be running: it
+/// owns the log while it runs). Returns the addresses released.
+pub fn release_leases(path: &Path, name: &Hostname, now: u64) -> std::io::Result<Vec<Ipv4Addr>> {
+    let (mut log, loaded) = LeaseLog::open(path)?;
+    // The newest record per address decides whether it is held, and by whom.
+    let mut held: std::collections::BTreeMap<Ipv4Addr, (String, bool)> = Default::default();
+    for r in &loaded.records {
+        match r {
+            Record::Lease {
+                ip,
+                client,
+                hostname,
+                ..
+            } => {
+                let mine = hostname.as_deref() == Some(name.as_str());
+                held.insert(*ip, (client.clone(), mine));
+            }
+            Record::Release { ip, .. } => {
+                held.remove(ip);
+            }
+            _ => {}
+        }
+    }
+    let mut released = Vec::new();
+    for (ip, (client, mine)) in held {
+        if mine {
+            log.append(&Record::Release {
+                ip,
+                client,
+                at: now,
+            });
+            released.push(ip);
+        }
+    }
+    log.commit()?;
+    Ok(released)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(ip: &str, client: &str, hostname: Option<&str>) -> Record {
+        Record::Lease {
+            ip: ip.parse().unwrap(),
+            client: client.into(),
+            hw: "02:00:00:00:00:01".into(),
+            hostname: hostname.map(String::from),
+            expires: 2_000_000_000,
+        }
+    }
+
+    #[test]
+    fn releases_only_the_named_machines_current_leases_and_is_safe_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases.jsonl");
+        {
+            let (mut log, _) = LeaseLog::open(&path).unwrap();
+            log.compact([
+                lease("192.168.200.101", "hw:0a", Some("node1")),
+                lease("192.168.200.102", "hw:0b", Some("node2")),
+                // An old lease of node1's, already given back.
+                lease("192.168.200.103", "hw:0a", Some("node1")),
+                Record::Release {
+                    ip: "192.168.200.103".parse().unwrap(),
+                    client: "hw:0a".into(),
+                    at: 5,
+                },
+            ])
+            .unwrap();
+        }
+        let node1 = Hostname::parse("node1").unwrap();
+        assert_eq!(
+            release_leases(&path, &node1, 100).unwrap(),
+            ["192.168.200.101".parse::<Ipv4Addr>().unwrap()]
+        );
+        assert!(release_leases(&path, &node1, 101).unwrap().is_empty());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.ends_with(
+                "{\"kind\":\"release\",\"ip\":\"192.168.200.101\",\"client\":\"hw:0a\",\"at\":100}\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("node2"));
+    }
+}
