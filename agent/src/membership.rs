@@ -83,9 +83,11 @@ pub fn release_leases(path: &Path, name: &Hostname, now: u64) -> std::io::Result
                 ip,
                 client,
                 hostname,
+                expires,
                 ..
             } => {
-                let mine = hostname.as_deref() == Some(name.as_str());
+                // An expired lease holds nothing: no release to write for it.
+                let mine = hostname.as_deref() == Some(name.as_str()) && *expires > now;
                 held.insert(*ip, (client.clone(), mine));
             }
             Record::Release { ip, .. } => {
@@ -132,6 +134,14 @@ mod tests {
             log.compact([
                 lease("192.168.200.101", "hw:0a", Some("node1")),
                 lease("192.168.200.102", "hw:0b", Some("node2")),
+                // Expired long ago: nothing to release.
+                Record::Lease {
+                    ip: "192.168.200.104".parse().unwrap(),
+                    client: "hw:0a".into(),
+                    hw: "02:00:00:00:00:01".into(),
+                    hostname: Some("node1".into()),
+                    expires: 50,
+                },
                 // An old lease of node1's, already given back.
                 lease("192.168.200.103", "hw:0a", Some("node1")),
                 Record::Release {

@@ -99,8 +99,8 @@ pub fn set_secret(text: &str, secret: &str) -> Result<String> {
         "secret",
         secret.into(),
         Some(
-            "# Written by `cargo xtask image`: fresh for every image build, shared by every card\n\
-             # flashed from that image.\n",
+            "# Written by `cargo xtask image`: shared by every card of the cluster (fresh for each\n\
+             # image build unless built with --secret-file).\n",
         ),
     )
 }

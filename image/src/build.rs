@@ -89,6 +89,12 @@ fn build_in(
     let t = Instant::now();
     report(format!("==> unpacking base {}", recipe.base.display()));
     let size = disk::unpack(&recipe.base, work)?;
+    // Owner only before the secret goes in (the base itself holds none).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o600))
+            .at(work, "making private")?;
+    }
     report(format!(
         "    {} MiB in {:.1} s",
         size >> 20,

@@ -123,7 +123,17 @@ fn publish_inner(work: &Path, out: &Path, compression: Compression) -> Result<Pu
         },
         (c, Some(dest)) => {
             let tmp = partial(dest);
-            let file = File::create(&tmp).at(&tmp, "creating compressed image")?;
+            // Owner only from the start: it holds the cluster secret.
+            let file = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .at(&tmp, "creating compressed image")?
+            };
             let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
             let mut enc: Box<dyn FinishWrite<HashingWriter<BufWriter<File>>>> = match c {

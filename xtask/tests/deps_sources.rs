@@ -74,7 +74,7 @@ fn one_line_sources_list() {
 }
 
 #[test]
-fn both_formats_take_the_first_debian_mirror() {
+fn both_formats_prefer_a_debian_org_mirror() {
     let (ok, out, err) = run(&[
         (
             "sources.list",
@@ -83,7 +83,35 @@ fn both_formats_take_the_first_debian_mirror() {
         ("sources.list.d/debian.sources", DEB822_DEBIAN),
     ]);
     assert!(ok, "{err}");
-    assert_source(&out, "http://ftp.example.net/debian");
+    assert_source(&out, "http://deb.debian.org/debian");
+}
+
+#[test]
+fn other_archives_ending_in_debian_do_not_count() {
+    // Docker's and Raspberry Pi's archives also end in /debian; the Debian mirror is the one on debian.org.
+    let (ok, out, err) = run(&[
+        (
+            "sources.list.d/docker.list",
+            "deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.gpg] https://download.docker.com/linux/debian bookworm stable\n",
+        ),
+        (
+            "sources.list.d/raspi.list",
+            "deb http://archive.raspberrypi.com/debian/ bookworm main\n",
+        ),
+        ("sources.list.d/debian.sources", DEB822_DEBIAN),
+    ]);
+    assert!(ok, "{err}");
+    assert_source(&out, "http://deb.debian.org/debian");
+}
+
+#[test]
+fn a_mirror_for_another_release_does_not_count() {
+    let (ok, out, err) = run(&[(
+        "sources.list",
+        "deb http://old.example.org/debian bullseye main\ndeb http://mirror.example.org/debian bookworm main\n",
+    )]);
+    assert!(ok, "{err}");
+    assert_source(&out, "http://mirror.example.org/debian");
 }
 
 #[test]

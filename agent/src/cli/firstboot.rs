@@ -92,6 +92,7 @@ impl FirstbootArgs {
             None => crate::host::boot_partition::wait_for(
                 config::find_on_boot_partition,
                 crate::host::boot_partition::WAIT,
+                !self.dry_run,
             )
             .with_context(|| {
                 format!(
@@ -121,17 +122,23 @@ impl FirstbootArgs {
                     Some(name) => name
                         .parse::<Hostname>()
                         .map_err(|e| anyhow::anyhow!("hostname {name:?}: {e}"))?,
-                    // Nobody named this card: a name of its own from its MAC, not the image's shared default.
+                    // Nobody named this card: a name of its own from its MAC, not the image's shared default. A NIC
+                    // that is not there yet (USB Ethernet comes up late) keeps the system's name for this run.
                     None if hostname::is_unnamed(&system) => {
                         let interface = &settings.network.interface;
-                        let mac = crate::net::link::mac(interface).with_context(|| {
-                            format!(
-                                "no hostname set and none from {interface}'s MAC address: set [node] hostname in cluster-lab.toml"
-                            )
-                        })?;
-                        let name = hostname::unnamed_default(mac);
-                        eprintln!("cluster-lab: no hostname set on this card; naming it {name} (after its MAC address)");
-                        name
+                        match crate::net::link::mac(interface) {
+                            Ok(mac) => {
+                                let name = hostname::unnamed_default(mac);
+                                eprintln!("cluster-lab: no hostname set on this card; naming it {name} (after its MAC address)");
+                                name
+                            }
+                            Err(e) => {
+                                eprintln!("cluster-lab: warning: no hostname set and {e}; keeping {system:?} for now");
+                                system
+                                    .parse::<Hostname>()
+                                    .map_err(|e| anyhow::anyhow!("hostname {system:?}: {e}"))?
+                            }
+                        }
                     }
                     None => system
                         .parse::<Hostname>()

@@ -16,7 +16,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("{method} http://{addr}{path}: {source}")]
+    #[error("{method} http://{addr}{path}: {}", chain(source.as_ref()))]
     Request {
         method: &'static str,
         addr: SocketAddr,
@@ -38,6 +38,18 @@ pub enum HttpError {
         status: u16,
         body: String,
     },
+}
+
+/// An error and its causes, `a: b: c` (hyper's own text is only "client error (Connect)").
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// A response with a 2xx status.
@@ -184,5 +196,7 @@ mod tests {
             err.starts_with(&format!("GET http://{addr}/v1/status/leader: ")),
             "{err}"
         );
+        // The cause is in the message, not only hyper's "client error (Connect)".
+        assert!(err.to_lowercase().contains("connection refused"), "{err}");
     }
 }

@@ -210,7 +210,7 @@ impl Swarm {
             "active" => return Ok(Outcome::AlreadyDone),
             // An earlier join that timed out keeps going in the background: joined means active.
             "pending" => {
-                self.wait_active(JOIN_ACTIVE_TIMEOUT).await?;
+                self.wait_active_or_leave(JOIN_ACTIVE_TIMEOUT).await?;
                 return Ok(Outcome::AlreadyDone);
             }
             "inactive" | "" => {}
@@ -235,8 +235,31 @@ impl Swarm {
             }
             tracing::warn!(error = %e, "swarm join returned an error but the engine is joining; waiting");
         }
-        self.wait_active(JOIN_ACTIVE_TIMEOUT).await?;
+        self.wait_active_or_leave(JOIN_ACTIVE_TIMEOUT).await?;
         Ok(Outcome::Done)
+    }
+
+    /// [`Self::wait_active`]; a join still pending after `timeout` is abandoned (`leave --force`), so the retry
+    /// joins afresh instead of waiting on a stale manager or token for ever.
+    async fn wait_active_or_leave(&self, timeout: Duration) -> Result<LocalState, SwarmError> {
+        match self.wait_active(timeout).await {
+            Err(e @ SwarmError::NotActive { .. }) => {
+                tracing::warn!(error = %e, "abandoning the pending join; the next attempt joins afresh");
+                if let Err(leave) = self
+                    .docker
+                    .leave_swarm(Some(
+                        bollard::query_parameters::LeaveSwarmOptionsBuilder::default()
+                            .force(true)
+                            .build(),
+                    ))
+                    .await
+                {
+                    tracing::warn!(error = %leave, "leaving the pending swarm failed");
+                }
+                Err(e)
+            }
+            other => other,
+        }
     }
 
     /// Wait until this engine's swarm state is `active` (a member the manager accepted), up to `timeout`.

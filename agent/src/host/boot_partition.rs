@@ -25,12 +25,36 @@ pub fn is_mounted(mountinfo: &str, mount_point: &str) -> bool {
         .any(|m| m == mount_point)
 }
 
-/// Wait until `find` finds cluster-lab.toml on the boot partition, up to `timeout`. While it is missing, mounts
-/// the partition as /etc/fstab says once its device exists (the mount unit may have given up on a slow card).
+/// Whether the boot partition is mounted now.
+fn mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| is_mounted(&m, MOUNT_POINT))
+        .unwrap_or(false)
+}
+
+/// Wait until `find` finds cluster-lab.toml on the boot partition, up to `timeout`, while the partition is not
+/// mounted yet: once it is mounted, a missing file is an answer, not a reason to wait. With `mount`, mounts the
+/// partition as /etc/fstab says once its device exists (the mount unit may have given up on a slow card).
 /// Prints one console line when it starts waiting and one when it is done.
-pub fn wait_for(find: impl Fn() -> Option<PathBuf>, timeout: Duration) -> Option<PathBuf> {
+pub fn wait_for(
+    find: impl Fn() -> Option<PathBuf>,
+    timeout: Duration,
+    mount: bool,
+) -> Option<PathBuf> {
+    wait_while(find, timeout, mount, mounted)
+}
+
+fn wait_while(
+    find: impl Fn() -> Option<PathBuf>,
+    timeout: Duration,
+    mount: bool,
+    mounted: impl Fn() -> bool,
+) -> Option<PathBuf> {
     if let Some(p) = find() {
         return Some(p);
+    }
+    if mounted() {
+        return None;
     }
     let start = Instant::now();
     eprintln!(
@@ -48,10 +72,11 @@ pub fn wait_for(find: impl Fn() -> Option<PathBuf>, timeout: Duration) -> Option
             );
             return Some(p);
         }
-        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-            .map(|m| is_mounted(&m, MOUNT_POINT))
-            .unwrap_or(false);
-        if !mounted && device().exists() {
+        if mounted() {
+            // Mounted (by systemd or by us) and still no file: there is none.
+            return find();
+        }
+        if mount && device().exists() {
             match std::process::Command::new("mount")
                 .arg(MOUNT_POINT)
                 .output()
@@ -92,26 +117,46 @@ mod tests {
     #[test]
     fn found_at_once_does_not_wait() {
         let t = Instant::now();
-        let p = wait_for(|| Some(PathBuf::from("/x")), Duration::from_secs(60));
+        let p = wait_while(
+            || Some(PathBuf::from("/x")),
+            Duration::from_secs(60),
+            false,
+            || false,
+        );
         assert_eq!(p, Some(PathBuf::from("/x")));
         assert!(t.elapsed() < Duration::from_secs(1));
     }
 
     #[test]
     fn gives_up_after_the_timeout() {
-        assert_eq!(wait_for(|| None, Duration::from_millis(10)), None);
+        assert_eq!(
+            wait_while(|| None, Duration::from_millis(10), false, || false),
+            None
+        );
     }
 
     #[test]
     fn finds_it_when_it_appears() {
         let n = std::cell::Cell::new(0);
-        let p = wait_for(
+        let p = wait_while(
             || {
                 n.set(n.get() + 1);
                 (n.get() > 1).then(|| PathBuf::from("/late"))
             },
             Duration::from_secs(30),
+            false,
+            || false,
         );
         assert_eq!(p, Some(PathBuf::from("/late")));
+    }
+
+    #[test]
+    fn a_mounted_partition_without_the_file_is_an_answer_at_once() {
+        let t = Instant::now();
+        assert_eq!(
+            wait_while(|| None, Duration::from_secs(60), false, || true),
+            None
+        );
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 }
