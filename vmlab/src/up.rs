@@ -18,9 +18,12 @@ use super::watch::{Milestones, Watcher};
 use cluster_lab_image::arch::Arch;
 use cluster_lab_image::host_tools as tools;
 
+/// The machines of a virtual cluster: how many, which image, how big each VM is. `cluster up` and
+/// `cluster test` take the same arguments.
 #[derive(Debug, Clone, Args)]
-pub struct Up {
-    /// Machines in the cluster, the master included (1–9).
+pub struct Machines {
+    /// Machines in the cluster, the master included (1–9; `cluster test` needs at least 2, and 3 for the
+    /// overlay check).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
     /// Architecture of the image (amd64, or arm64: slower under TCG).
@@ -29,24 +32,30 @@ pub struct Up {
     /// The image to boot (default: build/image/cluster-lab-<arch>.img from `cargo xtask image`).
     #[arg(long)]
     pub image: Option<PathBuf>,
-    /// Name of the cluster: its state lives in build/cluster/<name>/, its switch in netns clvm-<name>.
-    #[arg(long, default_value = "lab")]
-    pub name: String,
-    /// Power every machine on at the same instant instead of master first (the election test).
-    #[arg(long)]
-    pub simultaneous: bool,
     /// Memory per VM in MiB.
     #[arg(long, default_value_t = 1024)]
     pub memory: u32,
     /// Virtual CPUs per VM (TCG: each one is a host thread).
     #[arg(long, default_value_t = 1)]
     pub cpus: u32,
-    /// Size of each VM's disk (the "SD card"): 4G, 2048M, …
-    #[arg(long, default_value = "4G", value_parser = disk::parse_size)]
-    pub disk_size: u64,
     /// Seconds to wait for each stage (master ready, nodes joined).
     #[arg(long, default_value_t = 1200)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Up {
+    #[command(flatten)]
+    pub machines: Machines,
+    /// Name of the cluster: its state lives in build/cluster/<name>/, its switch in netns clvm-<name>.
+    #[arg(long, default_value = "lab")]
+    pub name: String,
+    /// Power every machine on at the same instant instead of master first (the election test).
+    #[arg(long)]
+    pub simultaneous: bool,
+    /// Size of each VM's disk (the "SD card"): 4G, 2048M, …
+    #[arg(long, default_value = "4G", value_parser = disk::parse_size)]
+    pub disk_size: u64,
     /// User the test key logs in as: the image installs cluster-lab.toml's keys for `cluster`
     /// (root is locked; `cluster` has sudo).
     #[arg(long, default_value = "cluster")]
@@ -72,7 +81,7 @@ impl Up {
     /// Hostnames: `master`, `node1`, … when powered on in order; `vm1`, `vm2`, … when simultaneous
     /// (nobody is the master until the election says so).
     pub fn hostnames(&self) -> Vec<String> {
-        (0..self.nodes)
+        (0..self.machines.nodes)
             .map(|i| match (self.simultaneous, i) {
                 (true, _) => format!("vm{}", i + 1),
                 (false, 0) => "master".to_string(),
@@ -96,35 +105,7 @@ impl Up {
     /// Set everything up, power on, wait; the state stays (VMs keep running) for `status`, `ssh`,
     /// the acceptance test and `down`.
     pub fn start(&self) -> Result<Formation> {
-        state::validate_name(&self.name)?;
-        if !(1..=9).contains(&self.nodes) {
-            bail!(
-                "--nodes {}: the virtual cluster runs 1 to 9 machines",
-                self.nodes
-            );
-        }
-        if !tools::is_root() {
-            bail!("the virtual cluster needs root (network namespace, taps): run `sudo -E cargo xtask cluster up`");
-        }
-        tools::require(&[
-            vm::qemu_tool(self.arch)?,
-            tools::Tool::debian("dnsmasq", "dnsmasq-base"),
-            tools::Tool::debian("ssh", "openssh-client"),
-            tools::Tool::debian("ssh-keygen", "openssh-client"),
-            tools::CURL,
-        ])?;
-        let image = self
-            .image
-            .clone()
-            .unwrap_or_else(|| disk::default_image(self.arch));
-        if !image.is_file() {
-            bail!(
-                "image {} does not exist: build it with `cargo xtask base --arch {a}` and `cargo xtask image --arch {a}`, or pass --image",
-                image.display(),
-                a = self.arch
-            );
-        }
-
+        let image = self.check_host_and_image()?;
         let leftovers = super::down::teardown(&self.name);
         if !leftovers.is_empty() {
             eprintln!(
@@ -138,9 +119,68 @@ impl Up {
         let key = ssh::keygen(&dir.join("ssh"), "id_ed25519")?;
         let pubkey = ssh::public_key(&key)?;
         let sw = Switch::for_cluster(&self.name);
+        let mut st = State {
+            name: self.name.clone(),
+            netns: sw.netns.clone(),
+            arch: self.machines.arch.to_string(),
+            image: image.clone(),
+            ssh_key: key.clone(),
+            ssh_user: self.ssh_user.clone(),
+            router_pid: None,
+            machines: self.plan_machines(&dir),
+        };
+        st.save()?;
 
-        let machines: Vec<Machine> = self
-            .hostnames()
+        let boot = self.flash_disks(&st, &pubkey)?;
+        self.start_switch(&sw, &mut st)?;
+        self.launch_vms(&sw, &st, &boot)?;
+
+        let ssh = st.ssh();
+        let formation = self.power_and_wait(&mut st, ssh)?;
+        std::fs::write(
+            st.artifacts().join("formation.json"),
+            serde_json::to_vec_pretty(&formation)?,
+        )?;
+        Ok(formation)
+    }
+
+    /// Valid arguments, root, the host tools, and the image to boot.
+    fn check_host_and_image(&self) -> Result<PathBuf> {
+        state::validate_name(&self.name)?;
+        if !(1..=9).contains(&self.machines.nodes) {
+            bail!(
+                "--nodes {}: the virtual cluster runs 1 to 9 machines",
+                self.machines.nodes
+            );
+        }
+        if !tools::is_root() {
+            bail!("the virtual cluster needs root (network namespace, taps): run `sudo -E cargo xtask cluster up`");
+        }
+        tools::require(&[
+            vm::qemu_tool(self.machines.arch)?,
+            tools::Tool::debian("dnsmasq", "dnsmasq-base"),
+            tools::Tool::debian("ssh", "openssh-client"),
+            tools::Tool::debian("ssh-keygen", "openssh-client"),
+            tools::CURL,
+        ])?;
+        let image = self
+            .machines
+            .image
+            .clone()
+            .unwrap_or_else(|| disk::default_image(self.machines.arch));
+        if !image.is_file() {
+            bail!(
+                "image {} does not exist: build it with `cargo xtask base --arch {a}` and `cargo xtask image --arch {a}`, or pass --image",
+                image.display(),
+                a = self.machines.arch
+            );
+        }
+        Ok(image)
+    }
+
+    /// One machine per hostname: its MAC, tap, home-LAN address and files under `dir/<hostname>/`.
+    fn plan_machines(&self, dir: &std::path::Path) -> Vec<Machine> {
+        self.hostnames()
             .into_iter()
             .enumerate()
             .map(|(i, hostname)| {
@@ -156,29 +196,21 @@ impl Up {
                     powered_on_ms: None,
                 }
             })
-            .collect();
-        let mut st = State {
-            name: self.name.clone(),
-            netns: sw.netns.clone(),
-            arch: self.arch.to_string(),
-            image: image.clone(),
-            ssh_key: key.clone(),
-            ssh_user: self.ssh_user.clone(),
-            router_pid: None,
-            machines,
-        };
-        st.save()?;
+            .collect()
+    }
 
+    /// Every machine's disk flashed from the image (hostname, test key); the boot files QEMU loads.
+    fn flash_disks(&self, st: &State, pubkey: &str) -> Result<disk::BootFiles> {
         let t = Instant::now();
+        let image = &st.image;
         eprintln!(
             "cluster: reading kernel, initrd and cmdline.txt from {}",
-            rel(&image).display()
+            rel(image).display()
         );
-        let boot = disk::extract_boot_files(&image, self.arch, &dir.join("boot"))?;
-        let cmdline = vm::kernel_cmdline(&boot.cmdline, self.arch);
+        let boot = disk::extract_boot_files(image, self.machines.arch, &st.dir().join("boot"))?;
         for m in &st.machines {
             std::fs::create_dir_all(&m.files.dir)?;
-            disk::prepare(&image, &m.disk, &m.hostname, &pubkey, self.disk_size)?;
+            disk::prepare(image, &m.disk, &m.hostname, pubkey, self.disk_size)?;
             eprintln!(
                 "cluster: {:<8} disk {} flashed (hostname, test key), {} MiB",
                 m.hostname,
@@ -187,7 +219,11 @@ impl Up {
             );
         }
         eprintln!("cluster: disks ready in {:.1} s", t.elapsed().as_secs_f64());
+        Ok(boot)
+    }
 
+    /// The switch, one tap per machine, and the home router with a fixed lease for each.
+    fn start_switch(&self, sw: &Switch, st: &mut State) -> Result<()> {
         sw.create()?;
         for m in &st.machines {
             sw.add_tap(&m.tap)?;
@@ -201,7 +237,7 @@ impl Up {
                 hostname: m.hostname.clone(),
             })
             .collect();
-        st.router_pid = Some(sw.start_router(&dir, &leases)?);
+        st.router_pid = Some(sw.start_router(&st.dir(), &leases)?);
         st.save()?;
         eprintln!(
             "cluster: switch {} up: bridge {} with home router {}/{} (dnsmasq), {} taps",
@@ -211,10 +247,15 @@ impl Up {
             switch::LAN_PREFIX_LEN,
             st.machines.len()
         );
+        Ok(())
+    }
 
+    /// One paused QEMU process per machine; `power_and_wait` powers them on.
+    fn launch_vms(&self, sw: &Switch, st: &State, boot: &disk::BootFiles) -> Result<()> {
+        let cmdline = vm::kernel_cmdline(&boot.cmdline, self.machines.arch);
         for m in &st.machines {
             let spec = vm::Spec {
-                arch: self.arch,
+                arch: self.machines.arch,
                 hostname: m.hostname.clone(),
                 mac: m.mac.clone(),
                 tap: m.tap.clone(),
@@ -222,8 +263,8 @@ impl Up {
                 kernel: boot.kernel.clone(),
                 initrd: boot.initrd.clone(),
                 cmdline: cmdline.clone(),
-                memory_mib: self.memory,
-                cpus: self.cpus,
+                memory_mib: self.machines.memory,
+                cpus: self.machines.cpus,
                 files: m.files.clone(),
             };
             let pid = vm::launch(&sw.netns, &spec)?;
@@ -235,18 +276,11 @@ impl Up {
                 rel(&m.files.serial).display()
             );
         }
-
-        let ssh = st.ssh();
-        let formation = self.power_and_wait(&mut st, ssh)?;
-        std::fs::write(
-            st.artifacts().join("formation.json"),
-            serde_json::to_vec_pretty(&formation)?,
-        )?;
-        Ok(formation)
+        Ok(())
     }
 
     fn power_and_wait(&self, st: &mut State, ssh: Ssh) -> Result<Formation> {
-        let timeout = Duration::from_secs(self.timeout);
+        let timeout = Duration::from_secs(self.machines.timeout);
         let n = st.machines.len();
         let all: Vec<usize> = (0..n).collect();
         let snapshot = st.clone();

@@ -5,7 +5,6 @@ use clap::{Parser, Subcommand};
 use xshell::Shell;
 
 mod agent;
-mod base;
 mod bench;
 mod flash;
 mod image;
@@ -57,7 +56,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.task {
         Task::Test(t) => t.run(&sh),
         Task::Agent(t) => t.run(&sh),
-        Task::Base(t) => t.run(&sh),
+        Task::Base(t) => t.run(),
         Task::Image(t) => t.run(&sh),
         Task::Flash(t) => t.run(&sh),
         Task::Bench(t) => t.run(&sh),

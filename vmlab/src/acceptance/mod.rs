@@ -13,41 +13,23 @@ mod report;
 mod timing;
 mod usecase;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
 
 use super::state::{rel, State};
-use super::up::{Formation, Up};
-use cluster_lab_image::arch::Arch;
+use super::up::{Formation, Machines, Up};
 use lab::Lab;
 use report::{Check, Report};
 
 #[derive(Debug, Clone, Args)]
 pub struct Test {
-    /// Machines in the cluster, the master included (at least 3 for the overlay check).
-    #[arg(long, default_value_t = 3)]
-    pub nodes: usize,
-    /// Architecture of the image.
-    #[arg(long, value_enum, default_value = "amd64")]
-    pub arch: Arch,
-    /// The image (default: build/image/cluster-lab-<arch>.img).
-    #[arg(long)]
-    pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub machines: Machines,
     /// Name of the test cluster (the election test uses <name>-el).
     #[arg(long, default_value = "accept")]
     pub name: String,
-    /// Memory per VM in MiB.
-    #[arg(long, default_value_t = 1024)]
-    pub memory: u32,
-    /// Virtual CPUs per VM.
-    #[arg(long, default_value_t = 1)]
-    pub cpus: u32,
-    /// Seconds to wait for each formation stage.
-    #[arg(long, default_value_t = 1200)]
-    pub timeout: u64,
     /// The preloaded container image for the overlay and routing-mesh checks (default: the image on
     /// the master whose name mentions busybox).
     #[arg(long)]
@@ -66,15 +48,13 @@ pub struct Test {
 impl Test {
     fn up(&self, name: &str, nodes: usize, simultaneous: bool) -> Up {
         Up {
-            nodes,
-            arch: self.arch,
-            image: self.image.clone(),
+            machines: Machines {
+                nodes,
+                ..self.machines.clone()
+            },
             name: name.to_string(),
             simultaneous,
-            memory: self.memory,
-            cpus: self.cpus,
             disk_size: 4 << 30,
-            timeout: self.timeout,
             ssh_user: "cluster".into(),
             wait_swarm: !simultaneous,
         }
@@ -84,18 +64,18 @@ impl Test {
         if !cluster_lab_image::host_tools::is_root() {
             bail!("the VM tier needs root (network namespaces, taps, QEMU): run `sudo -E cargo xtask cluster test`");
         }
-        if self.nodes < 2 {
+        if self.machines.nodes < 2 {
             bail!(
                 "--nodes {}: the acceptance test needs a master and at least one node",
-                self.nodes
+                self.machines.nodes
             );
         }
         let mut report = Report::default();
         step(&format!(
             "booting {} machines, master first ({})",
-            self.nodes, self.arch
+            self.machines.nodes, self.machines.arch
         ));
-        let up = self.up(&self.name, self.nodes, false);
+        let up = self.up(&self.name, self.machines.nodes, false);
         let formation = up.start();
         let Some(st) = State::load(&self.name)? else {
             let e = formation
@@ -152,7 +132,7 @@ impl Test {
         report.add(usecase::routing_mesh(&lab, &image));
         step("first boot left behind");
         report.add(checks::firstboot_disabled(&lab));
-        let times = timing::measure(&lab, formation.as_ref(), self.arch);
+        let times = timing::measure(&lab, formation.as_ref(), self.machines.arch);
         step("rebooting node 1");
         let (c, reboot_times) = reboot::reboot_node(&lab);
         report.add(c);
@@ -175,14 +155,14 @@ impl Test {
         let section = timing::Section {
             command: format!(
                 "cargo xtask cluster test --nodes {} --arch {}",
-                self.nodes, self.arch
+                self.machines.nodes, self.machines.arch
             ),
             times: &times,
             whole_cluster: formation.as_ref().and_then(|f| f.whole_cluster),
             reboot_ready: reboot_times.ready_after,
             election_master,
             image: rel(&lab.st.image).display().to_string(),
-            vm: format!("{} MiB, {} vCPU", self.memory, self.cpus),
+            vm: format!("{} MiB, {} vCPU", self.machines.memory, self.machines.cpus),
         };
         let text = section.render();
         std::fs::write(artifacts.join("timings.md"), &text)?;

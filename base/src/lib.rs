@@ -1,4 +1,5 @@
-//! `cargo xtask base`: a HypriotOS-style base image built from Debian packages.
+//! The base image (`cargo xtask base`): a HypriotOS-style Debian trixie image built from Debian packages,
+//! which `cargo xtask image` turns into the flashable cluster-lab image.
 //!
 //! Steps: recipe hash → cache lookup (`build/base/<arch>-<hash>.img`) → Consul source → binfmt for foreign
 //! architectures → mmdebstrap (trixie, hooks from `image/recipe/hooks/`) → checks → boot tree split off
@@ -6,18 +7,17 @@
 //! under `build/base/.work-*` and renamed into place at the end, so an interrupted build never leaves a
 //! file that looks finished.
 
-mod bootcheck;
-mod consul;
-mod manifest;
+pub mod bootcheck;
+pub mod consul;
+pub mod manifest;
 mod output;
-mod recipe;
+pub mod recipe;
 mod rootfs;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use xshell::Shell;
 
 use cluster_lab_image::arch::Arch;
 use cluster_lab_image::host_tools as tools;
@@ -81,8 +81,8 @@ pub struct BaseOutput {
 }
 
 impl Base {
-    pub fn run(self, sh: &Shell) -> Result<()> {
-        let out = self.build(sh)?;
+    pub fn run(self) -> Result<()> {
+        let out = self.build()?;
         if let Some(dest) = &self.output {
             let step = Step::start(format!("copying image to {}", dest.display()));
             let tmp = dest.with_extension("img.partial");
@@ -153,7 +153,7 @@ impl Base {
     }
 
     /// Build the base for `self.arch`, or return the cached one.
-    pub fn build(&self, _sh: &Shell) -> Result<BaseOutput> {
+    pub fn build(&self) -> Result<BaseOutput> {
         let total = Instant::now();
         let root = crate::project_root();
         let recipe = Recipe::new(root.join("image/recipe"))?;
@@ -193,26 +193,8 @@ impl Base {
             return Ok(paths.output(manifest, true));
         }
 
-        if !tools::is_root() {
-            bail!("building a base image needs root (mmdebstrap --mode=root); run `sudo -E cargo xtask base --arch {arch}`");
-        }
-        tools::require(&[
-            tools::MMDEBSTRAP,
-            tools::MKE2FS,
-            tools::E2FSCK,
-            tools::FSCK_VFAT,
-            tools::MKFS_VFAT,
-        ])?;
-        rootfs::ensure_binfmt(arch)?;
-
-        // Work directories of interrupted builds of this architecture (any recipe hash) go first.
-        for entry in std::fs::read_dir(&out_dir)? {
-            let path = entry?.path();
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            if name.starts_with(&format!(".work-{arch}-")) {
-                rootfs::remove_stale(&path)?;
-            }
-        }
+        require_build_host(arch)?;
+        remove_interrupted_work(&out_dir, arch)?;
         let work = out_dir.join(format!(".work-{stem}"));
         std::fs::create_dir_all(&work)?;
         let tree = work.join("rootfs");
@@ -240,23 +222,11 @@ impl Base {
 
         let step = Step::start("checking the root tree (passwords, host keys, consul)");
         rootfs::check(&tree, arch)?;
-        let boot = work.join("boot");
-        split_boot_tree(&tree, &boot)?;
-        let kernel_version = newest_kernel(&tree)?;
-        let cmdline = std::fs::read_to_string(boot.join("cmdline.txt"))
-            .context("reading the boot partition's cmdline.txt")?
-            .trim()
-            .to_string();
-        std::fs::copy(
-            tree.join(format!("boot/vmlinuz-{kernel_version}")),
-            work.join("vmlinuz"),
-        )
-        .context("copying the kernel")?;
-        std::fs::copy(
-            tree.join(format!("boot/initrd.img-{kernel_version}")),
-            work.join("initrd.img"),
-        )
-        .context("copying the initrd")?;
+        let BootFiles {
+            boot,
+            kernel_version,
+            cmdline,
+        } = extract_boot_files(&tree, &work)?;
         let packages = manifest::installed_packages(&tree)?;
         let root_used = manifest::tree_bytes(&tree)?;
         let boot_used = manifest::tree_bytes(&boot)?;
@@ -292,11 +262,7 @@ impl Base {
             packages,
         };
 
-        // Into place: image, kernel and initrd first, the manifest last (a manifest means "complete").
-        std::fs::rename(&disk, &paths.image)?;
-        std::fs::rename(work.join("vmlinuz"), &paths.kernel)?;
-        std::fs::rename(work.join("initrd.img"), &paths.initrd)?;
-        manifest.save(&paths.manifest)?;
+        publish(&work, &disk, &paths, &manifest)?;
         link_latest(&out_dir, arch, &paths)?;
         rootfs::remove_stale(&work)?;
         std::fs::remove_dir_all(&staging).ok();
@@ -307,6 +273,74 @@ impl Base {
         );
         Ok(paths.output(manifest, false))
     }
+}
+
+/// A foreign or native base needs root, mmdebstrap, the filesystem tools and (foreign) binfmt emulation.
+fn require_build_host(arch: Arch) -> Result<()> {
+    if !tools::is_root() {
+        bail!("building a base image needs root (mmdebstrap --mode=root); run `sudo -E cargo xtask base --arch {arch}`");
+    }
+    tools::require(&[
+        tools::MMDEBSTRAP,
+        tools::MKE2FS,
+        tools::E2FSCK,
+        tools::FSCK_VFAT,
+        tools::MKFS_VFAT,
+    ])?;
+    rootfs::ensure_binfmt(arch)
+}
+
+/// Work directories of interrupted builds of this architecture (any recipe hash) go first.
+fn remove_interrupted_work(out_dir: &Path, arch: Arch) -> Result<()> {
+    for entry in std::fs::read_dir(out_dir)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with(&format!(".work-{arch}-")) {
+            rootfs::remove_stale(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The boot partition's tree, split off the root tree, and what QEMU's direct boot needs from it.
+struct BootFiles {
+    boot: PathBuf,
+    kernel_version: String,
+    cmdline: String,
+}
+
+/// Split `/boot/firmware` off `tree` into `work/boot`; copy the newest kernel and initrd to `work/`.
+fn extract_boot_files(tree: &Path, work: &Path) -> Result<BootFiles> {
+    let boot = work.join("boot");
+    split_boot_tree(tree, &boot)?;
+    let kernel_version = newest_kernel(tree)?;
+    let cmdline = std::fs::read_to_string(boot.join("cmdline.txt"))
+        .context("reading the boot partition's cmdline.txt")?
+        .trim()
+        .to_string();
+    for (from, to, what) in [
+        ("vmlinuz", "vmlinuz", "the kernel"),
+        ("initrd.img", "initrd.img", "the initrd"),
+    ] {
+        std::fs::copy(
+            tree.join(format!("boot/{from}-{kernel_version}")),
+            work.join(to),
+        )
+        .with_context(|| format!("copying {what}"))?;
+    }
+    Ok(BootFiles {
+        boot,
+        kernel_version,
+        cmdline,
+    })
+}
+
+/// Into place: image, kernel and initrd first, the manifest last (a manifest means "complete").
+fn publish(work: &Path, disk: &Path, paths: &Paths, manifest: &Manifest) -> Result<()> {
+    std::fs::rename(disk, &paths.image)?;
+    std::fs::rename(work.join("vmlinuz"), &paths.kernel)?;
+    std::fs::rename(work.join("initrd.img"), &paths.initrd)?;
+    manifest.save(&paths.manifest)
 }
 
 /// An exclusive lock on `build/base/.lock-<arch>`, held until the returned file is dropped.
@@ -400,4 +434,13 @@ mod tests {
         let pc = "root=LABEL=clroot ro console=tty0 console=ttyS0,115200";
         assert_eq!(qemu_cmdline(Arch::Amd64, pc), pc);
     }
+}
+
+/// The workspace root (the parent of base/): the recipe lives in `image/recipe/`, bases are cached in
+/// `build/base/`.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("base lives in the workspace root")
+        .to_path_buf()
 }
