@@ -420,6 +420,15 @@ fn newest_kernel(tree: &Path) -> Result<String> {
     )
 }
 
+/// The workspace root (the parent of base/): the recipe lives in `image/recipe/`, bases are cached in
+/// `build/base/`.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("base lives in the workspace root")
+        .to_path_buf()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,13 +443,4 @@ mod tests {
         let pc = "root=LABEL=clroot ro console=tty0 console=ttyS0,115200";
         assert_eq!(qemu_cmdline(Arch::Amd64, pc), pc);
     }
-}
-
-/// The workspace root (the parent of base/): the recipe lives in `image/recipe/`, bases are cached in
-/// `build/base/`.
-pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("base lives in the workspace root")
-        .to_path_buf()
 }
