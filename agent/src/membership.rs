@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use crate::consul::ConsulClient;
 use crate::dhcp::leases::{LeaseLog, Record};
+use crate::dhcp::server::{Server, ServerConfig};
 use crate::docker::swarm::Swarm;
 use crate::host::hostname::Hostname;
 
@@ -72,36 +73,24 @@ pub async fn remove_from_services(
 }
 
 /// Release every lease held under hostname `name` in the lease log at `path` (dhcpd must not be running: it
-/// owns the log while it runs). Returns the addresses released.
-pub fn release_leases(path: &Path, name: &Hostname, now: u64) -> std::io::Result<Vec<Ipv4Addr>> {
+/// owns the log while it runs). The log is replayed through the DHCP server's own restore, so "held" means
+/// what it means to dhcpd. Returns the addresses released.
+pub fn release_leases(
+    path: &Path,
+    server: ServerConfig,
+    name: &Hostname,
+    now: u64,
+) -> std::io::Result<Vec<Ipv4Addr>> {
     let (mut log, loaded) = LeaseLog::open(path)?;
-    // The newest record per address decides whether it is held, and by whom.
-    let mut held: std::collections::BTreeMap<Ipv4Addr, (String, bool)> = Default::default();
-    for r in &loaded.records {
-        match r {
-            Record::Lease {
-                ip,
-                client,
-                hostname,
-                expires,
-                ..
-            } => {
-                // An expired lease holds nothing: no release to write for it.
-                let mine = hostname.as_deref() == Some(name.as_str()) && *expires > now;
-                held.insert(*ip, (client.clone(), mine));
-            }
-            Record::Release { ip, .. } => {
-                held.remove(ip);
-            }
-            _ => {}
-        }
-    }
+    let mut replay = Server::new(server);
+    replay.restore(&loaded.records);
     let mut released = Vec::new();
-    for (ip, (client, mine)) in held {
-        if mine {
+    for (ip, lease) in replay.pool().leases() {
+        // An expired or released lease holds nothing: no release to write for it.
+        if lease.expires > now && lease.hostname.as_deref() == Some(name.as_str()) {
             log.append(&Record::Release {
                 ip,
-                client,
+                client: lease.client.to_string(),
                 at: now,
             });
             released.push(ip);
@@ -125,6 +114,11 @@ mod tests {
         }
     }
 
+    fn server() -> ServerConfig {
+        let settings = crate::config::Settings::default();
+        ServerConfig::from_settings(&settings, settings.network.master)
+    }
+
     #[test]
     fn releases_only_the_named_machines_current_leases_and_is_safe_twice() {
         let dir = tempfile::tempdir().unwrap();
@@ -135,18 +129,19 @@ mod tests {
                 lease("192.168.200.101", "hw:0a", Some("node1")),
                 lease("192.168.200.102", "hw:0b", Some("node2")),
                 // Expired long ago: nothing to release.
+                // (dhcpd keeps one address per client key; a re-flashed card may come with another key.)
                 Record::Lease {
                     ip: "192.168.200.104".parse().unwrap(),
-                    client: "hw:0a".into(),
+                    client: "hw:0c".into(),
                     hw: "02:00:00:00:00:01".into(),
                     hostname: Some("node1".into()),
                     expires: 50,
                 },
                 // An old lease of node1's, already given back.
-                lease("192.168.200.103", "hw:0a", Some("node1")),
+                lease("192.168.200.103", "hw:0d", Some("node1")),
                 Record::Release {
                     ip: "192.168.200.103".parse().unwrap(),
-                    client: "hw:0a".into(),
+                    client: "hw:0d".into(),
                     at: 5,
                 },
             ])
@@ -154,10 +149,12 @@ mod tests {
         }
         let node1 = Hostname::parse("node1").unwrap();
         assert_eq!(
-            release_leases(&path, &node1, 100).unwrap(),
+            release_leases(&path, server(), &node1, 100).unwrap(),
             ["192.168.200.101".parse::<Ipv4Addr>().unwrap()]
         );
-        assert!(release_leases(&path, &node1, 101).unwrap().is_empty());
+        assert!(release_leases(&path, server(), &node1, 101)
+            .unwrap()
+            .is_empty());
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             text.ends_with(

@@ -74,26 +74,21 @@ impl Manifest {
 
 pub fn partitions(layout: &cluster_lab_image::assemble::Layout) -> Vec<PartitionInfo> {
     let labels = cluster_lab_image::assemble::Labels::default();
-    vec![
-        PartitionInfo {
-            number: layout.boot.index as u32,
-            label: labels.boot,
-            filesystem: "vfat (FAT32)".into(),
-            mbr_type: format!("{:#04x}", layout.boot.kind),
-            start: layout.boot.start,
-            size: layout.boot.size,
-            mountpoint: "/boot/firmware".into(),
-        },
-        PartitionInfo {
-            number: layout.root.index as u32,
-            label: labels.root,
-            filesystem: "ext4".into(),
-            mbr_type: format!("{:#04x}", layout.root.kind),
-            start: layout.root.start,
-            size: layout.root.size,
-            mountpoint: "/".into(),
-        },
+    [
+        (&layout.boot, labels.boot, "vfat (FAT32)", "/boot/firmware"),
+        (&layout.root, labels.root, "ext4", "/"),
     ]
+    .into_iter()
+    .map(|(part, label, filesystem, mountpoint)| PartitionInfo {
+        number: part.index as u32,
+        label,
+        filesystem: filesystem.into(),
+        mbr_type: format!("{:#04x}", part.kind),
+        start: part.start,
+        size: part.size,
+        mountpoint: mountpoint.into(),
+    })
+    .collect()
 }
 
 /// Installed packages of the tree, read from its dpkg database.

@@ -117,9 +117,7 @@ pub fn secret(text: &str) -> Result<Option<String>> {
 
 /// Check a hostname with the agent's own rule ([`crate::Hostname`]).
 pub fn validate_hostname(name: &str) -> Result<()> {
-    name.parse::<crate::Hostname>()
-        .map(drop)
-        .map_err(|e| EditError(format!("hostname {name:?}: {e}")))
+    crate::Hostname::parse(name).map(drop).map_err(EditError)
 }
 
 /// Parse an OpenSSH public key file: one key per non-empty, non-comment line.

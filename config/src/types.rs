@@ -208,9 +208,10 @@ impl FromTomlStr for Secret {
 pub struct Hostname(String);
 
 impl Hostname {
-    /// Check `s` against the hostname rule (the error says what is allowed).
+    /// Check `s` against the hostname rule; the error names the value and says what is allowed
+    /// (`hostname "node_1": "node_1" contains '_'; use …`), for messages outside a TOML file.
     pub fn parse(s: &str) -> Result<Hostname, String> {
-        Hostname::from_toml_str(s)
+        Hostname::from_toml_str(s).map_err(|e| format!("hostname {s:?}: {e}"))
     }
 
     pub fn as_str(&self) -> &str {

@@ -119,9 +119,7 @@ impl FirstbootArgs {
                     .ok()
                     .and_then(|t| hostname::from_user_data(&t))
                 {
-                    Some(name) => name
-                        .parse::<Hostname>()
-                        .map_err(|e| anyhow::anyhow!("hostname {name:?}: {e}"))?,
+                    Some(name) => Hostname::parse(&name).map_err(anyhow::Error::msg)?,
                     // Nobody named this card: a name of its own from its MAC, not the image's shared default. A NIC
                     // that is not there yet (USB Ethernet comes up late) keeps the system's name for this run.
                     None if hostname::is_unnamed(&system) => {
@@ -134,15 +132,11 @@ impl FirstbootArgs {
                             }
                             Err(e) => {
                                 eprintln!("cluster-lab: warning: no hostname set and {e}; keeping {system:?} for now");
-                                system
-                                    .parse::<Hostname>()
-                                    .map_err(|e| anyhow::anyhow!("hostname {system:?}: {e}"))?
+                                Hostname::parse(&system).map_err(anyhow::Error::msg)?
                             }
                         }
                     }
-                    None => system
-                        .parse::<Hostname>()
-                        .map_err(|e| anyhow::anyhow!("hostname {system:?}: {e}"))?,
+                    None => Hostname::parse(&system).map_err(anyhow::Error::msg)?,
                 }
             }
         };

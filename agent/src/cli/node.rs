@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::Settings;
 use crate::consul::ConsulClient;
+use crate::dhcp::server::ServerConfig;
 use crate::docker::swarm::Swarm;
 use crate::election::ClusterRole;
 use crate::host::hostname::Hostname;
@@ -47,7 +48,7 @@ impl NodeCommand {
 
 impl RemoveArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
-        let name = Hostname::parse(&self.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let name = Hostname::parse(&self.name).map_err(anyhow::Error::msg)?;
         if stamp::read_role(Path::new("/"))? != Some(ClusterRole::Master) {
             bail!("this machine is not the cluster's master: run `cluster-lab node remove` there");
         }
@@ -71,10 +72,13 @@ impl RemoveArgs {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let released = membership::release_leases(&settings.dhcp.lease_file, &name, now)
-                .with_context(|| {
-                    format!("releasing leases in {}", settings.dhcp.lease_file.display())
-                });
+            let released = membership::release_leases(
+                &settings.dhcp.lease_file,
+                ServerConfig::from_settings(&settings, settings.network.master),
+                &name,
+                now,
+            )
+            .with_context(|| format!("releasing leases in {}", settings.dhcp.lease_file.display()));
             // dhcpd comes back whatever happened to the lease log.
             systemd::start(&unit)
                 .await

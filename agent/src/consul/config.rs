@@ -109,33 +109,9 @@ pub fn datacenter_name(cluster: &str) -> String {
 }
 
 impl AgentConfig {
-    /// The master: the only server, bootstraps alone, serves the UI and HTTP API on every interface (the UI is
-    /// opened from the home LAN on :8500); gossip and RPC on the VLAN address.
-    pub fn server(p: &ConsulParams) -> AgentConfig {
-        let bind = p.bind.render();
-        AgentConfig {
-            datacenter: p.datacenter.clone(),
-            node_name: p.node_name.clone(),
-            node_id: p.node_id.clone(),
-            data_dir: p.data_dir.clone(),
-            server: true,
-            bootstrap_expect: Some(1),
-            ui: true,
-            client_addr: "0.0.0.0".into(),
-            bind_addr: bind.clone(),
-            advertise_addr: bind,
-            encrypt: p.gossip_key.clone(),
-            retry_join: Vec::new(),
-            retry_interval: None,
-            performance: Some(Performance { raft_multiplier: 1 }),
-            leave_on_terminate: false,
-            disable_update_check: true,
-        }
-    }
-
-    /// A node: a client agent joining the master, retrying every few seconds until the master is up. Its HTTP API
-    /// stays on loopback.
-    pub fn client(p: &ConsulParams) -> AgentConfig {
+    /// What master and node share: identity, data directory, gossip and RPC on the VLAN address, the gossip key.
+    /// [`AgentConfig::server`] and [`AgentConfig::client`] set the role on top.
+    fn common(p: &ConsulParams) -> AgentConfig {
         let bind = p.bind.render();
         AgentConfig {
             datacenter: p.datacenter.clone(),
@@ -149,11 +125,34 @@ impl AgentConfig {
             bind_addr: bind.clone(),
             advertise_addr: bind,
             encrypt: p.gossip_key.clone(),
-            retry_join: vec![p.master.to_string()],
-            retry_interval: Some("5s".into()),
+            retry_join: Vec::new(),
+            retry_interval: None,
             performance: None,
             leave_on_terminate: false,
             disable_update_check: true,
+        }
+    }
+
+    /// The master: the only server, bootstraps alone, serves the UI and HTTP API on every interface (the UI is
+    /// opened from the home LAN on :8500); gossip and RPC on the VLAN address.
+    pub fn server(p: &ConsulParams) -> AgentConfig {
+        AgentConfig {
+            server: true,
+            bootstrap_expect: Some(1),
+            ui: true,
+            client_addr: "0.0.0.0".into(),
+            performance: Some(Performance { raft_multiplier: 1 }),
+            ..Self::common(p)
+        }
+    }
+
+    /// A node: a client agent joining the master, retrying every few seconds until the master is up. Its HTTP API
+    /// stays on loopback.
+    pub fn client(p: &ConsulParams) -> AgentConfig {
+        AgentConfig {
+            retry_join: vec![p.master.to_string()],
+            retry_interval: Some("5s".into()),
+            ..Self::common(p)
         }
     }
 

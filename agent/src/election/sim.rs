@@ -209,8 +209,8 @@ fn the_simulation_can_fail_two_masters_when_candidates_never_hear_each_other() {
     assert_eq!(masters(&roles), 2, "{roles:?}");
 }
 
-#[test]
-fn claims_of_other_clusters_and_own_echo_are_ignored() {
+/// A candidate (MAC ..:20, cluster "lab") whose DHCP probe found no master at 3 s: it is claiming.
+fn claiming_after_empty_probe() -> Election {
     let mut el = Election::new(mac(0x20), "lab", Timing::default());
     el.handle(0, Input::Start);
     el.handle(
@@ -219,6 +219,12 @@ fn claims_of_other_clusters_and_own_echo_are_ignored() {
             master_found: false,
         },
     );
+    el
+}
+
+#[test]
+fn claims_of_other_clusters_and_own_echo_are_ignored() {
+    let mut el = claiming_after_empty_probe();
     for claim in [
         Claim {
             cluster: "other".into(),
@@ -241,14 +247,7 @@ fn claims_of_other_clusters_and_own_echo_are_ignored() {
 
 #[test]
 fn an_address_held_by_someone_else_means_back_off_and_probe_again() {
-    let mut el = Election::new(mac(0x20), "lab", Timing::default());
-    el.handle(0, Input::Start);
-    el.handle(
-        3_000,
-        Input::ProbeResult {
-            master_found: false,
-        },
-    );
+    let mut el = claiming_after_empty_probe();
     el.handle(6_000, Input::Tick);
     assert!(el
         .handle(7_000, Input::ArpResult { taken: true })

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{wait_for_address, wait_until, Firstboot};
+use super::{wait_for_address, Firstboot};
 use crate::consul::api::Service;
 use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
 use crate::consul::ConsulClient;
@@ -14,6 +14,7 @@ use crate::docker::swarm::{self, Swarm};
 use crate::election::socket::ClaimSocket;
 use crate::election::{Claim, ClusterRole};
 use crate::secret::gossip_key;
+use crate::wait;
 use crate::{docker::join_token, host::systemd};
 
 /// Returns the master's VLAN address.
@@ -106,9 +107,10 @@ async fn start_consul_server(fb: &Firstboot) -> anyhow::Result<()> {
 /// Wait until the local Consul server leads.
 async fn consul_leading(fb: &Firstboot) -> anyhow::Result<ConsulClient> {
     let client = ConsulClient::new(fb.env.consul);
-    let leader = wait_until(
+    let leader = wait::until(
         "consul server electing itself leader",
         Duration::from_secs(180),
+        Duration::from_secs(1),
         || {
             let client = client.clone();
             async move { Ok(client.leader().await?) }

@@ -411,16 +411,6 @@ pub async fn wait_for_address(
     })
 }
 
-/// Poll `check` once a second until it yields a value or `timeout` passes; the error names `what` and the last
-/// failure.
-pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    crate::wait::until(what, timeout, Duration::from_secs(1), check).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{wait_for_address, wait_until, Firstboot};
+use super::{wait_for_address, Firstboot};
 use crate::consul::api::{CatalogNode, Service};
 use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
 use crate::consul::ConsulClient;
 use crate::docker::swarm::Swarm;
 use crate::secret::gossip_key;
+use crate::wait;
 use crate::{docker::daemon_json, docker::join_token, host::systemd};
 
 /// Another machine is alive in the cluster under this machine's hostname: two cards were given one name.
@@ -81,9 +82,10 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
         .enable_and_start(systemd::CONSUL_UNIT, changed)
         .await?;
     let consul = ConsulClient::new(fb.env.consul);
-    wait_until(
+    wait::until(
         "consul client joining the master",
         Duration::from_secs(300),
+        Duration::from_secs(1),
         || {
             let consul = consul.clone();
             async move {
@@ -98,9 +100,10 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
     .await?;
     tracing::info!(master = %net.master, "consul client joined");
 
-    let sealed = wait_until(
+    let sealed = wait::until(
         "the master publishing the swarm join token",
         Duration::from_secs(600),
+        Duration::from_secs(1),
         || {
             let consul = consul.clone();
             async move { Ok(consul.kv_get(join_token::KV_KEY).await?) }
