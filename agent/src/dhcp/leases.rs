@@ -135,42 +135,26 @@ impl LeaseLog {
     /// Replace the log with `records` (the live state): temp file, fsync, rename, fsync of the directory.
     pub fn compact(&mut self, records: impl IntoIterator<Item = Record>) -> io::Result<()> {
         self.commit()?;
-        let tmp = tmp_path(&self.path);
-        let mut out = io::BufWriter::new(File::create(&tmp)?);
         let header = Record::Format {
             format: FORMAT.into(),
             version: VERSION,
         };
         let mut lines = 0;
-        for r in std::iter::once(header).chain(records) {
-            serde_json::to_writer(&mut out, &r)?;
-            out.write_all(b"\n")?;
-            lines += 1;
-        }
-        let f = out.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path)?;
+        // Readable by all, as before: addresses, MACs and hostnames, nothing secret.
+        crate::host::atomic::write_with(&self.path, 0o644, None, None, |out| {
+            for r in std::iter::once(header).chain(records) {
+                serde_json::to_writer(&mut *out, &r)?;
+                out.write_all(b"\n")?;
+                lines += 1;
+            }
+            Ok(())
+        })?;
         // From here on the old file is unlinked: switch to the new one before anything else can fail.
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.lines = lines;
         self.broken = false;
-        sync_dir(&self.path)
+        Ok(())
     }
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-fn sync_dir(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
 }
 
 /// Parse a log; stops at nothing, skips what it cannot read.

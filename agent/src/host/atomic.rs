@@ -3,7 +3,7 @@
 //! never half of either.
 
 use std::fs::{File, OpenOptions, Permissions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -16,7 +16,22 @@ pub fn write(
     uid: Option<u32>,
     gid: Option<u32>,
 ) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
+    write_with(path, mode, uid, gid, |out| out.write_all(contents))
+}
+
+/// [`write`] for contents produced piece by piece (a lease log being compacted): `fill` writes them into a
+/// buffered temporary file; everything else is the same.
+pub fn write_with(
+    path: &Path,
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -24,7 +39,7 @@ pub fn write(
     let tmp = dir.join(format!(".{name}.cluster-lab-tmp"));
     let write = || -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
@@ -33,7 +48,9 @@ pub fn write(
             std::os::unix::fs::fchown(&file, uid, gid)?;
         }
         file.set_permissions(Permissions::from_mode(mode))?;
-        file.write_all(contents)?;
+        let mut out = BufWriter::new(file);
+        fill(&mut out)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()

@@ -62,38 +62,53 @@ fn wait_while(
         device().display(),
         timeout.as_secs()
     );
-    let mut mount_error = None;
-    while start.elapsed() < timeout {
-        std::thread::sleep(Duration::from_secs(2));
-        if let Some(p) = find() {
+    // First boot reads its settings before its async runtime exists: this wait gets a small one of its own, so
+    // it goes through the one bounded poll like every other wait.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cluster-lab: cannot wait for the boot partition: starting a runtime: {e}");
+            return find();
+        }
+    };
+    let mount_error = std::cell::RefCell::new(None::<String>);
+    let (find, mounted, mount_error) = (&find, &mounted, &mount_error);
+    let found = runtime.block_on(crate::wait::poll(
+        timeout,
+        Duration::from_secs(2),
+        move || async move {
+            if let Some(p) = find() {
+                return Ok::<_, std::convert::Infallible>(Ok(Some(p)));
+            }
+            if mounted() {
+                // Mounted (by systemd or by us) and still no file: there is none.
+                return Ok(Ok(find()));
+            }
+            if mount && device().exists() {
+                if let Err(e) = crate::command::run("mount", [MOUNT_POINT]).await {
+                    let e = e.to_string();
+                    if mount_error.borrow().as_ref() != Some(&e) {
+                        eprintln!("cluster-lab: {e}");
+                        *mount_error.borrow_mut() = Some(e);
+                    }
+                }
+            }
+            Ok(Err("not yet".to_string()))
+        },
+    ));
+    match found {
+        Ok(Some(p)) => {
             eprintln!(
                 "cluster-lab: boot partition ready after {:.0} s",
                 start.elapsed().as_secs_f64()
             );
-            return Some(p);
+            Some(p)
         }
-        if mounted() {
-            // Mounted (by systemd or by us) and still no file: there is none.
-            return find();
-        }
-        if mount && device().exists() {
-            match std::process::Command::new("mount")
-                .arg(MOUNT_POINT)
-                .output()
-            {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => {
-                    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                    if mount_error.as_ref() != Some(&err) {
-                        eprintln!("cluster-lab: mount {MOUNT_POINT} failed: {err}");
-                        mount_error = Some(err);
-                    }
-                }
-                Err(e) => eprintln!("cluster-lab: running mount {MOUNT_POINT}: {e}"),
-            }
-        }
+        _ => None,
     }
-    None
 }
 
 #[cfg(test)]
