@@ -20,7 +20,7 @@ fn config(text: &str) -> tempfile::NamedTempFile {
 #[test]
 fn a_bad_file_stops_before_any_change_with_exit_3() {
     let file = config(
-        "[cluster]\nname = \"lab\"\nsecret = \"0123456789abcdef0123\"\n[network]\nvlan = 0\n",
+        "[cluster]\nname = \"lab\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n[network]\nvlan = 0\n",
     );
     let out = firstboot(&["--dry-run", "--config", file.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3));
@@ -50,7 +50,7 @@ fn a_missing_secret_is_a_configuration_error() {
 fn a_bad_hostname_is_a_configuration_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cluster-lab.toml");
-    std::fs::write(&path, "[cluster]\nsecret = \"0123456789abcdef0123\"\n").unwrap();
+    std::fs::write(&path, "[cluster]\nsecret = \"0123456789abcdef0123456789abcdef\"\n").unwrap();
     // No hostname in the file: the cloud-init style user-data next to it is honoured, and checked.
     std::fs::write(
         dir.path().join("user-data"),
@@ -66,7 +66,7 @@ fn a_bad_hostname_is_a_configuration_error() {
 #[test]
 fn dry_run_lists_the_steps_and_changes_nothing() {
     let file = config(
-        "[cluster]\nname = \"lab\"\nsecret = \"0123456789abcdef0123\"\n[node]\nhostname = \"dry-run-test\"\n",
+        "[cluster]\nname = \"lab\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n[node]\nhostname = \"dry-run-test\"\n",
     );
     let out = firstboot(&["--dry-run", "--config", file.path().to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -305,7 +305,7 @@ fn a_missing_user_is_an_error_naming_the_file() {
 fn firstboot_dry_run_leaves_login_untouched() {
     let root = Root::new();
     let config_text = format!(
-        "[cluster]\nname = \"lab\"\nsecret = \"0123456789abcdef0123\"\n[node]\nhostname = \"login-test\"\n\
+        "[cluster]\nname = \"lab\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n[node]\nhostname = \"login-test\"\n\
          role = \"node\"\nssh_authorized_keys = [\"{KEY_A}\"]\npassword_hash = \"{HASH}\"\n"
     );
     let config_path = root.path().join("cluster-lab.toml");
@@ -315,7 +315,7 @@ fn firstboot_dry_run_leaves_login_untouched() {
         settings,
         config_text,
         hostname: Hostname::parse("login-test").unwrap(),
-        secret: "0123456789abcdef0123".parse().unwrap(),
+        secret: "0123456789abcdef0123456789abcdef".parse().unwrap(),
         root: root.path().to_path_buf(),
         plan: Some(Default::default()),
         env: Environment::target(),

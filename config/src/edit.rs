@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn agent_default_config_takes_a_secret_and_a_hostname() {
         let text = crate::DEFAULT_TOML;
-        let t = set_secret(text, "s3cr3t-s3cr3t-s3cr3t").unwrap();
+        let t = set_secret(text, "8c1f4e2a9b7d3c605e1f2a4b6c8d0e9f").unwrap();
         let t = set_node(
             &t,
             "node1",
@@ -205,7 +205,7 @@ mod tests {
         let doc: DocumentMut = t.parse().unwrap();
         assert_eq!(
             doc["cluster"]["secret"].as_str(),
-            Some("s3cr3t-s3cr3t-s3cr3t")
+            Some("8c1f4e2a9b7d3c605e1f2a4b6c8d0e9f")
         );
         assert_eq!(doc["node"]["hostname"].as_str(), Some("node1"));
         assert_eq!(
@@ -217,7 +217,10 @@ mod tests {
         // And the agent accepts what `cargo xtask image` and `flash` write.
         let s = crate::Settings::parse(&t, std::path::Path::new(crate::FILE_NAME)).unwrap();
         assert_eq!(s.node.hostname.unwrap().as_str(), "node1");
-        assert_eq!(s.cluster.secret.unwrap().expose(), "s3cr3t-s3cr3t-s3cr3t");
+        assert_eq!(
+            s.cluster.secret.unwrap().expose(),
+            "8c1f4e2a9b7d3c605e1f2a4b6c8d0e9f"
+        );
     }
 }
 
@@ -244,5 +247,29 @@ mod uncomment_tests {
         let t = set_secret(text, "abc").unwrap();
         assert!(t.contains("[node]\n# secret = \"...\""), "{t}");
         assert_eq!(secret(&t).unwrap().as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn secrets_below_128_bits_are_refused_with_the_way_to_make_one() {
+        use crate::Secret;
+        for (weak, why) in [
+            ("0123456789abcdef0123456789abcde", "31 characters long"),
+            (
+                "abababababababababababababababab",
+                "only 2 different characters",
+            ),
+            (
+                "0123456789abcdef 0123456789abcdef",
+                "printable ASCII without spaces",
+            ),
+        ] {
+            let err = weak.parse::<Secret>().unwrap_err();
+            assert!(
+                err.contains(why) && err.contains("openssl rand -hex 32"),
+                "{weak}: {err}"
+            );
+        }
+        assert!(random_secret().parse::<Secret>().is_ok());
+        assert!("0123456789abcdef0123456789abcdef".parse::<Secret>().is_ok());
     }
 }

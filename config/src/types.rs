@@ -158,7 +158,8 @@ impl FromTomlStr for ClusterName {
     }
 }
 
-/// `cluster.secret`: at least 16 printable ASCII characters, no spaces.
+/// `cluster.secret`: at least 32 printable ASCII characters, no spaces, of at least 8 different characters —
+/// 128 bits or more when written as hex, as `openssl rand -hex 16` (the image builder writes 256 random bits).
 ///
 /// Never printed: `Debug` shows `Secret(<set>)`, and there is no `Display`. [`Secret::expose`] is the one way to the
 /// text, for the key derivations that need it.
@@ -178,24 +179,34 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Shortest secret accepted: the image builder writes a long random one; a short one is a typo.
-pub const SECRET_MIN: usize = 16;
+/// Shortest secret accepted: 32 hex digits carry 128 bits; any other alphabet carries more per character.
+pub const SECRET_MIN: usize = 32;
+/// Fewest different characters in a secret: a long run of few characters (`aaaa…`, `abab…`) is not random.
+pub const SECRET_MIN_DISTINCT: usize = 8;
 
 impl FromTomlStr for Secret {
     const EXPECTING: &'static str = "a secret string (the image builder writes a random one)";
     fn from_toml_str(s: &str) -> Result<Self, String> {
+        const HOW: &str = "generate one with `openssl rand -hex 32`, or remove the key and let \
+                           `cargo xtask image` write one";
+        if !s.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(format!(
+                "the secret must be printable ASCII without spaces; {HOW}"
+            ));
+        }
         if s.len() < SECRET_MIN {
             return Err(format!(
                 "the secret is {} characters long; it must be at least {SECRET_MIN} printable \
-                 characters (remove the key to leave it unset, or generate one with \
-                 `openssl rand -hex 32`)",
-                s.chars().count()
+                 characters (128 bits as hex); {HOW}",
+                s.len()
             ));
         }
-        if !s.chars().all(|c| c.is_ascii_graphic()) {
-            return Err("the secret must be printable ASCII without spaces \
-                 (generate one with `openssl rand -hex 32`)"
-                .to_owned());
+        let distinct = s.bytes().collect::<std::collections::BTreeSet<u8>>().len();
+        if distinct < SECRET_MIN_DISTINCT {
+            return Err(format!(
+                "the secret uses only {distinct} different characters, too few to be random \
+                 (at least {SECRET_MIN_DISTINCT}); {HOW}"
+            ));
         }
         Ok(Secret(s.to_owned()))
     }

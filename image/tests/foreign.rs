@@ -35,7 +35,11 @@ fn raspios_like_base_takes_the_injection() {
     p.add_agent(&agent).unwrap();
     p.add_overlay(concat!(env!("CARGO_MANIFEST_DIR"), "/../overlays").as_ref())
         .unwrap();
-    let cfg = edit::set_secret(cluster_lab_config::DEFAULT_TOML, "0123456789abcdef0123").unwrap();
+    let cfg = edit::set_secret(
+        cluster_lab_config::DEFAULT_TOML,
+        "0123456789abcdef0123456789abcdef",
+    )
+    .unwrap();
     p.add_boot_file(cluster_lab_config::FILE_NAME, cfg.into_bytes());
     inject::inject(&img, &p).unwrap();
 

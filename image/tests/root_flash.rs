@@ -70,8 +70,11 @@ impl Drop for Loop {
 
 fn prepared_image(fx: &Fixture) {
     let mut p = Payload::default();
-    let cfg =
-        edit::set_secret(cluster_lab_config::DEFAULT_TOML, "feedfacefeedfacefeedface").unwrap();
+    let cfg = edit::set_secret(
+        cluster_lab_config::DEFAULT_TOML,
+        "feedfacecafebeef0123456789abcdef",
+    )
+    .unwrap();
     p.add_boot_file(cluster_lab_config::FILE_NAME, cfg.into_bytes());
     inject::inject(&fx.image, &p).unwrap();
 }

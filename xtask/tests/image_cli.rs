@@ -70,7 +70,7 @@ fn a_secret_file_builds_more_cards_for_the_same_cluster() {
     std::fs::write(&file, "short\n").unwrap();
     let (ok, log) = image_arm64(&base, &agent, &dir.path().join("c"), &opts);
     assert!(
-        !ok && log.contains("lab.secret") && log.contains("at least 16"),
+        !ok && log.contains("lab.secret") && log.contains("at least 32"),
         "{log}"
     );
     assert!(!dir.path().join("c.img").exists());
