@@ -107,107 +107,133 @@ fn next_second() {
     std::thread::sleep(Duration::from_millis(1100));
 }
 
+/// A one-client lab whose client has been given a lease. Fields drop in order: the client first, then the lab.
+struct Bound {
+    c: Client,
+    t: Topo,
+    mac: String,
+    ip: Ipv4Addr,
+    /// Expiry of the first lease in the lease file (Unix seconds).
+    expires: u64,
+}
+
+impl Bound {
+    /// Build the lab `id`, start a client with `start` on `eth0` of its one client namespace and wait until the
+    /// client reports `event`, has an address from the range and the lease file holds its lease.
+    fn new(
+        id: &str,
+        start: fn(&Lab, &str, &Netns, &str) -> Client,
+        name: &str,
+        event: &str,
+    ) -> Bound {
+        let t = topo(id, 1);
+        let ns = &t.clients[0];
+        let mac = ns.mac("eth0");
+        let c = start(&t.lab, name, ns, "eth0");
+        c.wait_event(LEASE_TIMEOUT, 0, &[event], || t.dhcpd.report());
+        let ip = wait_address(&c, &t.dhcpd);
+        let expires = wait_lease(&t.dhcpd, ip, &mac, 0, &c);
+        Bound {
+            c,
+            t,
+            mac,
+            ip,
+            expires,
+        }
+    }
+
+    /// Do `act`, then wait up to `timeout` for the client to report one of `kinds`; returns that event.
+    fn after(&self, timeout: Duration, act: impl FnOnce(&Client), kinds: &[&str]) -> String {
+        let seen = self.c.events().len();
+        act(&self.c);
+        self.c
+            .wait_event(timeout, seen, kinds, || self.t.dhcpd.report())
+    }
+
+    /// The lease file holds a lease of the same address expiring later than the first, and the client still
+    /// has the address.
+    fn assert_renewed(&self) {
+        wait_lease(&self.t.dhcpd, self.ip, &self.mac, self.expires, &self.c);
+        assert_eq!(
+            self.t.clients[0].addr_in("eth0", RANGE.0, RANGE.1),
+            Some(self.ip),
+            "{}",
+            self.c.report()
+        );
+    }
+
+    /// `release` the lease; the client reports one of `kinds`, the lease file records the release and the
+    /// address goes.
+    fn assert_released(&self, release: impl FnOnce(&Client), kinds: &[&str]) {
+        self.after(LEASE_TIMEOUT, release, kinds);
+        wait_released(&self.t.dhcpd, self.ip, &self.c);
+        wait_unconfigured(&self.c, &self.t.dhcpd);
+    }
+}
+
 #[test]
 fn dhclient_obtains_renews_and_releases_a_lease() {
-    let t = topo("dhcl", 1);
-    let ns = &t.clients[0];
-    let mac = ns.mac("eth0");
-    let c = dhclient::start(&t.lab, "dhclient", ns, "eth0");
-    c.wait_event(LEASE_TIMEOUT, 0, &["BOUND"], || t.dhcpd.report());
-    let ip = wait_address(&c, &t.dhcpd);
-    let first = wait_lease(&t.dhcpd, ip, &mac, 0, &c);
+    let b = Bound::new("dhcl", dhclient::start, "dhclient", "BOUND");
 
     // dhclient renews by itself at T1 (half the one-minute lease) with a unicast REQUEST.
-    let seen = c.events().len();
-    let ev = c.wait_event(Duration::from_secs(90), seen, &["RENEW", "REBIND"], || {
-        t.dhcpd.report()
-    });
+    let ev = b.after(Duration::from_secs(90), |_| {}, &["RENEW", "REBIND"]);
     assert!(
-        ev.starts_with(&format!("RENEW {ip}")),
-        "dhclient should renew {ip} at T1, got {ev:?}\n{}\n{}",
-        c.report(),
-        t.dhcpd.report()
+        ev.starts_with(&format!("RENEW {}", b.ip)),
+        "dhclient should renew {} at T1, got {ev:?}\n{}\n{}",
+        b.ip,
+        b.c.report(),
+        b.t.dhcpd.report()
     );
-    wait_lease(&t.dhcpd, ip, &mac, first, &c);
-    assert_eq!(
-        ns.addr_in("eth0", RANGE.0, RANGE.1),
-        Some(ip),
-        "{}",
-        c.report()
-    );
+    b.assert_renewed();
 
     // dhclient -r: RELEASE.
-    let seen = c.events().len();
-    if let Err(e) = dhclient::release(&c) {
-        panic!("{e}\n{}\n{}", c.report(), t.dhcpd.report());
-    }
-    c.wait_event(LEASE_TIMEOUT, seen, &["RELEASE"], || t.dhcpd.report());
-    wait_released(&t.dhcpd, ip, &c);
-    wait_unconfigured(&c, &t.dhcpd);
+    b.assert_released(
+        |c| {
+            if let Err(e) = dhclient::release(c) {
+                panic!("{e}\n{}\n{}", c.report(), b.t.dhcpd.report());
+            }
+        },
+        &["RELEASE"],
+    );
 }
 
 #[test]
 fn udhcpc_obtains_renews_and_releases_a_lease() {
-    let t = topo("udhc", 1);
-    let ns = &t.clients[0];
-    let mac = ns.mac("eth0");
-    let c = udhcpc::start(&t.lab, "udhcpc", ns, "eth0");
-    c.wait_event(LEASE_TIMEOUT, 0, &["bound"], || t.dhcpd.report());
-    let ip = wait_address(&c, &t.dhcpd);
-    let first = wait_lease(&t.dhcpd, ip, &mac, 0, &c);
+    let b = Bound::new("udhc", udhcpc::start, "udhcpc", "bound");
 
     // SIGUSR1: renew now (unicast REQUEST to the server).
     next_second();
-    let seen = c.events().len();
-    udhcpc::renew(&c);
-    let ev = c.wait_event(LEASE_TIMEOUT, seen, &["renew", "bound"], || {
-        t.dhcpd.report()
-    });
-    assert_eq!(ev, format!("renew {ip}"), "{}", c.report());
-    wait_lease(&t.dhcpd, ip, &mac, first, &c);
+    let ev = b.after(LEASE_TIMEOUT, udhcpc::renew, &["renew", "bound"]);
+    assert_eq!(ev, format!("renew {}", b.ip), "{}", b.c.report());
+    b.assert_renewed();
 
     // SIGUSR2: release.
-    let seen = c.events().len();
-    udhcpc::release(&c);
-    c.wait_event(LEASE_TIMEOUT, seen, &["deconfig"], || t.dhcpd.report());
-    wait_released(&t.dhcpd, ip, &c);
-    wait_unconfigured(&c, &t.dhcpd);
+    b.assert_released(udhcpc::release, &["deconfig"]);
 }
 
 #[test]
 fn dhcpcd_obtains_rebinds_and_releases_a_lease() {
-    let t = topo("dcpd", 1);
-    let ns = &t.clients[0];
-    let mac = ns.mac("eth0");
-    let c = dhcpcd::start(&t.lab, "dhcpcd", ns, "eth0");
-    c.wait_event(LEASE_TIMEOUT, 0, &["BOUND"], || t.dhcpd.report());
-    let ip = wait_address(&c, &t.dhcpd);
-    let first = wait_lease(&t.dhcpd, ip, &mac, 0, &c);
+    let b = Bound::new("dcpd", dhcpcd::start, "dhcpcd", "BOUND");
 
     // dhcpcd -n: rebind now (broadcast REQUEST without server id).
     next_second();
-    let seen = c.events().len();
-    dhcpcd::rebind(&c);
-    let ev = c.wait_event(LEASE_TIMEOUT, seen, &["REBIND", "RENEW", "BOUND"], || {
-        t.dhcpd.report()
-    });
-    assert!(ev.ends_with(&ip.to_string()), "{ev:?}\n{}", c.report());
-    wait_lease(&t.dhcpd, ip, &mac, first, &c);
-    assert_eq!(
-        ns.addr_in("eth0", RANGE.0, RANGE.1),
-        Some(ip),
-        "{}",
-        c.report()
+    let ev = b.after(
+        LEASE_TIMEOUT,
+        |c| {
+            dhcpcd::rebind(c);
+        },
+        &["REBIND", "RENEW", "BOUND"],
     );
+    assert!(ev.ends_with(&b.ip.to_string()), "{ev:?}\n{}", b.c.report());
+    b.assert_renewed();
 
     // dhcpcd -k: release; the daemon exits (its script sees STOP, dhcpcd 9's reason for a release).
-    let seen = c.events().len();
-    dhcpcd::release(&c);
-    c.wait_event(LEASE_TIMEOUT, seen, &["RELEASE", "STOP"], || {
-        t.dhcpd.report()
-    });
-    wait_released(&t.dhcpd, ip, &c);
-    wait_unconfigured(&c, &t.dhcpd);
+    b.assert_released(
+        |c| {
+            dhcpcd::release(c);
+        },
+        &["RELEASE", "STOP"],
+    );
 }
 
 #[test]
@@ -258,6 +284,23 @@ fn a_client_on_the_home_lan_gets_no_answer() {
     assert!(t.dhcpd.daemon.is_running(), "{}", t.dhcpd.report());
 }
 
+/// `udhcpc -q` once as `name` on `eth0` of `ns` (DISCOVER from scratch, up to 20 tries): it must get a lease
+/// and the address must be on the interface. `what` says which run failed.
+fn lease_once(t: &Topo, name: &str, ns: &Netns, what: &str) -> (Client, Ipv4Addr) {
+    let (c, out) = udhcpc::once(&t.lab, name, ns, "eth0", 20, &[]);
+    assert!(
+        out.status.success(),
+        "{what}: no lease: {}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.report(),
+        t.dhcpd.report()
+    );
+    let ip = ns
+        .addr_in("eth0", RANGE.0, RANGE.1)
+        .unwrap_or_else(|| panic!("{what}: no address\n{}", c.report()));
+    (c, ip)
+}
+
 /// Every client runs `udhcpc -q` once (DISCOVER from scratch, no requested address); returns the addresses.
 fn lease_all(t: &Topo, round: &str, order: &[usize]) -> Vec<(usize, Ipv4Addr)> {
     order
@@ -265,17 +308,8 @@ fn lease_all(t: &Topo, round: &str, order: &[usize]) -> Vec<(usize, Ipv4Addr)> {
         .map(|&i| {
             let ns = &t.clients[i];
             ns.ip(["-4", "addr", "flush", "dev", "eth0"]);
-            let (c, out) = udhcpc::once(&t.lab, &format!("{round}-c{i}"), ns, "eth0", 20, &[]);
-            assert!(
-                out.status.success(),
-                "{round}: client {i} got no lease: {}\n{}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                c.report(),
-                t.dhcpd.report()
-            );
-            let ip = ns
-                .addr_in("eth0", RANGE.0, RANGE.1)
-                .unwrap_or_else(|| panic!("{round}: client {i} has no address\n{}", c.report()));
+            let name = format!("{round}-c{i}");
+            let (_, ip) = lease_once(t, &name, ns, &format!("{round}: client {i}"));
             (i, ip)
         })
         .collect()
@@ -343,14 +377,12 @@ fn malformed(i: usize, rng: &mut impl rand::Rng) -> Vec<u8> {
     use dhcproto::v4::{DhcpOption, Encodable, Encoder, Flags, Message, MessageType, OptionCode};
     // All packets that carry a hardware address use this one, so at most one address is ever involved.
     let mac = [0x02, 0, 0, 0, 0xfa, 0x11];
+    let blank = || {
+        let any = Ipv4Addr::UNSPECIFIED;
+        Message::new(any, any, any, any, &mac)
+    };
     let valid = |mtype: MessageType| {
-        let mut m = Message::new(
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            &mac,
-        );
+        let mut m = blank();
         m.set_flags(Flags::default().set_broadcast());
         m.opts_mut().insert(DhcpOption::MessageType(mtype));
         m.opts_mut().insert(DhcpOption::ParameterRequestList(vec![
@@ -421,13 +453,7 @@ fn malformed(i: usize, rng: &mut impl rand::Rng) -> Vec<u8> {
         }
         // a well-formed REQUEST for an address outside the subnet, naming another server
         8 => {
-            let mut m = Message::new(
-                Ipv4Addr::UNSPECIFIED,
-                Ipv4Addr::UNSPECIFIED,
-                Ipv4Addr::UNSPECIFIED,
-                Ipv4Addr::UNSPECIFIED,
-                &mac,
-            );
+            let mut m = blank();
             m.opts_mut()
                 .insert(DhcpOption::MessageType(MessageType::Request));
             m.opts_mut()
@@ -505,17 +531,8 @@ fn a_burst_of_malformed_packets_leaves_the_server_serving() {
         "cluster-lab dhcpd died under the burst (seed {seed})\n{}",
         t.dhcpd.report()
     );
-    let (c, out) = udhcpc::once(&t.lab, "after-burst", &t.clients[0], "eth0", 20, &[]);
-    assert!(
-        out.status.success(),
-        "no lease after the burst (seed {seed}): {}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        c.report(),
-        t.dhcpd.report()
-    );
-    let ip = t.clients[0]
-        .addr_in("eth0", RANGE.0, RANGE.1)
-        .unwrap_or_else(|| panic!("no address after the burst\n{}", c.report()));
+    let what = format!("after the burst (seed {seed})");
+    let (c, ip) = lease_once(&t, "after-burst", &t.clients[0], &what);
     let mac = t.clients[0].mac("eth0");
     wait_lease(&t.dhcpd, ip, &mac, 0, &c);
 

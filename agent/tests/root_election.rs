@@ -2,33 +2,26 @@
 //! (standing in for the VLAN), run the real election: DHCP probe, claims over UDP broadcast, `arping -D` for the
 //! master address. Exactly one ends as master (the lowest MAC); the others hear its claim and become nodes.
 
-mod nslab;
+mod support;
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::time::Duration;
 
 use cluster_lab::election::socket::{ClaimSocket, PORT};
 use cluster_lab::election::{Claim, ClusterRole, Mac, Timing};
 use cluster_lab::firstboot::{announce_master, elect, ElectionSetup};
-use nslab::{require_root, require_tool, run, Netns};
+use support::{require_tool, Lab};
 
 const MASTER: &str = "192.0.2.1";
 
-fn ip(args: &[&str]) {
-    run(Command::new("ip").args(args));
-}
-
 #[test]
 fn three_candidates_powered_on_together_end_with_exactly_one_master() {
-    require_root();
+    let mut lab = Lab::new("elect");
     require_tool(
         "arping",
         "install iputils-arping (listed in ci/apt-packages.txt)",
     );
-    let sw = Netns::new("cl-elect-sw");
-    ip(&["-n", &sw.name, "link", "add", "br0", "type", "bridge"]);
-    ip(&["-n", &sw.name, "link", "set", "br0", "up"]);
+    let sw = lab.switch("sw");
     // Listed highest MAC first: the winner must be chosen by MAC, not by start order.
     let candidates = [
         ("a", "02:00:00:00:00:0c"),
@@ -37,39 +30,26 @@ fn three_candidates_powered_on_together_end_with_exactly_one_master() {
     ];
     let mut spaces = Vec::new();
     for (name, mac) in candidates {
-        let ns = Netns::new(&format!("cl-elect-{name}"));
-        let (inside, outside) = (format!("clel{name}0"), format!("clel{name}1"));
-        let _ = Command::new("ip").args(["link", "del", &outside]).output();
-        ip(&[
-            "link", "add", &inside, "netns", &ns.name, "address", mac, "type", "veth", "peer",
-            "name", &outside, "netns", &sw.name,
-        ]);
-        ip(&[
-            "-n", &sw.name, "link", "set", &outside, "master", "br0", "up",
-        ]);
-        ip(&["-n", &ns.name, "link", "set", &inside, "up"]);
+        let ns = lab.netns(name);
+        let inside = format!("clel{name}0");
+        lab.plug(&sw, &format!("clel{name}1"), &ns, &inside);
+        ns.ip(["link", "set", &inside, "address", mac]);
         spaces.push((ns, inside, mac.parse::<Mac>().unwrap()));
     }
-    // Let the bridge ports reach forwarding.
+    // Let the veth carriers come up and the bridge ports reach forwarding.
     std::thread::sleep(Duration::from_secs(1));
 
-    let threads: Vec<_> = spaces
-        .iter()
-        .map(|(ns, interface, mac)| {
-            let (ns_name, interface, mac) = (ns.name.clone(), interface.clone(), *mac);
-            let path = ns.path();
-            std::thread::spawn(move || {
-                let ns_file = std::fs::File::open(&path).unwrap();
-                nix::sched::setns(ns_file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(candidate(ns_name, interface, mac))
+    // All candidates at once, each on a thread of its own inside its namespace.
+    let roles: Vec<ClusterRole> = std::thread::scope(|s| {
+        let threads: Vec<_> = spaces
+            .iter()
+            .map(|(ns, interface, mac)| {
+                let future = candidate(ns.name.clone(), interface.clone(), *mac);
+                s.spawn(move || ns.block_on(future))
             })
-        })
-        .collect();
-    let roles: Vec<ClusterRole> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
 
     let masters: Vec<_> = roles
         .iter()
@@ -81,7 +61,6 @@ fn three_candidates_powered_on_together_end_with_exactly_one_master() {
         masters[0].0, 2,
         "the lowest MAC (candidate c) wins: {roles:?}"
     );
-    drop(spaces);
 }
 
 /// One machine: elect; a master takes the address and announces itself for a while, as firstboot does until its

@@ -3,36 +3,31 @@
 //! `cargo xtask image` builds it from the base's; first boot's loader puts it into dockerd, the docker CLI runs
 //! a container from it, and a second load skips it.
 
-mod nslab;
+mod support;
 
 use cluster_lab::docker::images::{self, LoadReport};
 use cluster_lab_image::container;
-use nslab::dockerd::Dockerd;
-use nslab::{require_root, require_tool, Netns};
+use support::dockerd::{require_docker, Dockerd};
+use support::Lab;
 
 const HOST_BUSYBOX: &str = "/bin/busybox";
 
-fn load(engine: &Dockerd, dir: &std::path::Path) -> LoadReport {
-    let docker = engine.connect();
+/// First boot's loader on `dir`, against `engine`.
+fn try_load(engine: &Dockerd, dir: &std::path::Path) -> Result<LoadReport, images::ImagesError> {
     let dir = dir.to_path_buf();
-    let loaded = engine
-        .ns
-        .block_on(async move { images::load_preloaded(docker.docker(), &dir).await });
-    match loaded {
-        Ok(r) => r,
-        Err(e) => panic!("{e}\ndockerd:\n{}", engine.output()),
-    }
+    engine.block_on(&engine.connect(), |docker| async move {
+        images::load_preloaded(docker.docker(), &dir).await
+    })
+}
+
+fn load(engine: &Dockerd, dir: &std::path::Path) -> LoadReport {
+    try_load(engine, dir).unwrap_or_else(|e| panic!("{e}\n{}", engine.report()))
 }
 
 #[test]
 fn busybox_archive_loads_runs_and_is_skipped_the_second_time() {
-    require_root();
-    for tool in ["dockerd", "docker"] {
-        require_tool(
-            tool,
-            "install Debian's docker.io (listed in ci/apt-packages.txt)",
-        );
-    }
+    let mut lab = Lab::new("images");
+    require_docker();
     let busybox = std::fs::read(HOST_BUSYBOX).unwrap_or_else(|e| {
         panic!(
             "reading {HOST_BUSYBOX}: {e}: install busybox-static (listed in ci/apt-packages.txt)"
@@ -40,16 +35,15 @@ fn busybox_archive_loads_runs_and_is_skipped_the_second_time() {
     });
     let image = container::busybox_image(&busybox).unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let images_dir = dir.path().join("images");
+    let images_dir = lab.dir().join("images");
     std::fs::create_dir_all(&images_dir).unwrap();
     let archive = images_dir.join(container::ARCHIVE_NAME);
     std::fs::write(&archive, &image.archive).unwrap();
     // Not an archive name: ignored.
     std::fs::write(images_dir.join("README"), "not an image\n").unwrap();
 
-    let ns = Netns::new("cl-images");
-    let engine = Dockerd::start(&ns, dir.path(), "engine");
+    let ns = lab.netns("engine");
+    let engine = Dockerd::start(&ns, lab.dir(), "engine");
 
     let first = load(&engine, &images_dir);
     assert_eq!(
@@ -106,18 +100,12 @@ fn busybox_archive_loads_runs_and_is_skipped_the_second_time() {
     );
 
     // A directory that does not exist holds nothing to load.
-    let none = load(&engine, &dir.path().join("missing"));
+    let none = load(&engine, &lab.dir().join("missing"));
     assert_eq!(none, LoadReport::default());
 
     // A broken archive is an error naming its path.
     std::fs::write(images_dir.join("broken.tar"), b"not a tar archive").unwrap();
-    let docker = engine.connect();
-    let images_dir2 = images_dir.clone();
-    let err = engine
-        .ns
-        .block_on(async move { images::load_preloaded(docker.docker(), &images_dir2).await })
-        .unwrap_err()
-        .to_string();
+    let err = try_load(&engine, &images_dir).unwrap_err().to_string();
     assert!(
         err.contains(&images_dir.join("broken.tar").display().to_string()),
         "{err}"

@@ -8,10 +8,9 @@
 //! plain remove-then-create, 7 of 8 rounds listed two for a moment and none got a routing-mesh sandbox on the
 //! manager. Every round's result is printed before the assertion, so a failure shows how often it happened.
 
-mod nslab;
+mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster_lab::docker::ingress::{
@@ -19,8 +18,8 @@ use cluster_lab::docker::ingress::{
 };
 use cluster_lab::docker::swarm::Outcome;
 use cluster_lab::host::networkd::{vlan_mtu, PARENT_MTU};
-use nslab::dockerd::Dockerd;
-use nslab::{require_root, require_tool, run, Netns};
+use support::dockerd::{require_docker, Dockerd};
+use support::{require_tool, Lab, Netns};
 
 const ROUNDS: usize = 8;
 /// How long each round watches the ingress network after `ensure_ingress_mtu` returned.
@@ -62,20 +61,6 @@ fn ingress(engine: &Dockerd) -> Vec<String> {
         .collect()
 }
 
-/// The MTU of `engine`'s routing-mesh interface (eth0 of the ingress sandbox), if it exists.
-fn sandbox_mtu(engine: &Dockerd) -> Option<u32> {
-    let sandbox = engine.exec_root().join("netns/ingress_sbox");
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", sandbox.display()))
-        .args(["--", "ip", "-o", "link", "show", "eth0"])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    words.find(|w| *w == "mtu")?;
-    words.next()?.parse().ok()
-}
-
 /// What one round saw.
 #[derive(Debug)]
 struct Round {
@@ -106,15 +91,19 @@ fn round(ns: &Netns, dir: &Path, name: &str) -> Round {
     let option = driver_mtu_option(vlan_mtu(PARENT_MTU));
     let engine = Dockerd::start(ns, dir, name);
     let swarm = engine.connect();
-    let s = swarm.clone();
-    ns.block_on(async move { s.init("192.0.2.1".parse().unwrap()).await })
-        .unwrap_or_else(|e| panic!("swarm init: {e}\n{}", engine.output()));
+    engine
+        .block_on(&swarm, |s| async move {
+            s.init("192.0.2.1".parse().unwrap()).await
+        })
+        .unwrap_or_else(|e| panic!("swarm init: {e}\n{}", engine.report()));
 
     // Immediately, as first boot does.
     let started = Instant::now();
-    let s = swarm.clone();
-    let first = ns
-        .block_on(async move { ensure_ingress_mtu(&s, option).await })
+    let first = engine
+        .block_on(
+            &swarm,
+            |s| async move { ensure_ingress_mtu(&s, option).await },
+        )
         .map_err(|e| e.to_string());
     let took = started.elapsed();
 
@@ -126,11 +115,13 @@ fn round(ns: &Netns, dir: &Path, name: &str) -> Round {
     }
     let last = ingress(&engine);
     most = most.max(last.len());
-    let sandbox_mtu = sandbox_mtu(&engine);
+    let sandbox_mtu = engine.routing_mesh_mtu();
 
-    let s = swarm.clone();
-    let second = ns
-        .block_on(async move { ensure_ingress_mtu(&s, option).await })
+    let second = engine
+        .block_on(
+            &swarm,
+            |s| async move { ensure_ingress_mtu(&s, option).await },
+        )
         .map_err(|e| e.to_string());
     let r = Round {
         first,
@@ -141,38 +132,28 @@ fn round(ns: &Netns, dir: &Path, name: &str) -> Round {
         second,
     };
     if !r.ok() {
-        eprintln!("dockerd log of the failed round:\n{}", engine.output());
+        eprintln!("dockerd of the failed round:\n{}", engine.report());
     }
     r
 }
 
 #[test]
 fn ingress_gets_the_vlan_overlay_mtu_right_after_swarm_init_every_time() {
-    require_root();
-    for tool in ["dockerd", "docker"] {
-        require_tool(
-            tool,
-            "install Debian's docker.io (listed in ci/apt-packages.txt)",
-        );
-    }
+    let mut lab = Lab::new("ingress");
+    require_docker();
     require_tool("nsenter", "install util-linux");
-    let dir = tempfile::tempdir().unwrap();
-    let ns = Netns::new(&format!("cl-ingress-{}", std::process::id()));
+    let ns = lab.netns("engine");
     // An address for swarm to advertise, on a veth pair whose both ends stay in the namespace: nothing leaves it.
-    for args in [
-        &[
-            "link", "add", "clingr0", "type", "veth", "peer", "name", "clingr1",
-        ][..],
-        &["addr", "add", "192.0.2.1/24", "dev", "clingr0"],
-        &["link", "set", "clingr0", "up"],
-        &["link", "set", "clingr1", "up"],
-    ] {
-        run(Command::new("ip").args(["-n", &ns.name]).args(args));
-    }
+    ns.ip([
+        "link", "add", "clingr0", "type", "veth", "peer", "name", "clingr1",
+    ]);
+    ns.add_addr("clingr0", "192.0.2.1/24");
+    ns.ip(["link", "set", "clingr0", "up"]);
+    ns.ip(["link", "set", "clingr1", "up"]);
 
     let rounds: Vec<Round> = (0..ROUNDS)
         .map(|i| {
-            let r = round(&ns, dir.path(), &format!("round{i}"));
+            let r = round(&ns, lab.dir(), &format!("round{i}"));
             eprintln!(
                 "round {i}: first call {:?} in {:.1} s; at most {} `ingress` listed; at the end {:?}, \
                  routing-mesh interface MTU {:?}; second call {:?}",

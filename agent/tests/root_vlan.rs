@@ -2,20 +2,24 @@
 //! is created with the tag-adjusted MTU and a second run changes nothing; on a kernel without it (like the machine
 //! this project is developed on) the error names the missing module instead of a bare errno.
 
-mod nslab;
+mod support;
 
 use std::process::Command;
 
 use cluster_lab::net::vlan::{self, VlanError};
-use nslab::{require_root, run, Netns};
+use support::{Lab, Netns};
+
+/// A lab `id` with one namespace holding a veth pair `a`/`b` (both ends inside, down).
+fn with_veth(id: &str, a: &str, b: &str) -> (Lab, Netns) {
+    let mut lab = Lab::new(id);
+    let ns = lab.netns("ns");
+    ns.ip(["link", "add", a, "type", "veth", "peer", "name", b]);
+    (lab, ns)
+}
 
 #[test]
 fn vlan_is_created_once_or_the_missing_kernel_support_is_named() {
-    require_root();
-    let ns = Netns::new("cl-vlan");
-    run(Command::new("ip").args([
-        "-n", &ns.name, "link", "add", "clvl0", "type", "veth", "peer", "name", "clvl1",
-    ]));
+    let (_lab, ns) = with_veth("vlan", "clvl0", "clvl1");
     let kernel_has_8021q = std::path::Path::new("/sys/module/8021q").exists()
         || Command::new("modprobe")
             .arg("8021q")
@@ -26,8 +30,7 @@ fn vlan_is_created_once_or_the_missing_kernel_support_is_named() {
         assert!(result.unwrap(), "first run creates the VLAN");
         let again = ns.block_on(async { vlan::ensure("clvl0", "clvl0.200", 200, 1496).await });
         assert!(!again.unwrap(), "second run changes nothing");
-        let link =
-            run(Command::new("ip").args(["-n", &ns.name, "-d", "link", "show", "clvl0.200"]));
+        let link = ns.ip(["-d", "link", "show", "clvl0.200"]);
         assert!(
             link.contains("mtu 1496") && link.contains("vlan protocol 802.1Q id 200"),
             "{link}"
@@ -50,17 +53,13 @@ fn vlan_is_created_once_or_the_missing_kernel_support_is_named() {
 
 #[test]
 fn an_address_is_added_once_and_an_unknown_interface_is_named() {
-    require_root();
-    let ns = Netns::new("cl-vaddr");
-    run(Command::new("ip").args([
-        "-n", &ns.name, "link", "add", "clva0", "type", "veth", "peer", "name", "clva1",
-    ]));
+    let (_lab, ns) = with_veth("vaddr", "clva0", "clva1");
     let master = std::net::Ipv4Addr::new(192, 168, 200, 1);
     let first = ns.block_on(async move { vlan::add_address("clva0", master, 24).await });
     assert!(first.unwrap(), "first call adds the address");
     let again = ns.block_on(async move { vlan::add_address("clva0", master, 24).await });
     assert!(!again.unwrap(), "second call finds it there");
-    let addrs = run(Command::new("ip").args(["-n", &ns.name, "-4", "-o", "addr", "show", "clva0"]));
+    let addrs = ns.ip(["-4", "-o", "addr", "show", "clva0"]);
     assert_eq!(addrs.matches("192.168.200.1/24").count(), 1, "{addrs}");
     let err = ns
         .block_on(async move { vlan::add_address("nosuch0", master, 24).await })

@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -14,16 +14,6 @@ use super::{describe, run, try_run, wait_for, Daemon, Lab, Netns};
 const UDHCPC_SCRIPT: &str = include_str!("scripts/udhcpc.sh");
 const DHCLIENT_SCRIPT: &str = include_str!("scripts/dhclient.sh");
 const DHCPCD_SCRIPT: &str = include_str!("scripts/dhcpcd.sh");
-
-/// A client's own directory with its event script installed as `script`.
-fn client_dir(lab: &Lab, name: &str, script: &str) -> (PathBuf, PathBuf) {
-    let dir = lab.subdir(name);
-    let path = dir.join("script");
-    std::fs::write(&path, script).expect("writing a client script");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-        .expect("making a client script executable");
-    (dir, path)
-}
 
 /// What a client and its script have recorded.
 pub struct Client {
@@ -38,6 +28,30 @@ pub struct Client {
 }
 
 impl Client {
+    /// Client `name` on `interface` in `ns`, not started yet: its own directory in the lab's, with the event
+    /// script `script` installed there.
+    fn new(lab: &Lab, name: &str, ns: &Netns, interface: &str, script: &str) -> Client {
+        let dir = lab.subdir(name);
+        let path = dir.join("script");
+        std::fs::write(&path, script).expect("writing a client script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("making a client script executable");
+        Client {
+            name: name.to_owned(),
+            ns: ns.clone(),
+            interface: interface.to_owned(),
+            dir,
+            script: path,
+            daemon: None,
+            command: None,
+        }
+    }
+
+    /// Start `cmd` as this client's daemon, its output in `log` in the client's directory.
+    fn spawn(&mut self, cmd: Command) {
+        self.daemon = Some(Daemon::spawn(&self.name, cmd, &self.dir.join("log")));
+    }
+
     /// Lines the event script recorded (`<event> <address>...`).
     pub fn events(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.join("events"))
@@ -96,8 +110,8 @@ pub mod udhcpc {
 
     /// Start udhcpc in the foreground, retrying until it gets a lease.
     pub fn start(lab: &Lab, name: &str, ns: &Netns, interface: &str) -> Client {
-        let (dir, script) = client_dir(lab, name, UDHCPC_SCRIPT);
-        let pid = dir.join("pid");
+        let mut c = Client::new(lab, name, ns, interface, UDHCPC_SCRIPT);
+        let pid = c.dir.join("pid");
         let cmd = ns.command(
             "udhcpc",
             [
@@ -105,7 +119,7 @@ pub mod udhcpc {
                 "-i",
                 interface,
                 "-s",
-                script.to_str().unwrap(),
+                c.script.to_str().unwrap(),
                 "-p",
                 pid.to_str().unwrap(),
                 "-t",
@@ -116,16 +130,8 @@ pub mod udhcpc {
                 "1",
             ],
         );
-        let daemon = Daemon::spawn(name, cmd, &dir.join("log"));
-        Client {
-            name: name.to_owned(),
-            ns: ns.clone(),
-            interface: interface.to_owned(),
-            dir,
-            script,
-            daemon: Some(daemon),
-            command: None,
-        }
+        c.spawn(cmd);
+        c
     }
 
     /// Run `udhcpc -q -n` once (obtain a lease and quit; give up after `tries` DISCOVERs one second apart).
@@ -137,7 +143,7 @@ pub mod udhcpc {
         tries: u32,
         extra: &[&str],
     ) -> (Client, Output) {
-        let (dir, script) = client_dir(lab, name, UDHCPC_SCRIPT);
+        let mut c = Client::new(lab, name, ns, interface, UDHCPC_SCRIPT);
         let tries = tries.to_string();
         let mut args = vec![
             "-f",
@@ -146,7 +152,7 @@ pub mod udhcpc {
             "-i",
             interface,
             "-s",
-            script.to_str().unwrap(),
+            c.script.to_str().unwrap(),
             "-t",
             &tries,
             "-T",
@@ -157,16 +163,8 @@ pub mod udhcpc {
         let out = cmd
             .output()
             .unwrap_or_else(|e| panic!("`{}`: cannot start: {e}", describe(&cmd)));
-        let client = Client {
-            name: name.to_owned(),
-            ns: ns.clone(),
-            interface: interface.to_owned(),
-            dir,
-            script,
-            daemon: None,
-            command: Some(describe(&cmd)),
-        };
-        (client, out)
+        c.command = Some(describe(&cmd));
+        (c, out)
     }
 
     /// SIGUSR1: renew the lease now (unicast REQUEST to the server).
@@ -190,46 +188,35 @@ pub mod udhcpc {
 pub mod dhclient {
     use super::*;
 
-    fn args(c: &Client) -> Vec<String> {
-        vec![
-            "-4".into(),
-            "-v".into(),
-            "-sf".into(),
-            c.script.display().to_string(),
-            "-lf".into(),
-            c.dir.join("leases").display().to_string(),
-            "-pf".into(),
-            c.dir.join("pid").display().to_string(),
-        ]
+    /// `dhclient MODE INTERFACE` with the client's own script, lease file and pid file.
+    fn command(c: &Client, mode: &str) -> Command {
+        c.ns.command(
+            "dhclient",
+            [
+                "-4".into(),
+                "-v".into(),
+                "-sf".into(),
+                c.script.display().to_string(),
+                "-lf".into(),
+                c.dir.join("leases").display().to_string(),
+                "-pf".into(),
+                c.dir.join("pid").display().to_string(),
+                mode.into(),
+                c.interface.clone(),
+            ],
+        )
     }
 
     /// Start dhclient in the foreground (`-d`).
     pub fn start(lab: &Lab, name: &str, ns: &Netns, interface: &str) -> Client {
-        let (dir, script) = client_dir(lab, name, DHCLIENT_SCRIPT);
-        let mut c = Client {
-            name: name.to_owned(),
-            ns: ns.clone(),
-            interface: interface.to_owned(),
-            dir,
-            script,
-            daemon: None,
-            command: None,
-        };
-        let mut a = args(&c);
-        a.push("-d".into());
-        a.push(interface.into());
-        let daemon = Daemon::spawn(name, ns.command("dhclient", a), &c.dir.join("log"));
-        c.daemon = Some(daemon);
+        let mut c = Client::new(lab, name, ns, interface, DHCLIENT_SCRIPT);
+        restart(&mut c);
         c
     }
 
     /// `dhclient -x`: stop the running dhclient without releasing (as at a reboot), keeping its lease file.
     pub fn stop(c: &mut Client) {
-        let mut a = args(c);
-        a.push("-x".into());
-        a.push(c.interface.clone());
-        let out = try_run(&mut c.ns.command("dhclient", a));
-        if let Err(e) = out {
+        if let Err(e) = try_run(&mut command(c, "-x")) {
             panic!("{e}\n{}", c.report());
         }
         if let Some(d) = &c.daemon {
@@ -239,21 +226,16 @@ pub mod dhclient {
         }
     }
 
-    /// Start dhclient again with the lease file of its earlier run: it asks for its old address (INIT-REBOOT).
+    /// Start dhclient (again) in the foreground (`-d`). With the lease file of an earlier run it asks for its
+    /// old address (INIT-REBOOT).
     pub fn restart(c: &mut Client) {
-        let mut a = args(c);
-        a.push("-d".into());
-        a.push(c.interface.clone());
-        let daemon = Daemon::spawn(&c.name, c.ns.command("dhclient", a), &c.dir.join("log"));
-        c.daemon = Some(daemon);
+        let cmd = command(c, "-d");
+        c.spawn(cmd);
     }
 
     /// `dhclient -r`: stop the running dhclient and release its lease.
     pub fn release(c: &Client) -> Result<Output, String> {
-        let mut a = args(c);
-        a.push("-r".into());
-        a.push(c.interface.clone());
-        try_run(&mut c.ns.command("dhclient", a))
+        try_run(&mut command(c, "-r"))
     }
 }
 
@@ -261,7 +243,7 @@ pub mod dhclient {
 pub mod dhcpcd {
     use super::*;
 
-    fn command(c: &Client, dhcpcd_args: &[&str]) -> std::process::Command {
+    fn command(c: &Client, dhcpcd_args: &[&str]) -> Command {
         let run_dir = c.dir.join("run");
         let db_dir = c.dir.join("db");
         for d in [&run_dir, &db_dir] {
@@ -294,16 +276,7 @@ pub mod dhcpcd {
 
     /// Start dhcpcd in the foreground (`-B`), IPv4 only, no ARP probe, no hooks but the recording script.
     pub fn start(lab: &Lab, name: &str, ns: &Netns, interface: &str) -> Client {
-        let (dir, script) = client_dir(lab, name, DHCPCD_SCRIPT);
-        let mut c = Client {
-            name: name.to_owned(),
-            ns: ns.clone(),
-            interface: interface.to_owned(),
-            dir,
-            script,
-            daemon: None,
-            command: None,
-        };
+        let mut c = Client::new(lab, name, ns, interface, DHCPCD_SCRIPT);
         let script = c.script.display().to_string();
         let cmd = command(
             &c,
@@ -320,7 +293,7 @@ pub mod dhcpcd {
                 interface,
             ],
         );
-        c.daemon = Some(Daemon::spawn(name, cmd, &c.dir.join("log")));
+        c.spawn(cmd);
         c
     }
 

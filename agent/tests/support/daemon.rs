@@ -1,9 +1,10 @@
-//! A long-running program of the lab, with its output in a log file. Dropping it kills it.
+//! A long-running program of the lab, with its output in a log file. Dropping it kills it; `stop` ends it
+//! gracefully.
 
-use std::cell::{Cell, RefCell};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -11,13 +12,15 @@ use nix::unistd::Pid;
 
 use super::{describe, tail};
 
+#[derive(Debug)]
 pub struct Daemon {
     name: String,
     command: String,
-    child: RefCell<Child>,
+    /// Behind a lock so that threads of a test (and services it hands to the code under test) can share it.
+    /// `Child` keeps the exit status once reaped, so asking again is cheap and stays right.
+    child: Mutex<Child>,
     pid: Pid,
     log: PathBuf,
-    exited: Cell<Option<ExitStatus>>,
 }
 
 impl Daemon {
@@ -40,9 +43,8 @@ impl Daemon {
             name: name.to_owned(),
             command,
             pid: Pid::from_raw(child.id() as i32),
-            child: RefCell::new(child),
+            child: Mutex::new(child),
             log: log.to_path_buf(),
-            exited: Cell::new(None),
         }
     }
 
@@ -56,19 +58,22 @@ impl Daemon {
 
     /// The exit status, once the program has ended.
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        if self.exited.get().is_none() {
-            self.exited.set(
-                self.child
-                    .borrow_mut()
-                    .try_wait()
-                    .expect("waiting for a child"),
-            );
-        }
-        self.exited.get()
+        self.child
+            .lock()
+            .unwrap()
+            .try_wait()
+            .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.name))
     }
 
     pub fn is_running(&self) -> bool {
         self.exit_status().is_none()
+    }
+
+    /// Panic with the command and the end of its log if the program has ended.
+    pub fn assert_running(&self) {
+        if let Some(status) = self.exit_status() {
+            panic!("{} ended ({status})\n{}", self.name, self.report());
+        }
     }
 
     /// Wait up to `timeout` for the program to end.
@@ -87,20 +92,19 @@ impl Daemon {
     pub fn kill9(&self) {
         if self.is_running() {
             let _ = kill(self.pid(), Signal::SIGKILL);
-            let status = self
-                .child
-                .borrow_mut()
+            self.child
+                .lock()
+                .unwrap()
                 .wait()
-                .expect("reaping a killed child");
-            self.exited.set(Some(status));
+                .unwrap_or_else(|e| panic!("reaping {}: {e}", self.name));
         }
     }
 
-    /// SIGTERM, then SIGKILL if it has not ended after 10 s.
+    /// SIGTERM, then SIGKILL if it has not ended after 20 s (dockerd with a swarm can take that long).
     pub fn stop(&self) {
         if self.is_running() {
             let _ = kill(self.pid(), Signal::SIGTERM);
-            if self.wait_exit(Duration::from_secs(10)).is_none() {
+            if self.wait_exit(Duration::from_secs(20)).is_none() {
                 self.kill9();
             }
         }

@@ -1,23 +1,16 @@
 //! The lab: network namespaces named `cl-<test id>-<pid>-<role>`, veth pairs created straight into them, and
-//! Linux bridges where several hosts share a segment.
+//! Linux bridges where several hosts share a segment. Leftovers of a crashed run of the same test are removed
+//! when a lab is made, and everything the lab made is removed when it is dropped.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use super::{cmd, require_root, run, try_run};
+use super::{cmd, require_root, run, try_run, Netns};
 
 /// One test's lab. Dropping it kills every process left in its namespaces and deletes them.
 pub struct Lab {
     prefix: String,
     namespaces: Vec<String>,
     dir: tempfile::TempDir,
-}
-
-/// A network namespace of the lab.
-#[derive(Debug, Clone)]
-pub struct Netns {
-    pub name: String,
 }
 
 impl Lab {
@@ -170,95 +163,4 @@ fn remove_namespace(name: &str) -> Vec<String> {
         errors.push(e);
     }
     errors
-}
-
-impl Netns {
-    /// `ip -n NS ARGS`, panicking with the command and stderr on failure.
-    pub fn ip<S: AsRef<std::ffi::OsStr>>(&self, args: impl IntoIterator<Item = S>) -> String {
-        let mut c = cmd("ip", ["-n", &self.name]);
-        c.args(args);
-        run(&mut c)
-    }
-
-    /// `ip netns exec NS PROGRAM ARGS`, not yet started.
-    pub fn command<S: AsRef<std::ffi::OsStr>>(
-        &self,
-        program: impl AsRef<std::ffi::OsStr>,
-        args: impl IntoIterator<Item = S>,
-    ) -> Command {
-        let mut c = cmd("ip", ["netns", "exec", &self.name]);
-        c.arg(program).args(args);
-        c
-    }
-
-    /// Add `cidr` to `dev`.
-    pub fn add_addr(&self, dev: &str, cidr: &str) {
-        self.ip(["addr", "add", cidr, "dev", dev]);
-    }
-
-    /// IPv4 addresses on `dev`.
-    pub fn ipv4_addrs(&self, dev: &str) -> Vec<Ipv4Addr> {
-        self.try_ipv4_addrs(dev).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// IPv4 addresses on `dev`, or what went wrong asking.
-    pub fn try_ipv4_addrs(&self, dev: &str) -> Result<Vec<Ipv4Addr>, String> {
-        let out = try_run(&mut cmd(
-            "ip",
-            ["-n", &self.name, "-j", "-4", "addr", "show", "dev", dev],
-        ))?;
-        let out = String::from_utf8_lossy(&out.stdout);
-        let v: serde_json::Value = serde_json::from_str(&out)
-            .map_err(|e| format!("`ip -n {} -j addr show dev {dev}`: {e}: {out}", self.name))?;
-        Ok(v.as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|link| link["addr_info"].as_array().cloned().unwrap_or_default())
-            .filter_map(|a| a["local"].as_str().and_then(|s| s.parse().ok()))
-            .collect())
-    }
-
-    /// The address of `dev` inside `first..=last`, if any.
-    pub fn addr_in(&self, dev: &str, first: Ipv4Addr, last: Ipv4Addr) -> Option<Ipv4Addr> {
-        self.ipv4_addrs(dev)
-            .into_iter()
-            .find(|a| (first..=last).contains(a))
-    }
-
-    /// MAC address of `dev`, lowercase colon-separated.
-    pub fn mac(&self, dev: &str) -> String {
-        let out = self.ip(["-j", "link", "show", "dev", dev]);
-        let v: serde_json::Value = serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("`ip -n {} -j link show dev {dev}`: {e}: {out}", self.name));
-        v[0]["address"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no MAC address for {dev} in {}: {out}", self.name))
-            .to_ascii_lowercase()
-    }
-
-    /// Whether something in the namespace has UDP port `port` open.
-    pub fn udp_listening(&self, port: u16) -> bool {
-        let filter = format!("sport = :{port}");
-        let out = run(&mut self.command("ss", ["-H", "-u", "-l", "-n", &filter]));
-        !out.trim().is_empty()
-    }
-
-    /// Path of the namespace's handle, for `setns`.
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
-    }
-
-    /// Run `f` on a thread that has entered this namespace (sockets it opens stay in the namespace).
-    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = self.path();
-        std::thread::spawn(move || {
-            let handle = std::fs::File::open(&path)
-                .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-            nix::sched::setns(&handle, nix::sched::CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    }
 }

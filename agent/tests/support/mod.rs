@@ -1,6 +1,6 @@
-//! Shared support of the root-tier tests: a lab of network namespaces joined by veth pairs and bridges, the
-//! programs that run inside it (cluster-lab dhcpd and probe, dnsmasq, kea, dhclient, udhcpc, dhcpcd), and
-//! helpers that run commands and wait for conditions.
+//! The one harness of the root-tier tests: a lab of network namespaces joined by veth pairs and bridges, the
+//! programs that run inside it (cluster-lab dhcpd and probe, dnsmasq, kea, dhclient, udhcpc, dhcpcd, Consul,
+//! dockerd), and helpers that run commands and wait for conditions.
 //!
 //! Every test builds its own lab with a unique prefix (`cl-<test id>-<pid>-`), removes leftovers of the same
 //! test at start, and tears everything down in `Drop`, collecting errors and carrying on.
@@ -9,7 +9,9 @@
 
 pub mod clients;
 pub mod daemon;
+pub mod dockerd;
 pub mod lab;
+pub mod netns;
 pub mod servers;
 
 use std::fmt::Write as _;
@@ -17,7 +19,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub use daemon::Daemon;
-pub use lab::{Lab, Netns};
+pub use lab::Lab;
+pub use netns::Netns;
 
 /// Fail (never skip) when not root: these tests need to create network namespaces.
 pub fn require_root() {
@@ -27,6 +30,14 @@ pub fn require_root() {
          Run the root tier as root: `cargo xtask test --tier root` \
          (or `sudo -E cargo nextest run -p cluster-lab -E 'binary(/^root_/)'`)."
     );
+}
+
+/// Fail (never skip) with what to install when `tool` is not on PATH.
+pub fn require_tool(tool: &str, hint: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{tool} not found on PATH: {hint}");
 }
 
 /// A command line as a person would type it.
@@ -75,22 +86,49 @@ pub fn cmd<S: AsRef<std::ffi::OsStr>>(program: &str, args: impl IntoIterator<Ite
     c
 }
 
-/// Poll `check` every 100 ms until it returns `Some`, or panic after `timeout` with `what` and the output of
-/// `diagnose` (logs of the programs involved).
-pub fn wait_for<T>(
+/// What a [`wait_for`] check returns: `Some`/`Ok` ends the wait, `None`/`Err` means "not yet"; an `Err` says
+/// what the check saw instead, for the message if the wait times out.
+pub trait Check {
+    type Value;
+    fn into_result(self) -> Result<Self::Value, String>;
+}
+
+impl<T> Check for Option<T> {
+    type Value = T;
+    fn into_result(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T> Check for Result<T, String> {
+    type Value = T;
+    fn into_result(self) -> Result<T, String> {
+        self
+    }
+}
+
+/// Poll `check` every 100 ms until it succeeds, or panic after `timeout` with `what`, what the last check saw
+/// and the output of `diagnose` (logs of the programs involved).
+pub fn wait_for<C: Check>(
     timeout: Duration,
     what: &str,
-    mut check: impl FnMut() -> Option<T>,
+    mut check: impl FnMut() -> C,
     diagnose: impl FnOnce() -> String,
-) -> T {
+) -> C::Value {
     let start = Instant::now();
     loop {
-        if let Some(v) = check() {
-            return v;
-        }
+        let last = match check().into_result() {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
         if start.elapsed() >= timeout {
+            let last = if last.is_empty() {
+                last
+            } else {
+                format!("; last seen: {last}")
+            };
             panic!(
-                "timed out after {:.1} s waiting for {what}\n{}",
+                "timed out after {:.1} s waiting for {what}{last}\n{}",
                 timeout.as_secs_f64(),
                 diagnose()
             );
