@@ -16,6 +16,8 @@ pub const GOSSIP_LABEL: &str = "cluster-lab consul gossip";
 
 /// Label of Consul node IDs (followed by a NUL and the hostname).
 pub const NODE_ID_LABEL: &str = "cluster-lab consul node id";
+/// Label of Consul's management token (`acl.tokens.master` on the master, the agent token everywhere).
+pub const MANAGEMENT_TOKEN_LABEL: &str = "cluster-lab consul management token";
 
 /// 32 bytes derived from `secret` for `label`.
 pub fn derive(label: &str, secret: &str) -> [u8; 32] {
@@ -34,7 +36,18 @@ pub fn gossip_key(secret: &str) -> String {
 /// This machine's Consul node ID: a UUID derived from the secret and the hostname, so a card re-flashed with the
 /// same hostname takes its old place in the catalog instead of being refused as a second node of that name.
 pub fn consul_node_id(secret: &str, hostname: &str) -> String {
-    let key = derive(&format!("{NODE_ID_LABEL}\0{hostname}"), secret);
+    uuid(&derive(&format!("{NODE_ID_LABEL}\0{hostname}"), secret))
+}
+
+/// Consul's management token: a UUID every card derives from the secret, so the master can make it the ACL
+/// system's initial management token and the nodes can present it, without sending it anywhere. Whoever holds the
+/// secret holds the cluster; this token gives no more than that. Never printed but by `cluster-lab consul-token`.
+pub fn consul_management_token(secret: &str) -> String {
+    uuid(&derive(MANAGEMENT_TOKEN_LABEL, secret))
+}
+
+/// The first 16 bytes of `key` in UUID form (8-4-4-4-12 hex digits), the form Consul wants for IDs and tokens.
+fn uuid(key: &[u8; 32]) -> String {
     let h: String = key[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",
@@ -96,5 +109,18 @@ mod tests {
             hex,
             "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
         );
+    }
+
+    #[test]
+    fn the_management_token_is_a_uuid_of_its_own() {
+        let secret = "s3cret-s3cret-s3cret";
+        let token = consul_management_token(secret);
+        assert_eq!(
+            token.split('-').map(str::len).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert_eq!(token, consul_management_token(secret));
+        assert_ne!(token, consul_management_token("other-other-other-other"));
+        assert_ne!(token, consul_node_id(secret, ""));
     }
 }

@@ -17,6 +17,11 @@ pub struct Status {
     pub hostname: String,
     pub role: Option<ClusterRole>,
     pub firstboot_done: bool,
+    /// The wired link to the home LAN and its addresses (the home router's lease).
+    pub lan_interface: String,
+    pub lan_addresses: Vec<Ipv4Addr>,
+    /// On the master: the command that lets a laptop on the home LAN drive the cluster's Docker over SSH.
+    pub laptop_command: Option<String>,
     pub vlan_interface: String,
     pub vlan_addresses: Vec<Ipv4Addr>,
     /// The node's DHCP lease on the VLAN, as networkd keeps it (none on the master).
@@ -34,12 +39,20 @@ impl Status {
     /// Read everything; unreachable services become problems, not errors.
     pub async fn collect(
         root: &Path,
+        lan_interface: &str,
         vlan_interface: &str,
         consul: &ConsulClient,
         docker_socket: &Path,
     ) -> Status {
         let mut problems = Vec::new();
         let role = stamp::read_role(root).unwrap_or(None);
+        let lan_addresses = crate::net::link::addresses(lan_interface).unwrap_or_default();
+        let laptop_command = (role == Some(ClusterRole::Master)).then(|| {
+            let lan = lan_addresses
+                .first()
+                .map_or_else(|| "<lan-ip>".to_string(), |a| a.to_string());
+            crate::docker::laptop_context_command(&lan)
+        });
         let vlan_addresses = crate::net::link::addresses(vlan_interface).unwrap_or_default();
         if vlan_addresses.is_empty() {
             problems.push(format!("{vlan_interface} has no IPv4 address"));
@@ -104,6 +117,9 @@ impl Status {
                 .unwrap_or_default(),
             role,
             firstboot_done: stamp::is_done(root),
+            lan_interface: lan_interface.into(),
+            lan_addresses,
+            laptop_command,
             vlan_interface: vlan_interface.into(),
             vlan_addresses,
             lease,
@@ -121,7 +137,13 @@ impl Status {
         let role = self
             .role
             .map_or("undecided".to_string(), |r| format!("{r:?}").to_lowercase());
-        let addrs: Vec<String> = self.vlan_addresses.iter().map(|a| a.to_string()).collect();
+        let list = |addrs: &[Ipv4Addr]| {
+            addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         out += &format!("hostname:      {}\nrole:          {role}\n", self.hostname);
         out += &format!(
             "first boot:    {}\n",
@@ -132,9 +154,14 @@ impl Status {
             }
         );
         out += &format!(
+            "lan:           {} {}\n",
+            self.lan_interface,
+            list(&self.lan_addresses)
+        );
+        out += &format!(
             "vlan:          {} {}\n",
             self.vlan_interface,
-            addrs.join(", ")
+            list(&self.vlan_addresses)
         );
         out += &format!(
             "consul leader: {}\n",
@@ -154,6 +181,9 @@ impl Status {
                 "  swarm  {:<20} {:<15} {:<7} {}\n",
                 n.hostname, n.addr, n.role, n.state
             );
+        }
+        if let Some(cmd) = &self.laptop_command {
+            out += &format!("laptop:        {cmd}\n");
         }
         if self.problems.is_empty() {
             out += "healthy\n";
@@ -215,5 +245,45 @@ mod tests {
             })
         );
         assert_eq!(Lease::parse("ADDRESS=192.168.200.101\n"), None);
+    }
+
+    #[tokio::test]
+    async fn the_master_shows_its_home_lan_address_and_the_laptop_command() {
+        // A master, as its stamp says, with nothing answering: the command is still there, built from the LAN
+        // address (loopback stands in for the wired link here).
+        let root = tempfile::tempdir().unwrap();
+        crate::host::stamp::write_role(root.path(), ClusterRole::Master).unwrap();
+        let status = Status::collect(
+            root.path(),
+            "lo",
+            "lo",
+            &ConsulClient::new("127.0.0.1:9".parse().unwrap()),
+            Path::new("/nonexistent/docker.sock"),
+        )
+        .await;
+        let text = status.to_text();
+        assert!(text.contains("lan:           lo 127.0.0.1\n"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "laptop:        {}\n",
+                crate::docker::laptop_context_command("127.0.0.1")
+            )),
+            "{text}"
+        );
+        assert!(!status.problems.is_empty(), "nothing answers: {text}");
+
+        // A node prints no laptop command.
+        let root = tempfile::tempdir().unwrap();
+        crate::host::stamp::write_role(root.path(), ClusterRole::Node).unwrap();
+        let status = Status::collect(
+            root.path(),
+            "lo",
+            "lo",
+            &ConsulClient::new("127.0.0.1:9".parse().unwrap()),
+            Path::new("/nonexistent/docker.sock"),
+        )
+        .await;
+        assert_eq!(status.laptop_command, None);
+        assert!(!status.to_text().contains("laptop:"));
     }
 }

@@ -50,7 +50,11 @@ fn a_missing_secret_is_a_configuration_error() {
 fn a_bad_hostname_is_a_configuration_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cluster-lab.toml");
-    std::fs::write(&path, "[cluster]\nsecret = \"0123456789abcdef0123456789abcdef\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[cluster]\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+    )
+    .unwrap();
     // No hostname in the file: the cloud-init style user-data next to it is honoured, and checked.
     std::fs::write(
         dir.path().join("user-data"),

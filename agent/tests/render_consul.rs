@@ -14,6 +14,7 @@ fn params(node: &str, bind: BindAddr) -> ConsulParams {
         bind,
         master: "192.168.200.1".parse().unwrap(),
         gossip_key: gossip_key("golden-secret"),
+        management_token: cluster_lab::secret::consul_management_token("golden-secret"),
     }
 }
 
@@ -63,6 +64,10 @@ fn only_consul_1_8_keys_are_used() {
         "bind_addr",
         "advertise_addr",
         "encrypt",
+        "primary_datacenter",
+        "acl",
+        "disable_remote_exec",
+        "enable_script_checks",
         "retry_join",
         "retry_interval",
         "performance",
@@ -84,4 +89,23 @@ fn only_consul_1_8_keys_are_used() {
             );
         }
     }
+}
+
+#[test]
+fn acls_deny_by_default_and_only_the_master_bootstraps_the_token() {
+    let s = AgentConfig::server(&params(
+        "master",
+        BindAddr::Addr("192.168.200.1".parse().unwrap()),
+    ));
+    let c = AgentConfig::client(&params("node-1", BindAddr::Interface("eth0.200".into())));
+    let token = cluster_lab::secret::consul_management_token("golden-secret");
+    for cfg in [&s, &c] {
+        assert!(cfg.acl.enabled);
+        assert_eq!(cfg.acl.default_policy, "deny");
+        assert_eq!(cfg.acl.tokens.agent, token);
+        assert_eq!(cfg.primary_datacenter, cfg.datacenter);
+        assert!(cfg.disable_remote_exec && !cfg.enable_script_checks);
+    }
+    assert_eq!(s.acl.tokens.master.as_deref(), Some(token.as_str()));
+    assert_eq!(c.acl.tokens.master, None);
 }

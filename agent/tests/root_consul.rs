@@ -2,21 +2,26 @@
 //! configuration cluster-lab renders, joined over a veth pair (standing in for the VLAN), with gossip encrypted by
 //! the key derived from the cluster secret. cluster-lab's own Consul client registers a service and reads members.
 
-mod nslab;
+mod support;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use cluster_lab::consul::api::Service;
 use cluster_lab::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
 use cluster_lab::consul::ConsulClient;
 use cluster_lab::secret::gossip_key;
-use nslab::{require_root, require_tool, run, veth, wait_for, Daemon, Netns};
+use support::{cmd, require_tool, run, wait_for, Daemon, Lab, Netns};
 
 const SECRET: &str = "root-test-cluster-secret";
 
+/// This namespace's agent, with the management token (as first boot uses it).
 fn local() -> ConsulClient {
+    anonymous().with_token(cluster_lab::secret::consul_management_token(SECRET))
+}
+
+/// This namespace's agent without a token: what a guest on the home LAN gets.
+fn anonymous() -> ConsulClient {
     ConsulClient::new("127.0.0.1:8500".parse::<SocketAddr>().unwrap())
 }
 
@@ -29,37 +34,33 @@ fn write_config(dir: &std::path::Path, name: &str, cfg: &AgentConfig) -> String 
 
 #[test]
 fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
-    require_root();
+    let mut lab = Lab::new("consul");
     require_tool(
         "consul",
         "run ci/install-consul.sh (Consul 1.8.7 from Debian bullseye)",
     );
-    let version = run(Command::new("consul").arg("version"));
+    let version = run(&mut cmd("consul", ["version"]));
     assert!(
         version.starts_with("Consul v1.8."),
         "need Consul 1.8 (the image's version), found {version}"
     );
 
-    let srv = Netns::new("cl-consul-srv");
-    let cli = Netns::new("cl-consul-cli");
-    veth(
-        &srv,
-        "clcons0",
-        "192.0.2.1/24",
-        &cli,
-        "clcons1",
-        "192.0.2.101/24",
-    );
-    let dir = tempfile::tempdir().unwrap();
+    let srv = lab.netns("srv");
+    let cli = lab.netns("cli");
+    lab.veth(&srv, "clcons0", &cli, "clcons1");
+    srv.add_addr("clcons0", "192.0.2.1/24");
+    cli.add_addr("clcons1", "192.0.2.101/24");
+    let dir = lab.dir();
 
     let params = |node: &str, bind, data: &str| ConsulParams {
         datacenter: datacenter_name("root-test"),
         node_name: node.into(),
         node_id: cluster_lab::secret::consul_node_id(SECRET, node),
-        data_dir: dir.path().join(data).to_string_lossy().into_owned(),
+        data_dir: dir.join(data).to_string_lossy().into_owned(),
         bind,
         master: "192.0.2.1".parse().unwrap(),
         gossip_key: gossip_key(SECRET),
+        management_token: cluster_lab::secret::consul_management_token(SECRET),
     };
     let server_cfg = AgentConfig::server(&params(
         "master",
@@ -72,34 +73,44 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
         BindAddr::Interface("clcons1".into()),
         "cli",
     ));
-    let server_file = write_config(dir.path(), "server.json", &server_cfg);
-    let client_file = write_config(dir.path(), "client.json", &client_cfg);
+    let server_file = write_config(dir, "server.json", &server_cfg);
+    let client_file = write_config(dir, "client.json", &client_cfg);
 
     // Consul itself accepts both files (the client's only where its interface exists).
-    run(srv.command("consul").args(["validate", &server_file]));
-    run(cli.command("consul").args(["validate", &client_file]));
+    run(&mut srv.nsenter("consul", ["validate", &server_file]));
+    run(&mut cli.nsenter("consul", ["validate", &client_file]));
 
-    let mut cmd = srv.command("consul");
-    cmd.args(["agent", "-config-file", &server_file]);
-    let mut server = Daemon::spawn("consul server", cmd, &dir.path().join("server.log"));
-    let mut cmd = cli.command("consul");
-    cmd.args(["agent", "-config-file", &client_file]);
-    let mut client = Daemon::spawn("consul client", cmd, &dir.path().join("client.log"));
+    let agent = |ns: &Netns, file: &str| ns.nsenter("consul", ["agent", "-config-file", file]);
+    let server = Daemon::spawn(
+        "consul server",
+        agent(&srv, &server_file),
+        &dir.join("server.log"),
+    );
+    let mut client = Daemon::spawn(
+        "consul client",
+        agent(&cli, &client_file),
+        &dir.join("client.log"),
+    );
 
     // Both alive, as the client's agent sees them through cluster-lab's client.
-    let members = wait_for("both members alive", Duration::from_secs(90), || {
-        server.assert_running();
-        client.assert_running();
-        let m = cli
-            .block_on(async { local().members().await })
-            .map_err(|e| e.to_string())?;
-        let alive = m.iter().filter(|m| m.is_alive()).count();
-        if alive == 2 {
-            Ok(m)
-        } else {
-            Err(format!("{m:?}"))
-        }
-    });
+    let members = wait_for(
+        Duration::from_secs(90),
+        "both members alive",
+        || -> Result<_, String> {
+            server.assert_running();
+            client.assert_running();
+            let m = cli
+                .block_on(async { local().members().await })
+                .map_err(|e| e.to_string())?;
+            let alive = m.iter().filter(|m| m.is_alive()).count();
+            if alive == 2 {
+                Ok(m)
+            } else {
+                Err(format!("{m:?}"))
+            }
+        },
+        || format!("{}{}", server.report(), client.report()),
+    );
     let names: Vec<_> = members.iter().map(|m| m.name.as_str()).collect();
     assert!(
         names.contains(&"master") && names.contains(&"node-1"),
@@ -115,9 +126,14 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
     );
 
     // The oracle: `consul members` itself.
-    let table = run(cli
-        .command("consul")
-        .args(["members", "-http-addr=127.0.0.1:8500"]));
+    let token = format!(
+        "-token={}",
+        cluster_lab::secret::consul_management_token(SECRET)
+    );
+    let table = run(&mut cli.nsenter(
+        "consul",
+        ["members", "-http-addr=127.0.0.1:8500", token.as_str()],
+    ));
     for name in ["master", "node-1"] {
         let line = table
             .lines()
@@ -133,19 +149,105 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
         assert_eq!(me.server, server_expected);
         assert_eq!(me.datacenter, "root-test");
     }
-    let keyring =
-        run(srv
-            .command("consul")
-            .args(["keyring", "-list", "-http-addr=127.0.0.1:8500"]));
+    let keyring = run(&mut srv.nsenter(
+        "consul",
+        [
+            "keyring",
+            "-list",
+            "-http-addr=127.0.0.1:8500",
+            token.as_str(),
+        ],
+    ));
     assert!(keyring.contains(&gossip_key(SECRET)), "{keyring}");
 
     // A leader exists; cluster-lab's client registers a service (twice: idempotent) and reads KV back.
-    let leader = wait_for("a raft leader", Duration::from_secs(30), || {
-        srv.block_on(async { local().leader().await })
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "no leader yet".to_string())
-    });
+    let leader = wait_for(
+        Duration::from_secs(30),
+        "a raft leader",
+        || -> Result<_, String> {
+            srv.block_on(async { local().leader().await })
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "no leader yet".to_string())
+        },
+        || server.report(),
+    );
     assert_eq!(leader, "192.0.2.1:8300");
+
+    // ACLs deny by default; first boot's step gives the anonymous token read access to nodes and services (once,
+    // then it finds it done), and a request without a token can read the catalog and nothing else.
+    use cluster_lab::consul::acl::{ensure_anonymous_read, Outcome};
+    let first = wait_for(
+        Duration::from_secs(60),
+        "the anonymous token made read-only",
+        || -> Result<_, String> {
+            srv.block_on(async { ensure_anonymous_read(&local()).await })
+                .map_err(|e| e.to_string())
+        },
+        || server.report(),
+    );
+    assert_eq!(first, Outcome::Applied);
+    let again = srv
+        .block_on(async { ensure_anonymous_read(&local()).await })
+        .unwrap();
+    assert_eq!(again, Outcome::AlreadyDone);
+    let seen = wait_for(
+        Duration::from_secs(60),
+        "both members listed to an anonymous request",
+        || -> Result<_, String> {
+            let m = srv
+                .block_on(async { anonymous().members().await })
+                .map_err(|e| e.to_string())?;
+            if m.len() == 2 {
+                Ok(m)
+            } else {
+                Err(format!("{m:?}"))
+            }
+        },
+        || server.report(),
+    );
+    assert_eq!(seen.len(), 2);
+    // The client registers its node in the catalog (with its agent token) a moment after it joins.
+    let node_seen = wait_for(
+        Duration::from_secs(60),
+        "node-1 alive in the catalog, to an anonymous request",
+        || -> Result<_, String> {
+            match srv.block_on(async { anonymous().catalog_node("node-1").await }) {
+                Ok(Some(n)) if n.alive => Ok(n),
+                other => Err(format!("{other:?}")),
+            }
+        },
+        || format!("{}{}", server.report(), client.report()),
+    );
+    assert_eq!(node_seen.address, "192.0.2.101");
+    for (what, denied) in [
+        (
+            "KV write",
+            srv.block_on(async { anonymous().kv_put("cluster-lab/guest", b"x").await }),
+        ),
+        (
+            "KV read",
+            srv.block_on(async { anonymous().kv_get("cluster-lab/guest").await.map(drop) }),
+        ),
+        (
+            "agent self",
+            srv.block_on(async { anonymous().agent_self().await.map(drop) }),
+        ),
+        (
+            "force-leave",
+            srv.block_on(async { anonymous().force_leave("node-1").await }),
+        ),
+    ] {
+        let err = denied.expect_err(what).to_string();
+        assert!(err.contains("HTTP 403"), "{what}: {err}");
+    }
+    let denied_keyring = srv
+        .nsenter("consul", ["keyring", "-list", "-http-addr=127.0.0.1:8500"])
+        .output()
+        .unwrap();
+    assert!(
+        !denied_keyring.status.success(),
+        "keyring listed without a token"
+    );
     let service = Service {
         id: "swarm-manager".into(),
         name: "swarm-manager".into(),
@@ -200,8 +302,10 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
 
     // `cluster-lab status` reads the same agent: healthy Consul, and no dockerd here is reported as a problem.
     let status = srv.block_on(async {
+        // No home LAN in this lab: loopback stands in for the wired link.
         cluster_lab::status::Status::collect(
             std::path::Path::new("/nonexistent-root"),
+            "lo",
             "clcons0",
             &local(),
             std::path::Path::new("/nonexistent/docker.sock"),
@@ -235,24 +339,24 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
     // the old node's).
     let node_id = cluster_lab::secret::consul_node_id(SECRET, "node-1");
     assert!(client_cfg.node_id == node_id && server_cfg.node_id != node_id);
-    client.child.kill().unwrap();
-    client.child.wait().unwrap();
-    std::fs::remove_dir_all(dir.path().join("cli")).unwrap();
-    let mut cmd = cli.command("consul");
-    cmd.args(["agent", "-config-file", &client_file]);
+    client.assert_running();
+    client.kill9();
+    std::fs::remove_dir_all(dir.join("cli")).unwrap();
     client = Daemon::spawn(
         "consul client (re-flashed)",
-        cmd,
-        &dir.path().join("client-reflashed.log"),
+        agent(&cli, &client_file),
+        &dir.join("client-reflashed.log"),
     );
     wait_for(
-        "the re-flashed node-1 alive again in its old place",
         Duration::from_secs(90),
-        || {
+        "the re-flashed node-1 alive again in its old place",
+        || -> Result<_, String> {
             client.assert_running();
             let out = srv
-                .command("consul")
-                .args(["catalog", "nodes", "-detailed", "-http-addr=127.0.0.1:8500"])
+                .nsenter(
+                    "consul",
+                    ["catalog", "nodes", "-detailed", "-http-addr=127.0.0.1:8500"],
+                )
                 .output()
                 .map_err(|e| e.to_string())?;
             let table = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -268,12 +372,10 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
             if rows.len() == 1 && rows[0].contains(&node_id) && alive {
                 Ok(())
             } else {
-                Err(format!(
-                    "alive {alive}; catalog:\n{table}{}",
-                    client.output()
-                ))
+                Err(format!("alive {alive}; catalog:\n{table}"))
             }
         },
+        || format!("{}{}", server.report(), client.report()),
     );
 
     // The check a node makes before it joins under its name, against the real catalog: node-1 is alive at

@@ -8,11 +8,10 @@
 //! address is put on its link, and the node's lease comes from the master's dhcpd through busybox udhcpc. The VLAN itself and the election are covered
 //! by root_vlan and root_election; the whole boot by the QEMU cluster proof.
 
-mod nslab;
+mod support;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,16 +21,26 @@ use cluster_lab::docker::swarm::Swarm;
 use cluster_lab::firstboot::{master, node, Environment, Firstboot, Services};
 use cluster_lab::host::hostname::Hostname;
 use futures_util::future::BoxFuture;
-use nslab::{require_root, require_tool, run, veth, Daemon, Netns};
+use nix::unistd::Pid;
+use support::clients::udhcpc;
+use support::dockerd::{require_docker, Dockerd};
+use support::{require_tool, wait_for, Daemon, Lab, Netns};
 
 const SECRET: &str = "root-firstboot-secret-0123456789";
+
+/// cluster-lab's client of the machine's own Consul agent.
+/// The local agent with the management token first boot derived from the secret (ACLs deny by default).
+fn consul() -> ConsulClient {
+    ConsulClient::new("127.0.0.1:8500".parse().unwrap())
+        .with_token(cluster_lab::secret::consul_management_token(SECRET))
+}
 
 /// The service manager of one machine.
 #[derive(Debug)]
 struct TestServices {
-    ns_path: PathBuf,
+    ns: Netns,
     root: PathBuf,
-    dockerd_pid: i32,
+    dockerd_pid: Pid,
     consul: Mutex<Option<Daemon>>,
     others: Mutex<Vec<Daemon>>,
     calls: Mutex<Vec<String>>,
@@ -51,18 +60,13 @@ impl Services for TestServices {
         self.record(format!("start {unit} restart={restart}"));
         if unit == "consul.service" {
             let mut consul = self.consul.lock().unwrap();
-            let running = consul
-                .as_mut()
-                .is_some_and(|d| d.child.try_wait().ok().flatten().is_none());
+            let running = consul.as_ref().is_some_and(Daemon::is_running);
             if restart || !running {
-                if let Some(mut old) = consul.take() {
+                if let Some(old) = consul.take() {
                     old.stop();
                 }
-                let config = self.root.join("etc/consul.d/cluster-lab.json");
-                let mut cmd = Command::new("nsenter");
-                cmd.arg(format!("--net={}", self.ns_path.display()))
-                    .args(["--", "consul", "agent", "-config-file"])
-                    .arg(&config);
+                let mut cmd = self.ns.nsenter("consul", ["agent", "-config-file"]);
+                cmd.arg(self.root.join("etc/consul.d/cluster-lab.json"));
                 *consul = Some(Daemon::spawn("consul", cmd, &self.root.join("consul.log")));
             }
         }
@@ -70,10 +74,10 @@ impl Services for TestServices {
             .strip_prefix("cluster-lab-dhcpd@")
             .and_then(|u| u.strip_suffix(".service"))
         {
-            let mut cmd = Command::new("nsenter");
-            cmd.arg(format!("--net={}", self.ns_path.display()))
-                .args(["--", env!("CARGO_BIN_EXE_cluster-lab"), "dhcpd", "--config"])
-                .arg(self.root.join("etc/cluster-lab/cluster-lab.toml"))
+            let mut cmd = self
+                .ns
+                .nsenter(support::cluster_lab_bin(), ["dhcpd", "--config"]);
+            cmd.arg(self.root.join("etc/cluster-lab/cluster-lab.toml"))
                 .args(["--interface", interface]);
             let daemon = Daemon::spawn("cluster-lab dhcpd", cmd, &self.root.join("dhcpd.log"));
             self.others.lock().unwrap().push(daemon);
@@ -83,11 +87,7 @@ impl Services for TestServices {
     fn reload(&self, unit: &str) -> BoxFuture<'_, anyhow::Result<()>> {
         self.record(format!("reload {unit}"));
         if unit == "docker.service" {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.dockerd_pid),
-                nix::sys::signal::Signal::SIGHUP,
-            )
-            .unwrap();
+            nix::sys::signal::kill(self.dockerd_pid, nix::sys::signal::Signal::SIGHUP).unwrap();
         }
         Box::pin(async { Ok(()) })
     }
@@ -108,8 +108,7 @@ impl Services for TestServices {
 struct Machine {
     ns: Netns,
     root: PathBuf,
-    socket: PathBuf,
-    dockerd: Daemon,
+    dockerd: Dockerd,
     services: Arc<TestServices>,
     fb: Firstboot,
 }
@@ -117,36 +116,21 @@ struct Machine {
 impl Machine {
     fn new(ns: Netns, dir: &Path, name: &str, interface: &str) -> Machine {
         let root = dir.join(name);
-        std::fs::create_dir_all(root.join("etc/docker")).unwrap();
-        std::fs::write(root.join("etc/docker/daemon.json"), "{}\n").unwrap();
-        let socket = root.join("docker.sock");
+        let daemon_json = root.join("etc/docker/daemon.json");
+        std::fs::create_dir_all(daemon_json.parent().unwrap()).unwrap();
+        std::fs::write(&daemon_json, "{}\n").unwrap();
         // The preloaded container image, as `cargo xtask image` ships it (from the host's busybox-static).
         let busybox =
             std::fs::read("/bin/busybox").expect("reading /bin/busybox: install busybox-static");
         let archive = cluster_lab_image::container::busybox_image(&busybox).unwrap();
         std::fs::create_dir_all(root.join("images")).unwrap();
         std::fs::write(root.join("images/busybox.tar"), archive.archive).unwrap();
-        let mut cmd = ns.command("dockerd");
-        cmd.arg(format!(
-            "--config-file={}",
-            root.join("etc/docker/daemon.json").display()
-        ))
-        .arg(format!(
-            "--data-root={}",
-            root.join("docker-data").display()
-        ))
-        .arg(format!(
-            "--exec-root={}",
-            root.join("docker-exec").display()
-        ))
-        .arg(format!("--pidfile={}", root.join("docker.pid").display()))
-        .arg(format!("--host=unix://{}", socket.display()))
-        .args(["--iptables=false", "--ip6tables=false", "--bridge=none"]);
-        let dockerd = Daemon::spawn("dockerd", cmd, &root.join("dockerd.log"));
+        // dockerd keeps its state under the machine's root too; SIGHUP makes it read daemon.json again.
+        let dockerd = Dockerd::start_with(&ns, dir, name, Some(&daemon_json));
         let services = Arc::new(TestServices {
-            ns_path: ns.path(),
+            ns: ns.clone(),
             root: root.clone(),
-            dockerd_pid: dockerd.child.id() as i32,
+            dockerd_pid: dockerd.pid(),
             consul: Mutex::new(None),
             others: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
@@ -169,7 +153,7 @@ impl Machine {
             plan: None,
             env: Environment {
                 consul: "127.0.0.1:8500".parse().unwrap(),
-                docker_socket: socket.clone(),
+                docker_socket: dockerd.socket.clone(),
                 consul_data_dir: root.join("consul-data").to_string_lossy().into_owned(),
                 images_dir: root.join("images"),
                 services: services.clone(),
@@ -178,30 +162,22 @@ impl Machine {
         Machine {
             ns,
             root,
-            socket,
             dockerd,
             services,
             fb,
         }
     }
-
-    fn docker(&self, args: &[&str]) -> String {
-        run(Command::new("docker")
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .args(args))
-    }
 }
 
 impl Drop for Machine {
+    /// The services first; dockerd then stops as the field drops, and what it left mounted under the root goes.
     fn drop(&mut self) {
-        if let Some(mut c) = self.services.consul.lock().unwrap().take() {
+        if let Some(c) = self.services.consul.lock().unwrap().take() {
             c.stop();
         }
-        for mut d in self.services.others.lock().unwrap().drain(..) {
+        for d in self.services.others.lock().unwrap().drain(..) {
             d.stop();
         }
-        self.dockerd.stop();
-        nslab::unmount_under(&self.root);
     }
 }
 
@@ -219,51 +195,19 @@ fn run_node(n: &Machine) -> Ipv4Addr {
 
 #[test]
 fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
-    require_root();
+    let mut lab = Lab::new("fb");
     require_tool(
         "consul",
         "run ci/install-consul.sh (Consul 1.8.7 from Debian bullseye)",
     );
-    require_tool(
-        "dockerd",
-        "install Debian's docker.io (listed in ci/apt-packages.txt)",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let (m_ns, n_ns) = (Netns::new("cl-fb-master"), Netns::new("cl-fb-node"));
-    veth(
-        &m_ns,
-        "clfbm.200",
-        "192.168.200.1/24",
-        &n_ns,
-        "clfbn.200",
-        "192.168.200.101/24",
-    );
-    run(Command::new("ip").args(["-n", &n_ns.name, "addr", "flush", "dev", "clfbn.200"]));
-    let m = Machine::new(m_ns, dir.path(), "master", "clfbm");
-    let n = Machine::new(n_ns, dir.path(), "node", "clfbn");
-    // The node's DHCP client (networkd's part on the target), applying the lease with a minimal event script.
-    let script = dir.path().join("udhcpc.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr replace \"$ip/$mask\" dev \"$interface\";; esac\nexit 0\n",
-    )
-    .unwrap();
-    run(Command::new("chmod").arg("755").arg(&script));
-    let mut cmd = n.ns.command("udhcpc");
-    cmd.args([
-        "-f",
-        "-i",
-        "clfbn.200",
-        "-t",
-        "0",
-        "-T",
-        "1",
-        "-A",
-        "1",
-        "-s",
-    ])
-    .arg(&script);
-    let _udhcpc = Daemon::spawn("udhcpc", cmd, &dir.path().join("udhcpc.log"));
+    require_docker();
+    let (m_ns, n_ns) = (lab.netns("master"), lab.netns("node"));
+    lab.veth(&m_ns, "clfbm.200", &n_ns, "clfbn.200");
+    m_ns.add_addr("clfbm.200", "192.168.200.1/24");
+    let m = Machine::new(m_ns, lab.dir(), "master", "clfbm");
+    let n = Machine::new(n_ns, lab.dir(), "node", "clfbn");
+    // The node's DHCP client (networkd's part on the target), applying the lease with its event script.
+    let _udhcpc = udhcpc::start(&lab, "udhcpc", &n.ns, "clfbn.200");
 
     // Powered on together: the node waits for the master's Consul, token and swarm.
     let (m_addr, n_addr) = std::thread::scope(|s| {
@@ -290,13 +234,7 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
     assert!(leases.contains(&n_addr.to_string()), "lease file: {leases}");
 
     // Consul: both members alive, seen from the master; the master's services registered.
-    let members =
-        m.ns.block_on(async {
-            ConsulClient::new("127.0.0.1:8500".parse().unwrap())
-                .members()
-                .await
-        })
-        .unwrap();
+    let members = m.ns.block_on(async { consul().members().await }).unwrap();
     let alive: Vec<_> = members
         .iter()
         .filter(|x| x.is_alive())
@@ -307,13 +245,7 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
         alive.contains(&"fb-master".to_string()) && alive.contains(&"fb-node".to_string()),
         "{alive:?}"
     );
-    let services =
-        m.ns.block_on(async {
-            ConsulClient::new("127.0.0.1:8500".parse().unwrap())
-                .services()
-                .await
-        })
-        .unwrap();
+    let services = m.ns.block_on(async { consul().services().await }).unwrap();
     for s in ["swarm-manager", "docker", "cluster-lab-dhcpd"] {
         assert!(
             services.iter().any(|x| x == s),
@@ -323,7 +255,7 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
     // The token in KV is sealed.
     let raw =
         m.ns.block_on(async {
-            ConsulClient::new("127.0.0.1:8500".parse().unwrap())
+            consul()
                 .kv_get(cluster_lab::docker::join_token::KV_KEY)
                 .await
         })
@@ -332,7 +264,7 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
     assert!(!String::from_utf8_lossy(&raw).contains("SWMTKN"));
 
     // Swarm: two ready nodes; the node labelled itself through daemon.json and a reload.
-    let socket = m.socket.clone();
+    let socket = m.dockerd.socket.clone();
     let nodes =
         m.ns.block_on(async move {
             let swarm = Swarm::connect(&socket, Duration::from_secs(10)).await?;
@@ -352,7 +284,9 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
     );
     // Both roles loaded the preloaded image right after dockerd answered.
     for machine in [&m, &n] {
-        let tags = machine.docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+        let tags = machine
+            .dockerd
+            .docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
         assert!(tags.contains("cluster-lab/busybox:latest"), "{tags}");
     }
     assert!(n
@@ -360,17 +294,18 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
         .calls()
         .contains(&"reload docker.service".to_string()));
     // dockerd applies reloaded labels asynchronously.
-    let info = nslab::wait_for(
-        "engine labels after reload",
+    let info = wait_for(
         Duration::from_secs(10),
+        "engine labels after reload",
         || {
-            let info = n.docker(&["info", "--format", "{{json .Labels}}"]);
+            let info = n.dockerd.docker(&["info", "--format", "{{json .Labels}}"]);
             if info.contains("cluster-lab.hostname=fb-node") {
                 Ok(info)
             } else {
                 Err(info)
             }
         },
+        || n.dockerd.report(),
     );
     assert!(
         info.contains(&format!(
@@ -382,7 +317,7 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
 
     // Exactly one routing mesh (the name `ingress` is not ambiguous), carrying the VLAN's MTU as the overlay
     // driver's option (1496), so that the master's routing-mesh interface really has 1446.
-    let ingress = m.docker(&[
+    let ingress = m.dockerd.docker(&[
         "network",
         "inspect",
         "ingress",
@@ -392,33 +327,21 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
     assert_eq!(ingress.trim(), "true 1496", "{ingress}");
     // The routing-mesh interface of both machines (the node's is set up once it joined) really has 1446.
     for machine in [&m, &n] {
-        let sandbox = machine.root.join("docker-exec/netns/ingress_sbox");
-        let mut link = String::new();
-        for _ in 0..120 {
-            let out = Command::new("nsenter")
-                .arg(format!("--net={}", sandbox.display()))
-                .args(["--", "ip", "-o", "link", "show", "eth0"])
-                .output()
-                .unwrap();
-            link = String::from_utf8_lossy(&out.stdout).into_owned();
-            if !link.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        assert!(
-            link.contains(" mtu 1446 "),
-            "{}: {link:?}",
-            sandbox.display()
+        let mtu = wait_for(
+            Duration::from_secs(60),
+            "the routing-mesh interface",
+            || machine.dockerd.routing_mesh_mtu(),
+            || machine.dockerd.report(),
         );
+        assert_eq!(mtu, 1446, "{:?}", machine.dockerd.routing_mesh_link());
     }
 
     // `cluster-lab status` on the master: healthy, both machines in Consul and Swarm.
-    let socket = m.socket.clone();
+    let socket = m.dockerd.socket.clone();
     let root = m.root.clone();
     let status = m.ns.block_on(async move {
-        let consul = ConsulClient::new("127.0.0.1:8500".parse().unwrap());
-        cluster_lab::status::Status::collect(&root, "clfbm.200", &consul, &socket).await
+        // The configured interface, as `cluster-lab status` passes it; this lab has no home LAN on it.
+        cluster_lab::status::Status::collect(&root, "clfbm", "clfbm.200", &consul(), &socket).await
     });
     assert!(status.problems.is_empty(), "{:?}", status.problems);
     assert_eq!(status.consul_members.len(), 2);
@@ -447,5 +370,5 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
             .all(|c| !c.contains("restart=true") && !c.starts_with("reload")),
         "{again_n:?}"
     );
-    assert_eq!(m.docker(&["node", "ls", "-q"]).lines().count(), 2);
+    assert_eq!(m.dockerd.docker(&["node", "ls", "-q"]).lines().count(), 2);
 }

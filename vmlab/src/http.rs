@@ -19,6 +19,12 @@ pub struct Response {
 
 /// GET `url` from inside the namespace, following redirects, within `limit`.
 pub fn get(netns: &str, url: &str, limit: Duration) -> Result<Response> {
+    request(netns, "GET", url, limit)
+}
+
+/// `method url` (no body) from inside the namespace, following redirects, within `limit`; any HTTP status is a
+/// response, only a failed transfer is an error.
+pub fn request(netns: &str, method: &str, url: &str, limit: Duration) -> Result<Response> {
     let secs = limit.as_secs().max(1).to_string();
     let out = host::output_within(
         &mut host::in_netns(
@@ -27,6 +33,8 @@ pub fn get(netns: &str, url: &str, limit: Duration) -> Result<Response> {
             &[
                 "-sS",
                 "-L",
+                "-X",
+                method,
                 "--max-time",
                 &secs,
                 "-o",
@@ -39,7 +47,7 @@ pub fn get(netns: &str, url: &str, limit: Duration) -> Result<Response> {
         limit + Duration::from_secs(5),
     )?;
     if !out.status.success() {
-        bail!("GET {url}: {}", host::failure_text(&out));
+        bail!("{method} {url}: {}", host::failure_text(&out));
     }
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, trailer) = text.rsplit_once('\n').unwrap_or(("", &text));

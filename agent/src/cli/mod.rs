@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod config;
+pub mod consul_token;
 pub mod dhcpd;
 pub mod firstboot;
 pub mod node;
@@ -28,6 +29,8 @@ pub enum Command {
     /// Check or print the cluster-lab.toml configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Print Consul's management token (for the UI's login and the consul CLI; run as root).
+    ConsulToken(consul_token::ConsulTokenArgs),
     /// Serve DHCP to the cluster's nodes on the VLAN interface only (runs on the master).
     Dhcpd(dhcpd::DhcpdArgs),
     /// Set up this machine as master or node of the cluster (run once by cluster-lab-firstboot.service).
@@ -46,6 +49,7 @@ impl Command {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Command::Config(cmd) => cmd.run(),
+            Command::ConsulToken(args) => args.run(),
             Command::Dhcpd(args) => args.run(),
             Command::Firstboot(args) => args.run(),
             Command::Node(cmd) => cmd.run(),

@@ -64,9 +64,13 @@ impl RemoveArgs {
         let removed = runtime.block_on(async {
             let swarm =
                 Swarm::connect(crate::status::docker_socket(), Duration::from_secs(10)).await?;
-            let mut removed =
-                membership::remove_from_services(&name, &ConsulClient::local(), &swarm, self.force)
-                    .await?;
+            let mut removed = membership::remove_from_services(
+                &name,
+                &ConsulClient::local_for(settings.cluster.secret.as_ref()),
+                &swarm,
+                self.force,
+            )
+            .await?;
             let unit = systemd::dhcpd_unit(&settings.network.vlan_interface());
             systemd::stop(&unit).await.context("stopping dhcpd")?;
             let now = std::time::SystemTime::now()

@@ -41,8 +41,9 @@ impl StatusArgs {
             .context("starting the async runtime")?;
         let status = runtime.block_on(Status::collect(
             Path::new("/"),
+            &settings.network.interface,
             &vlan_if,
-            &ConsulClient::local(),
+            &ConsulClient::local_for(settings.cluster.secret.as_ref()),
             docker_socket(),
         ));
         if self.json {

@@ -105,6 +105,8 @@ struct WireCheck {
 pub struct ConsulClient {
     pub addr: SocketAddr,
     pub timeout: Duration,
+    /// Sent as `X-Consul-Token`; without one, requests are anonymous (read-only nodes and services).
+    token: Option<String>,
 }
 
 impl ConsulClient {
@@ -112,7 +114,56 @@ impl ConsulClient {
         ConsulClient {
             addr,
             timeout: Duration::from_secs(10),
+            token: None,
         }
+    }
+
+    /// The agent on this machine, presenting the management token when the cluster secret is known (the settings
+    /// first boot copied to /etc/cluster-lab), anonymous (read-only) otherwise.
+    pub fn local_for(secret: Option<&crate::config::Secret>) -> ConsulClient {
+        let client = ConsulClient::local();
+        match secret {
+            Some(s) => client.with_token(crate::secret::consul_management_token(s.expose())),
+            None => client,
+        }
+    }
+
+    /// The same client, presenting `token` (the management token derived from the cluster secret).
+    pub fn with_token(mut self, token: String) -> ConsulClient {
+        self.token = Some(token);
+        self
+    }
+
+    async fn send(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<super::http::Response, ConsulError> {
+        Ok(request(
+            self.addr,
+            method,
+            path,
+            body,
+            self.token.as_deref(),
+            self.timeout,
+        )
+        .await?)
+    }
+
+    /// `method path` with a JSON body, its JSON answer decoded.
+    pub(super) async fn send_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ConsulError> {
+        let body = serde_json::to_vec(body).expect("request bodies serialise");
+        let resp = self.send(method, path, Some(&body)).await?;
+        serde_json::from_slice(&resp.body).map_err(|source| ConsulError::Decode {
+            path: path.into(),
+            source,
+        })
     }
 
     /// The agent on this machine.
@@ -120,8 +171,11 @@ impl ConsulClient {
         ConsulClient::new(LOCAL.parse().expect("valid address"))
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ConsulError> {
-        let resp = request(self.addr, "GET", path, None, self.timeout).await?;
+    pub(super) async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ConsulError> {
+        let resp = self.send("GET", path, None).await?;
         serde_json::from_slice(&resp.body).map_err(|source| ConsulError::Decode {
             path: path.into(),
             source,
@@ -176,14 +230,8 @@ impl ConsulClient {
     /// Register (or update: registration is idempotent by ID) a service on this agent.
     pub async fn register_service(&self, service: &Service) -> Result<(), ConsulError> {
         let body = serde_json::to_vec(service).expect("service serialises");
-        request(
-            self.addr,
-            "PUT",
-            "/v1/agent/service/register",
-            Some(&body),
-            self.timeout,
-        )
-        .await?;
+        self.send("PUT", "/v1/agent/service/register", Some(&body))
+            .await?;
         Ok(())
     }
 
@@ -197,14 +245,14 @@ impl ConsulClient {
     /// Make `node` leave the cluster now (`/v1/agent/force-leave`): for a machine that is gone for good.
     pub async fn force_leave(&self, node: &str) -> Result<(), ConsulError> {
         let path = format!("/v1/agent/force-leave/{node}");
-        request(self.addr, "PUT", &path, Some(b""), self.timeout).await?;
+        self.send("PUT", &path, Some(b"")).await?;
         Ok(())
     }
 
     /// Store `value` under `key`.
     pub async fn kv_put(&self, key: &str, value: &[u8]) -> Result<(), ConsulError> {
         let path = format!("/v1/kv/{key}");
-        request(self.addr, "PUT", &path, Some(value), self.timeout).await?;
+        self.send("PUT", &path, Some(value)).await?;
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! The Consul agent configuration cluster-lab writes to `/etc/consul.d/cluster-lab.json`.
 //!
 //! Only keys Consul 1.8.7 (Debian bullseye's package, the version in the image) understands: `ui` rather than the
-//! later `ui_config`, `retry_join`/`retry_interval`, `performance.raft_multiplier`.
+//! later `ui_config`, `retry_join`/`retry_interval`, `performance.raft_multiplier`, `acl.tokens.master` rather than
+//! the later `initial_management`.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ pub struct ConsulParams {
     pub master: Ipv4Addr,
     /// Base64 gossip key (see [`crate::secret::gossip_key`]).
     pub gossip_key: String,
+    /// The ACL management token (see [`crate::secret::consul_management_token`]).
+    pub management_token: String,
 }
 
 /// Consul agent configuration (JSON form).
@@ -73,6 +76,12 @@ pub struct AgentConfig {
     pub bind_addr: String,
     pub advertise_addr: String,
     pub encrypt: String,
+    /// The datacenter whose servers hold the ACLs: this one (Consul wants it set to enable ACLs).
+    pub primary_datacenter: String,
+    pub acl: Acl,
+    /// No `consul exec` and no script checks: nobody runs commands on a machine through Consul.
+    pub disable_remote_exec: bool,
+    pub enable_script_checks: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retry_join: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +90,26 @@ pub struct AgentConfig {
     pub performance: Option<Performance>,
     pub leave_on_terminate: bool,
     pub disable_update_check: bool,
+}
+
+/// Consul's ACLs: deny what no token allows. Anonymous requests (the home LAN opening the UI) get only the
+/// read-only policy first boot gives the anonymous token (see [`super::acl`]).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Acl {
+    pub enabled: bool,
+    pub default_policy: &'static str,
+    /// While the master cannot be asked, keep using what is cached.
+    pub down_policy: &'static str,
+    pub tokens: AclTokens,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AclTokens {
+    /// The master only: the management token the ACL system is bootstrapped with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// What the agent itself presents (registering its node, anti-entropy): the management token.
+    pub agent: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -125,6 +154,18 @@ impl AgentConfig {
             bind_addr: bind.clone(),
             advertise_addr: bind,
             encrypt: p.gossip_key.clone(),
+            primary_datacenter: p.datacenter.clone(),
+            acl: Acl {
+                enabled: true,
+                default_policy: "deny",
+                down_policy: "extend-cache",
+                tokens: AclTokens {
+                    master: None,
+                    agent: p.management_token.clone(),
+                },
+            },
+            disable_remote_exec: true,
+            enable_script_checks: false,
             retry_join: Vec::new(),
             retry_interval: None,
             performance: None,
@@ -136,13 +177,21 @@ impl AgentConfig {
     /// The master: the only server, bootstraps alone, serves the UI and HTTP API on every interface (the UI is
     /// opened from the home LAN on :8500); gossip and RPC on the VLAN address.
     pub fn server(p: &ConsulParams) -> AgentConfig {
+        let common = Self::common(p);
         AgentConfig {
+            acl: Acl {
+                tokens: AclTokens {
+                    master: Some(p.management_token.clone()),
+                    ..common.acl.tokens.clone()
+                },
+                ..common.acl.clone()
+            },
             server: true,
             bootstrap_expect: Some(1),
             ui: true,
             client_addr: "0.0.0.0".into(),
             performance: Some(Performance { raft_multiplier: 1 }),
-            ..Self::common(p)
+            ..common
         }
     }
 

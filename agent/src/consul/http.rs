@@ -65,6 +65,7 @@ pub async fn request(
     method: &'static str,
     path: &str,
     body: Option<&[u8]>,
+    token: Option<&str>,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
     let failed = |source: BoxError| HttpError::Request {
@@ -73,11 +74,15 @@ pub async fn request(
         path: path.into(),
         source,
     };
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
         .header(hyper::header::USER_AGENT, "cluster-lab")
-        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header("X-Consul-Token", token);
+    }
+    let request = request
         .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
         .map_err(|e| failed(e.into()))?;
     // One connection per request, none kept idle: the agent talks to Consul a few times a minute.
@@ -150,9 +155,16 @@ mod tests {
     #[tokio::test]
     async fn a_server_error_carries_the_body() {
         let (addr, server) = serve_once(b"HTTP/1.0 500 Internal Server Error\r\n\r\nboom").await;
-        let err = request(addr, "PUT", "/v1/x", Some(b"{}"), Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let err = request(
+            addr,
+            "PUT",
+            "/v1/x",
+            Some(b"{}"),
+            Some("0000-token"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("PUT http://{addr}/v1/x: HTTP 500: boom")
@@ -161,6 +173,7 @@ mod tests {
         assert!(req.starts_with("put /v1/x http/1.1\r\n"), "{req}");
         assert!(req.contains("content-length: 2\r\n"), "{req}");
         assert!(req.contains("content-type: application/json\r\n"), "{req}");
+        assert!(req.contains("x-consul-token: 0000-token\r\n"), "{req}");
         assert!(req.ends_with("\r\n\r\n{}"), "{req}");
     }
 
@@ -170,9 +183,16 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\nConnection: close\r\n\r\n[\"node1\"]",
         )
         .await;
-        let r = request(addr, "PUT", "/v1/y", Some(b"{}"), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let r = request(
+            addr,
+            "PUT",
+            "/v1/y",
+            Some(b"{}"),
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"[\"node1\"]"[..]));
         server.await.unwrap();
     }
@@ -186,6 +206,7 @@ mod tests {
             addr,
             "GET",
             "/v1/status/leader",
+            None,
             None,
             Duration::from_secs(5),
         )

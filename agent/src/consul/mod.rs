@@ -1,6 +1,8 @@
-//! Consul: the agent configuration cluster-lab renders (server on the master, client on nodes; the gossip key
-//! comes from [`crate::secret`]), and a client for the agent's HTTP API (hyper).
+//! Consul: the agent configuration cluster-lab renders (server on the master, client on nodes; the gossip key and
+//! the ACL management token come from [`crate::secret`]), the ACLs first boot leaves (default deny, anonymous
+//! read-only), and a client for the agent's HTTP API (hyper).
 
+pub mod acl;
 pub mod api;
 pub mod config;
 pub mod http;

@@ -7,13 +7,13 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{wait_for_address, Firstboot};
+use crate::consul::acl;
 use crate::consul::api::Service;
-use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
+use crate::consul::config::{AgentConfig, BindAddr};
 use crate::consul::ConsulClient;
 use crate::docker::swarm::{self, Swarm};
 use crate::election::socket::ClaimSocket;
 use crate::election::{Claim, ClusterRole};
-use crate::secret::gossip_key;
 use crate::wait;
 use crate::{docker::join_token, host::systemd};
 
@@ -88,15 +88,8 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
 
 /// Write the server configuration and (re)start Consul without waiting for it.
 async fn start_consul_server(fb: &Firstboot) -> anyhow::Result<()> {
-    let params = ConsulParams {
-        datacenter: datacenter_name(&fb.settings.cluster.name),
-        node_name: fb.hostname.to_string(),
-        node_id: crate::secret::consul_node_id(fb.secret.expose(), fb.hostname.as_str()),
-        data_dir: fb.env.consul_data_dir.clone(),
-        bind: BindAddr::Addr(fb.settings.network.master),
-        master: fb.settings.network.master,
-        gossip_key: gossip_key(fb.secret.expose()),
-    };
+    let master = fb.settings.network.master;
+    let params = fb.consul_params(BindAddr::Addr(master), master);
     let changed = fb.install(&AgentConfig::server(&params).render())?;
     fb.env
         .services
@@ -106,7 +99,7 @@ async fn start_consul_server(fb: &Firstboot) -> anyhow::Result<()> {
 
 /// Wait until the local Consul server leads.
 async fn consul_leading(fb: &Firstboot) -> anyhow::Result<ConsulClient> {
-    let client = ConsulClient::new(fb.env.consul);
+    let client = fb.consul_client(fb.env.consul);
     let leader = wait::until(
         "consul server electing itself leader",
         Duration::from_secs(180),
@@ -118,6 +111,19 @@ async fn consul_leading(fb: &Firstboot) -> anyhow::Result<ConsulClient> {
     )
     .await?;
     tracing::info!(%leader, "consul server leading");
+    // The ACL system bootstraps with the management token a moment after the server leads: until then this fails
+    // ("ACL not found") and is asked again.
+    let outcome = wait::until(
+        "consul's ACLs (anonymous token read-only)",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || {
+            let client = client.clone();
+            async move { Ok(Some(acl::ensure_anonymous_read(&client).await?)) }
+        },
+    )
+    .await?;
+    tracing::info!(?outcome, policy = acl::ANONYMOUS_POLICY, "consul acls");
     Ok(client)
 }
 

@@ -84,6 +84,32 @@ impl Summary {
 }
 
 impl Firstboot {
+    /// What this machine's Consul configuration is made from: its name and stable ID, the gossip key and the ACL
+    /// management token from the secret; `bind` and `master` say where it gossips and whom it joins.
+    fn consul_params(
+        &self,
+        bind: crate::consul::BindAddr,
+        master: std::net::Ipv4Addr,
+    ) -> crate::consul::ConsulParams {
+        let secret = self.secret.expose();
+        crate::consul::ConsulParams {
+            datacenter: crate::consul::config::datacenter_name(&self.settings.cluster.name),
+            node_name: self.hostname.to_string(),
+            node_id: crate::secret::consul_node_id(secret, self.hostname.as_str()),
+            data_dir: self.env.consul_data_dir.clone(),
+            bind,
+            master,
+            gossip_key: crate::secret::gossip_key(secret),
+            management_token: crate::secret::consul_management_token(secret),
+        }
+    }
+
+    /// A client for the Consul HTTP API at `addr`, presenting the management token.
+    fn consul_client(&self, addr: std::net::SocketAddr) -> crate::consul::ConsulClient {
+        crate::consul::ConsulClient::new(addr)
+            .with_token(crate::secret::consul_management_token(self.secret.expose()))
+    }
+
     /// Install `file` (or, in a dry run, say whether it would change). Returns whether it changed.
     fn install(&self, file: &RenderedFile) -> anyhow::Result<bool> {
         let target = file.target(&self.root);

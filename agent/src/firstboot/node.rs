@@ -8,10 +8,8 @@ use anyhow::Context;
 
 use super::{wait_for_address, Firstboot};
 use crate::consul::api::{CatalogNode, Service};
-use crate::consul::config::{datacenter_name, AgentConfig, BindAddr, ConsulParams};
-use crate::consul::ConsulClient;
+use crate::consul::config::{AgentConfig, BindAddr};
 use crate::docker::swarm::Swarm;
-use crate::secret::gossip_key;
 use crate::wait;
 use crate::{docker::daemon_json, docker::join_token, host::systemd};
 
@@ -59,7 +57,7 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
 
     // Before this machine joins under its name: is another one alive under it? Asked of the master's API (it
     // serves the home LAN and the VLAN); an API that does not answer yet cannot tell, and the join goes on.
-    let master_api = ConsulClient::new(std::net::SocketAddr::from((net.master, 8500)));
+    let master_api = fb.consul_client(std::net::SocketAddr::from((net.master, 8500)));
     match master_api.catalog_node(fb.hostname.as_str()).await {
         Ok(found) => check_hostname_free(fb.hostname.as_str(), address, found.as_ref())?,
         Err(e) => {
@@ -67,21 +65,13 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
         }
     }
 
-    let params = ConsulParams {
-        datacenter: datacenter_name(&fb.settings.cluster.name),
-        node_name: fb.hostname.to_string(),
-        node_id: crate::secret::consul_node_id(fb.secret.expose(), fb.hostname.as_str()),
-        data_dir: fb.env.consul_data_dir.clone(),
-        bind: BindAddr::Interface(vlan_if.clone()),
-        master: net.master,
-        gossip_key: gossip_key(fb.secret.expose()),
-    };
+    let params = fb.consul_params(BindAddr::Interface(vlan_if.clone()), net.master);
     let changed = fb.install(&AgentConfig::client(&params).render())?;
     fb.env
         .services
         .enable_and_start(systemd::CONSUL_UNIT, changed)
         .await?;
-    let consul = ConsulClient::new(fb.env.consul);
+    let consul = fb.consul_client(fb.env.consul);
     wait::until(
         "consul client joining the master",
         Duration::from_secs(300),

@@ -221,13 +221,14 @@ pub fn nodes_page(lab: &Lab, artifacts: &Path) -> Check {
 fn inner(lab: &Lab, artifacts: &Path, name: &str) -> Result<Check> {
     cluster_lab_image::host_tools::require(&[CHROMIUM])?;
     let ip = lab.master_ip();
+    // The catalog's datacenter list needs no token (the agent's own endpoints do).
     let dc = crate::http::get_json(
         &lab.st.netns,
-        &format!("http://{ip}:8500/v1/agent/self"),
+        &format!("http://{ip}:8500/v1/catalog/datacenters"),
         Duration::from_secs(10),
     )
     .ok()
-    .and_then(|v| v["Config"]["Datacenter"].as_str().map(str::to_string))
+    .and_then(|v| v[0].as_str().map(str::to_string))
     .unwrap_or_else(|| "dc1".to_string());
     let url = format!("http://{ip}:8500/ui/{dc}/nodes");
     let shot = artifacts.join("consul-nodes.png");

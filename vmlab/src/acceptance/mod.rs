@@ -7,6 +7,7 @@
 
 mod browser;
 mod checks;
+mod home_lan;
 mod lab;
 mod reboot;
 mod report;
@@ -126,6 +127,7 @@ impl Test {
         report.add(checks::swarm_nodes(&lab));
         report.add(checks::docker_not_on_tcp(&lab));
         report.add(checks::no_dhcp_on_home_lan(&lab));
+        report.add(home_lan::anonymous_is_read_only(&lab));
         step("use case: overlay network, routing mesh (offline)");
         let image = usecase::busybox_image(&lab, self.busybox_image.as_deref());
         report.add(usecase::overlay_by_name(&lab, &image));
