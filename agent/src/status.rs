@@ -247,20 +247,26 @@ mod tests {
         assert_eq!(Lease::parse("ADDRESS=192.168.200.101\n"), None);
     }
 
-    #[tokio::test]
-    async fn the_master_shows_its_home_lan_address_and_the_laptop_command() {
-        // A master, as its stamp says, with nothing answering: the command is still there, built from the LAN
-        // address (loopback stands in for the wired link here).
+    /// The status of a machine whose stamp says `role`, with loopback standing in for both links and neither
+    /// Consul nor dockerd answering.
+    async fn unreachable_services_as(role: ClusterRole) -> Status {
         let root = tempfile::tempdir().unwrap();
-        crate::host::stamp::write_role(root.path(), ClusterRole::Master).unwrap();
-        let status = Status::collect(
+        crate::host::stamp::write_role(root.path(), role).unwrap();
+        Status::collect(
             root.path(),
             "lo",
             "lo",
             &ConsulClient::new("127.0.0.1:9".parse().unwrap()),
             Path::new("/nonexistent/docker.sock"),
         )
-        .await;
+        .await
+    }
+
+    #[tokio::test]
+    async fn the_master_shows_its_home_lan_address_and_the_laptop_command() {
+        // A master, as its stamp says, with nothing answering: the command is still there, built from the LAN
+        // address (loopback stands in for the wired link here).
+        let status = unreachable_services_as(ClusterRole::Master).await;
         let text = status.to_text();
         assert!(text.contains("lan:           lo 127.0.0.1\n"), "{text}");
         assert!(
@@ -273,16 +279,7 @@ mod tests {
         assert!(!status.problems.is_empty(), "nothing answers: {text}");
 
         // A node prints no laptop command.
-        let root = tempfile::tempdir().unwrap();
-        crate::host::stamp::write_role(root.path(), ClusterRole::Node).unwrap();
-        let status = Status::collect(
-            root.path(),
-            "lo",
-            "lo",
-            &ConsulClient::new("127.0.0.1:9".parse().unwrap()),
-            Path::new("/nonexistent/docker.sock"),
-        )
-        .await;
+        let status = unreachable_services_as(ClusterRole::Node).await;
         assert_eq!(status.laptop_command, None);
         assert!(!status.to_text().contains("laptop:"));
     }

@@ -64,6 +64,15 @@ fn dhcpd_unit_verifies_as_an_instance() {
     verify(&systemd::dhcpd_unit("eth0.200"), &unit);
     assert!(unit.contains("BindsTo=sys-subsystem-net-devices-%i.device"));
     assert!(unit.contains("dhcpd --config /etc/cluster-lab/cluster-lab.toml --interface %I"));
+    // Restarted every 2 s for as long as it takes (a late master address), never stopped by the start limit.
+    let unit_lines: Vec<&str> = unit.lines().collect();
+    for line in [
+        "Restart=on-failure",
+        "RestartSec=2s",
+        "StartLimitIntervalSec=0",
+    ] {
+        assert!(unit_lines.contains(&line), "dhcpd unit lacks {line}");
+    }
     assert!(unit.contains(cluster_lab::firstboot::ETC_CONFIG));
 }
 

@@ -144,9 +144,14 @@ impl Machine {
         std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
         std::fs::write(&config_path, &config_text).unwrap();
         let settings = Settings::parse(&config_text, &config_path).unwrap();
+        // The card's own copy on its boot partition, which first boot takes the secret off.
+        let boot_config = root.join("boot/firmware/cluster-lab.toml");
+        std::fs::create_dir_all(boot_config.parent().unwrap()).unwrap();
+        std::fs::write(&boot_config, &config_text).unwrap();
         let fb = Firstboot {
             settings,
             config_text,
+            boot_config: Some(boot_config),
             hostname: format!("fb-{name}").parse::<Hostname>().unwrap(),
             secret: SECRET.parse().unwrap(),
             root: root.clone(),
@@ -352,6 +357,31 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
         "{}",
         status.to_text()
     );
+
+    // The secret is off both cards (first boot's last step before the stamp), and each machine keeps it in
+    // /etc/cluster-lab (its mode, 0600, is checked on the booted image by the acceptance test). Twice changes
+    // nothing.
+    for machine in [&m, &n] {
+        assert!(machine.fb.step_secret_off_the_card().unwrap());
+        assert!(!machine.fb.step_secret_off_the_card().unwrap());
+        let card =
+            std::fs::read_to_string(machine.root.join("boot/firmware/cluster-lab.toml")).unwrap();
+        assert_eq!(
+            cluster_lab::config::edit::secret(&card).unwrap(),
+            None,
+            "{card}"
+        );
+        assert!(
+            card.contains("secret: kept in /etc/cluster-lab/cluster-lab.toml"),
+            "{card}"
+        );
+        let kept = machine.root.join("etc/cluster-lab/cluster-lab.toml");
+        let text = std::fs::read_to_string(&kept).unwrap();
+        assert_eq!(
+            cluster_lab::config::edit::secret(&text).unwrap().as_deref(),
+            Some(SECRET)
+        );
+    }
 
     // Second run of both: nothing restarted, nothing re-initialised.
     let before_m = m.services.calls().len();

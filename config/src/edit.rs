@@ -115,6 +115,53 @@ pub fn secret(text: &str) -> Result<Option<String>> {
         .map(str::to_string))
 }
 
+/// `text` without `[cluster] secret`, a comment line `# {note}` under the `[cluster]` header in its place; `None`
+/// when there is no secret to remove (so a second call changes nothing).
+pub fn remove_secret(text: &str, note: &str) -> Result<Option<String>> {
+    if secret(text)?.is_none() {
+        return Ok(None);
+    }
+    // The usual shape: `secret = "…"` on its own line in `[cluster]` (what `set_secret` writes). Replacing that line
+    // keeps every comment around it.
+    let mut table = "";
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            table = trimmed;
+        }
+        let is_secret = table == "[cluster]"
+            && trimmed
+                .split_once('=')
+                .is_some_and(|(k, _)| k.trim() == "secret");
+        if is_secret {
+            out.push_str(&format!("# {note}\n"));
+        } else {
+            out.push_str(line);
+        }
+    }
+    if secret(&out)?.is_none() {
+        return Ok(Some(out));
+    }
+    // Any other shape (an inline table, dotted keys): remove the key itself, the note under the header.
+    let mut doc = parse(text)?;
+    if let Some(t) = doc.get_mut("cluster").and_then(Item::as_table_like_mut) {
+        t.remove("secret");
+    }
+    let mut out = doc.to_string();
+    let line = format!("# {note}\n");
+    match out.find("[cluster]\n") {
+        Some(i) => out.insert_str(i + "[cluster]\n".len(), &line),
+        None => out.push_str(&line),
+    }
+    if secret(&out)?.is_some() {
+        return Err(EditError(
+            "the secret could not be removed from this file's layout".into(),
+        ));
+    }
+    Ok(Some(out))
+}
+
 /// Check a hostname with the agent's own rule ([`crate::Hostname`]).
 pub fn validate_hostname(name: &str) -> Result<()> {
     crate::Hostname::parse(name).map(drop).map_err(EditError)
@@ -271,5 +318,29 @@ mod uncomment_tests {
         }
         assert!(random_secret().parse::<Secret>().is_ok());
         assert!("0123456789abcdef0123456789abcdef".parse::<Secret>().is_ok());
+    }
+
+    #[test]
+    fn the_secret_can_be_taken_off_a_file_once() {
+        let t = set_secret(crate::DEFAULT_TOML, &random_secret()).unwrap();
+        let t = set_node(&t, "node1", None).unwrap();
+        let off = remove_secret(&t, "secret: moved")
+            .unwrap()
+            .expect("had a secret");
+        assert_eq!(secret(&off).unwrap(), None);
+        assert!(off.contains("\n# secret: moved\n"), "{off}");
+        assert_eq!(off.lines().count(), t.lines().count(), "one line replaced");
+        // Everything else stays, comments included.
+        assert!(off.contains("hostname = \"node1\""));
+        assert!(off.contains("# Shared secret of the cluster"));
+        assert_eq!(remove_secret(&off, "secret: moved").unwrap(), None);
+        // What is left still validates (no secret is a valid file; first boot then needs its kept copy).
+        crate::Settings::parse(&off, std::path::Path::new("x.toml")).unwrap();
+        // An inline table too.
+        let inline =
+            "cluster = { name = \"lab\", secret = \"0123456789abcdef0123456789abcdef\" }\n";
+        let off = remove_secret(inline, "moved").unwrap().unwrap();
+        assert_eq!(secret(&off).unwrap(), None);
+        assert!(off.contains("name = \"lab\""), "{off}");
     }
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-use cluster_lab_image::assemble::{build_disk, Labels};
 use cluster_lab_image::container::{self, FoundBusybox};
 use cluster_lab_image::ext4;
 use cluster_lab_image::inject::{self, Payload};
@@ -23,15 +22,7 @@ fn disk_with(dir: &std::path::Path, busybox: Option<&[u8]>) -> std::path::PathBu
         write(&root.join("usr/bin/busybox"), b);
     }
     let image = dir.join("disk.img");
-    build_disk(
-        &image,
-        &boot,
-        40 * MIB,
-        &root,
-        Some(20 * MIB),
-        &Labels::default(),
-    )
-    .expect("building fixture disk");
+    fixture_disk(&image, &boot, &root);
     image
 }
 

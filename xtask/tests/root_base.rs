@@ -27,19 +27,10 @@ fn xtask(args: &[&str]) -> Output {
     out
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        .unwrap_or(false)
-}
-
 #[test]
 fn amd64_base_builds_boots_and_is_cached() {
     assert!(
-        is_root(),
+        cluster_lab_image::host_tools::is_root(),
         "this root-tier test builds a base image with mmdebstrap --mode=root: run it as root \
          (sudo -E cargo xtask test --tier root)"
     );

@@ -36,15 +36,6 @@ fn xtask(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        .unwrap_or(false)
-}
-
 /// The amd64 base. root_base.rs builds it in the same tier run; wait for that build rather than racing
 /// it in the same work directory, and build it here only if it never shows up.
 fn amd64_base() -> PathBuf {
@@ -89,7 +80,7 @@ fn agent_check(agent: &Path, toml: &str, dir: &Path) -> String {
 #[test]
 fn amd64_image_from_the_real_base_and_agent() {
     assert!(
-        is_root(),
+        cluster_lab_image::host_tools::is_root(),
         "this root-tier test needs the amd64 base, which `cargo xtask base` builds with mmdebstrap as root: \
          run it as root (sudo -E cargo xtask test --tier root)"
     );

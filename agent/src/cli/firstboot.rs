@@ -104,9 +104,17 @@ impl FirstbootArgs {
                 )
             })?,
         };
-        let config_text = std::fs::read_to_string(&path)
+        let mut config_text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let settings = Settings::parse(&config_text, &path)?;
+        let mut settings = Settings::parse(&config_text, &path)?;
+        if settings.cluster.secret.is_none() {
+            // First boot took the secret off the card after an earlier run; the machine kept it.
+            if let Some(kept) = kept_secret(root) {
+                config_text = config::edit::set_secret(&config_text, kept.expose())
+                    .with_context(|| format!("{}: putting the kept secret back", path.display()))?;
+                settings.cluster.secret = Some(kept);
+            }
+        }
         let user_data = path.with_file_name("user-data");
         // The hostname: cluster-lab.toml, else the cloud-init style user-data beside it, else the system's own.
         let hostname = match settings.node.hostname.clone() {
@@ -149,11 +157,42 @@ impl FirstbootArgs {
         Ok(Firstboot {
             settings,
             config_text,
+            // Only a file found on the boot partition loses its secret, never one named with --config.
+            boot_config: self.config.is_none().then_some(path),
             hostname,
             secret,
             root: root.to_path_buf(),
             plan: self.dry_run.then(Default::default),
             env: crate::firstboot::Environment::target(),
         })
+    }
+}
+
+/// The secret the machine keeps in /etc/cluster-lab/cluster-lab.toml, if an earlier first boot left it there.
+fn kept_secret(root: &Path) -> Option<config::Secret> {
+    let path = root.join(crate::firstboot::ETC_CONFIG.trim_start_matches('/'));
+    let text = std::fs::read_to_string(&path).ok()?;
+    Settings::parse(&text, &path).ok()?.cluster.secret
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_kept_under_the_root_is_found() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(kept_secret(root.path()).is_none());
+        let etc = root.path().join("etc/cluster-lab");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("cluster-lab.toml"),
+            "[cluster]\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            kept_secret(root.path()).map(|s| s.expose().to_string()),
+            Some("0123456789abcdef0123456789abcdef".to_string())
+        );
     }
 }

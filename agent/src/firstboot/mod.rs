@@ -43,6 +43,9 @@ pub struct Firstboot {
     pub settings: Settings,
     /// The cluster-lab.toml text, copied to [`ETC_CONFIG`].
     pub config_text: String,
+    /// The card's own cluster-lab.toml (on the boot partition) when first boot read it from there: the secret is
+    /// taken off it once the machine keeps its copy in [`ETC_CONFIG`].
+    pub boot_config: Option<PathBuf>,
     pub hostname: Hostname,
     pub secret: crate::config::Secret,
     /// `/` on the target; a scratch directory for file-level checks.
@@ -196,6 +199,7 @@ impl Firstboot {
             vlan_address,
             lan_address: first_address(&net.interface),
         };
+        self.step_secret_off_the_card()?;
         stamp::mark_done(&self.root, &summary.console_line())
             .context("writing the firstboot stamp")?;
         for unit in [systemd::EARLY_UNIT, systemd::FIRSTBOOT_UNIT] {
@@ -206,6 +210,36 @@ impl Firstboot {
                 .with_context(|| format!("disabling {unit}"))?;
         }
         Ok(Finished::Done(summary))
+    }
+
+    /// Take the secret off the card's boot partition: a card that is lent, shown or lost should not carry the
+    /// cluster. The machine keeps it in [`ETC_CONFIG`] (0600, root only; written earlier in this run), and a first
+    /// boot run again reads it from there. Safe to run twice: a file without a secret is left alone. Returns whether
+    /// the file changed.
+    pub fn step_secret_off_the_card(&self) -> anyhow::Result<bool> {
+        let Some(path) = &self.boot_config else {
+            return Ok(false);
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let note =
+            format!("secret: kept in {ETC_CONFIG} (root only) since first boot; not on the card");
+        let Some(without) = crate::config::edit::remove_secret(&text, &note)
+            .with_context(|| format!("taking the secret off {}", path.display()))?
+        else {
+            return Ok(false);
+        };
+        if let Some(plan) = self.planning() {
+            plan.note(format!(
+                "would take the secret off {} (kept in {ETC_CONFIG})",
+                path.display()
+            ));
+            return Ok(true);
+        }
+        crate::host::atomic::write(path, without.as_bytes(), 0o600, None, None)
+            .with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!(path = %path.display(), kept = ETC_CONFIG, "secret taken off the card");
+        Ok(true)
     }
 
     /// The early part, run by cluster-lab-early.service before dockerd, sshd and avahi start: SSH keys and hostname.

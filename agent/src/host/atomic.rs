@@ -47,7 +47,10 @@ pub fn write_with(
         if uid.is_some() || gid.is_some() {
             std::os::unix::fs::fchown(&file, uid, gid)?;
         }
-        file.set_permissions(Permissions::from_mode(mode))?;
+        // Created 0600 already; FAT (the boot partition) refuses chmod, and needs none for 0600.
+        if mode != 0o600 {
+            file.set_permissions(Permissions::from_mode(mode))?;
+        }
         let mut out = BufWriter::new(file);
         fill(&mut out)?;
         let file = out.into_inner().map_err(|e| e.into_error())?;

@@ -35,14 +35,19 @@ pub fn small_disk() -> Fixture {
     std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
     std::fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
     let image = dir.path().join("disk.img");
-    let layout = build_disk(
-        &image,
-        &boot,
+    let layout = fixture_disk(&image, &boot, &root);
+    Fixture { dir, image, layout }
+}
+
+/// A 40 MiB FAT boot partition from `boot` and a 20 MiB ext4 root from `root`, with the default labels.
+pub fn fixture_disk(image: &Path, boot: &Path, root: &Path) -> Layout {
+    build_disk(
+        image,
+        boot,
         40 * MIB,
-        &root,
+        root,
         Some(20 * MIB),
         &Labels::default(),
     )
-    .expect("building fixture disk");
-    Fixture { dir, image, layout }
+    .expect("building fixture disk")
 }

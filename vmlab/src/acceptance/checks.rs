@@ -293,6 +293,37 @@ pub fn firstboot_disabled(lab: &Lab) -> Check {
     Check::verdict(NAME, ok, ev)
 }
 
+/// After first boot the card's boot partition no longer carries the cluster secret; the machine keeps it in
+/// /etc/cluster-lab/cluster-lab.toml, readable by root only.
+pub fn secret_off_the_card(lab: &Lab) -> Check {
+    const NAME: &str =
+        "the secret is off every card's boot partition and kept in /etc/cluster-lab (0600 root)";
+    let mut ok = true;
+    let mut ev = String::new();
+    for m in &lab.st.machines {
+        let r = lab.sh(
+            m,
+            "grep -c '^[[:space:]]*secret[[:space:]]*=' /boot/firmware/cluster-lab.toml; \
+             grep -c '^[[:space:]]*secret[[:space:]]*=' /etc/cluster-lab/cluster-lab.toml; \
+             stat -c '%a %U' /etc/cluster-lab/cluster-lab.toml; true",
+        );
+        let good = r.as_ref().is_ok_and(|o| {
+            let lines: Vec<&str> = o.lines().map(str::trim).collect();
+            lines == ["0", "1", "600 root"]
+        });
+        ok &= good;
+        ev.push_str(&format!(
+            "{}: card, kept, mode: {}\n",
+            m.hostname,
+            match r {
+                Ok(o) => o.trim().replace('\n', ", "),
+                Err(e) => format!("{e:#}"),
+            }
+        ));
+    }
+    Check::verdict(NAME, ok, ev)
+}
+
 /// Nothing listens for the Docker API on TCP (2375/2376) on any machine's home-LAN address.
 pub fn docker_not_on_tcp(lab: &Lab) -> Check {
     const NAME: &str = "Docker API not exposed on TCP (2375, 2376) on the home LAN";

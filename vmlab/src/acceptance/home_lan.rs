@@ -8,16 +8,46 @@ use super::lab::Lab;
 use super::report::Check;
 use crate::http;
 
-/// Requests that need a token, and must be refused (HTTP 403) without one. `agent/leave` last: were it allowed,
-/// the master would leave the cluster.
-const DENIED: &[(&str, &str)] = &[
-    ("PUT", "/v1/kv/cluster-lab/guest-was-here"),
-    ("GET", "/v1/kv/cluster-lab/?recurse"),
-    ("GET", "/v1/operator/keyring"),
-    ("GET", "/v1/snapshot"),
-    ("GET", "/v1/acl/tokens"),
-    ("GET", "/v1/agent/self"),
-    ("PUT", "/v1/agent/leave"),
+/// How Consul 1.8 refuses a request without the rights for it.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// 403 "Permission denied".
+    Forbidden,
+    /// A listing filtered down to nothing: 404 with an empty body (the keys exist, the guest sees none).
+    FilteredEmpty,
+    /// The keyring endpoint reports the denial as a server error: 500 "… denied by ACLs".
+    DeniedByAcls,
+}
+
+impl Refusal {
+    fn holds(self, r: &http::Response) -> bool {
+        match self {
+            Refusal::Forbidden => r.status == 403,
+            Refusal::FilteredEmpty => r.status == 404 && r.body.trim().is_empty(),
+            Refusal::DeniedByAcls => r.status == 500 && r.body.contains("denied by ACLs"),
+        }
+    }
+}
+
+/// Requests that need a token, and must be refused without one. `agent/leave` last: were it allowed, the master
+/// would leave the cluster.
+const DENIED: &[(&str, &str, Refusal)] = &[
+    (
+        "PUT",
+        "/v1/kv/cluster-lab/guest-was-here",
+        Refusal::Forbidden,
+    ),
+    (
+        "GET",
+        "/v1/kv/cluster-lab/swarm/worker-token",
+        Refusal::Forbidden,
+    ),
+    ("GET", "/v1/kv/?recurse", Refusal::FilteredEmpty),
+    ("GET", "/v1/operator/keyring", Refusal::DeniedByAcls),
+    ("GET", "/v1/snapshot", Refusal::Forbidden),
+    ("GET", "/v1/acl/tokens", Refusal::Forbidden),
+    ("GET", "/v1/agent/self", Refusal::Forbidden),
+    ("PUT", "/v1/agent/leave", Refusal::Forbidden),
 ];
 
 /// Anonymous: the catalog lists every machine; KV, keyring, snapshot, ACLs and the agent are refused.
@@ -51,7 +81,7 @@ pub fn anonymous_is_read_only(lab: &Lab) -> Check {
             ev.push_str(&format!("GET /v1/catalog/nodes: {e:#}\n"));
         }
     }
-    for (method, path) in DENIED {
+    for (method, path, refusal) in DENIED {
         match http::request(
             &lab.st.netns,
             method,
@@ -59,11 +89,13 @@ pub fn anonymous_is_read_only(lab: &Lab) -> Check {
             Duration::from_secs(10),
         ) {
             Ok(r) => {
-                ok &= r.status == 403;
+                let refused = refusal.holds(&r);
+                ok &= refused;
                 ev.push_str(&format!(
-                    "{method} {path}: {} {}\n",
+                    "{method} {path}: {} {} ({})\n",
                     r.status,
-                    first_line(&r.body)
+                    first_line(&r.body),
+                    if refused { "refused" } else { "NOT REFUSED" }
                 ));
             }
             Err(e) => {

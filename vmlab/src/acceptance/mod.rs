@@ -134,6 +134,7 @@ impl Test {
         report.add(usecase::routing_mesh(&lab, &image));
         step("first boot left behind");
         report.add(checks::firstboot_disabled(&lab));
+        report.add(checks::secret_off_the_card(&lab));
         let times = timing::measure(&lab, formation.as_ref(), self.machines.arch);
         step("rebooting node 1");
         let (c, reboot_times) = reboot::reboot_node(&lab);
