@@ -51,7 +51,7 @@ impl Status {
             let lan = lan_addresses
                 .first()
                 .map_or_else(|| "<lan-ip>".to_string(), |a| a.to_string());
-            crate::docker::laptop_context_command(&lan)
+            crate::docker::laptop_context_command(&crate::host::login_user::current(root), &lan)
         });
         let vlan_addresses = crate::net::link::addresses(vlan_interface).unwrap_or_default();
         if vlan_addresses.is_empty() {
@@ -272,7 +272,7 @@ mod tests {
         assert!(
             text.contains(&format!(
                 "laptop:        {}\n",
-                crate::docker::laptop_context_command("127.0.0.1")
+                crate::docker::laptop_context_command("cluster", "127.0.0.1")
             )),
             "{text}"
         );

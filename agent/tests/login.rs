@@ -314,6 +314,7 @@ fn firstboot_dry_run_leaves_login_untouched() {
     let fb = Firstboot {
         settings,
         config_text,
+        user_data: Default::default(),
         boot_config: None,
         hostname: Hostname::parse("login-test").unwrap(),
         secret: "0123456789abcdef0123456789abcdef".parse().unwrap(),

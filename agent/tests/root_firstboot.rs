@@ -151,6 +151,7 @@ impl Machine {
         let fb = Firstboot {
             settings,
             config_text,
+            user_data: Default::default(),
             boot_config: Some(boot_config),
             hostname: format!("fb-{name}").parse::<Hostname>().unwrap(),
             secret: SECRET.parse().unwrap(),

@@ -9,6 +9,7 @@ use clap::Args;
 use crate::config::{self, Settings};
 use crate::firstboot::{Finished, Firstboot};
 use crate::host::hostname::{self, Hostname};
+use crate::host::user_data::UserData;
 
 /// Exit status for a bad configuration: the unit does not restart on it (RestartPreventExitStatus=3).
 pub const EXIT_BAD_CONFIG: u8 = 3;
@@ -115,7 +116,7 @@ impl FirstbootArgs {
                 settings.cluster.secret = Some(kept);
             }
         }
-        let user_data = path.with_file_name("user-data");
+        let user_data = read_user_data(&path.with_file_name("user-data"))?;
         // The hostname: cluster-lab.toml, else the cloud-init style user-data beside it, else the system's own.
         let hostname = match settings.node.hostname.clone() {
             Some(h) => h,
@@ -123,11 +124,10 @@ impl FirstbootArgs {
                 let system = nix::unistd::gethostname()
                     .map(|h| h.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                match std::fs::read_to_string(&user_data)
-                    .ok()
-                    .and_then(|t| hostname::from_user_data(&t))
-                {
-                    Some(name) => Hostname::parse(&name).map_err(anyhow::Error::msg)?,
+                match &user_data.hostname {
+                    Some(name) => {
+                        Hostname::parse(name).map_err(|e| anyhow::anyhow!("user-data: {e}"))?
+                    }
                     // Nobody named this card: a name of its own from its MAC, not the image's shared default. A NIC
                     // that is not there yet (USB Ethernet comes up late) keeps the system's name for this run.
                     None if hostname::is_unnamed(&system) => {
@@ -157,6 +157,7 @@ impl FirstbootArgs {
         Ok(Firstboot {
             settings,
             config_text,
+            user_data,
             // Only a file found on the boot partition loses its secret, never one named with --config.
             boot_config: self.config.is_none().then_some(path),
             hostname,
@@ -166,6 +167,36 @@ impl FirstbootArgs {
             env: crate::firstboot::Environment::target(),
         })
     }
+}
+
+/// The cloud-init `user-data` beside cluster-lab.toml (Raspberry Pi Imager writes one), checked: a malformed file, a
+/// bad user name or a bad SSH key stops first boot before anything changed. No file is nothing to apply.
+fn read_user_data(path: &Path) -> anyhow::Result<UserData> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(UserData::default()),
+        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    };
+    let ud = UserData::parse(&text).with_context(|| format!("{}", path.display()))?;
+    if let Some(user) = &ud.user {
+        crate::host::login_user::check_name(&user.name)
+            .map_err(|e| anyhow::anyhow!("{}: user-data: {e}", path.display()))?;
+    }
+    for key in ud.login_keys() {
+        key.parse::<config::SshKey>()
+            .map_err(|e| anyhow::anyhow!("{}: user-data: SSH key: {e}", path.display()))?;
+    }
+    if let Some(tz) = &ud.timezone {
+        crate::host::timezone::check_name(tz)
+            .map_err(|e| anyhow::anyhow!("{}: user-data: {e}", path.display()))?;
+    }
+    if !ud.ignored.is_empty() {
+        eprintln!(
+            "cluster-lab: user-data: not applied (cluster-lab has no cloud-init): {}",
+            ud.ignored.join(", ")
+        );
+    }
+    Ok(ud)
 }
 
 /// The secret the machine keeps in /etc/cluster-lab/cluster-lab.toml, if an earlier first boot left it there.

@@ -8,11 +8,11 @@ pub mod join_token;
 pub mod swarm;
 
 /// The command that lets a laptop on the home LAN drive this cluster's Docker through SSH (no TCP socket, no
-/// TLS): the Docker CLI runs `docker system dial-stdio` on the master as the `cluster` user.
-pub fn laptop_context_command(master_lan: &str) -> String {
+/// TLS): the Docker CLI runs `docker system dial-stdio` on the master as the login `user` (`cluster`, or the name
+/// the card's user-data gave it; a member of group docker).
+pub fn laptop_context_command(user: &str, master_lan: &str) -> String {
     format!(
-        "docker context create cluster-lab --docker host=ssh://{}@{master_lan} && docker context use cluster-lab",
-        crate::host::login::USER
+        "docker context create cluster-lab --docker host=ssh://{user}@{master_lan} && docker context use cluster-lab"
     )
 }
 
@@ -21,7 +21,7 @@ mod tests {
     #[test]
     fn the_laptop_command_uses_ssh_as_the_cluster_user() {
         assert_eq!(
-            super::laptop_context_command("192.0.2.11"),
+            super::laptop_context_command("cluster", "192.0.2.11"),
             "docker context create cluster-lab --docker host=ssh://cluster@192.0.2.11 && docker context use cluster-lab"
         );
     }

@@ -20,7 +20,10 @@ use crate::election::{ClusterRole, Mac, Timing};
 use crate::host::hostname::{self, Hostname};
 use crate::host::render::RenderedFile;
 use crate::plan::Plan;
-use crate::{election::socket, host::login, host::networkd, host::stamp, host::systemd, net::vlan};
+use crate::{
+    election::socket, host::login, host::login_user, host::networkd, host::stamp, host::systemd,
+    net::vlan,
+};
 
 pub use crate::election::runner::{announce_master, elect, ElectionError, ElectionSetup};
 pub use services::{Environment, Services, Systemd};
@@ -43,6 +46,8 @@ pub struct Firstboot {
     pub settings: Settings,
     /// The cluster-lab.toml text, copied to [`ETC_CONFIG`].
     pub config_text: String,
+    /// What the card's cloud-init `user-data` asks for (Raspberry Pi Imager): login user, keys, timezone.
+    pub user_data: crate::host::user_data::UserData,
     /// The card's own cluster-lab.toml (on the boot partition) when first boot read it from there: the secret is
     /// taken off it once the machine keeps its copy in [`ETC_CONFIG`].
     pub boot_config: Option<PathBuf>,
@@ -63,6 +68,8 @@ pub struct Summary {
     pub role: ClusterRole,
     pub vlan_address: Ipv4Addr,
     pub lan_address: Option<Ipv4Addr>,
+    /// The login user (`cluster`, or as user-data named it).
+    pub login_user: String,
 }
 
 impl Summary {
@@ -76,7 +83,7 @@ impl Summary {
             ClusterRole::Master => format!(
                 "cluster-lab: master ready — open http://{lan}:8500\n\
                  cluster-lab: from your laptop: {}",
-                crate::docker::laptop_context_command(&lan)
+                crate::docker::laptop_context_command(&self.login_user, &lan)
             ),
             ClusterRole::Node => format!(
                 "cluster-lab: node ready at {} — cluster UI on the master, port 8500",
@@ -143,6 +150,7 @@ impl Firstboot {
         let net = &self.settings.network;
         let vlan_if = net.vlan_interface();
         self.step_login()?;
+        self.step_timezone();
         if self.step_hostname()? {
             // dockerd (the Swarm node name) and avahi (<hostname>.local) read the hostname when they start; they may
             // have started before this step on first boot.
@@ -198,6 +206,7 @@ impl Firstboot {
             role,
             vlan_address,
             lan_address: first_address(&net.interface),
+            login_user: login_user::current(&self.root),
         };
         self.step_secret_off_the_card()?;
         stamp::mark_done(&self.root, &summary.console_line())
@@ -248,6 +257,7 @@ impl Firstboot {
     /// Also gives overlay networks the VLAN's MTU by default (daemon.json), which dockerd only reads when it starts.
     pub async fn run_early(&self) -> anyhow::Result<()> {
         self.step_login()?;
+        self.step_timezone();
         self.step_hostname()?;
         self.step_overlay_default().await?;
         Ok(())
@@ -316,43 +326,84 @@ impl Firstboot {
         }
     }
 
-    /// The `cluster` user's SSH keys and password hash from `[node]`. Returns whether anything changed.
-    fn step_login(&self) -> anyhow::Result<bool> {
+    /// The login user: named as user-data says (the image's `cluster` renamed), with the SSH keys of `[node]` and
+    /// user-data, and the password hash of `[node]` or user-data. Returns whether anything changed.
+    pub fn step_login(&self) -> anyhow::Result<bool> {
         let node = &self.settings.node;
-        let keys: Vec<String> = node
+        let mut keys: Vec<String> = node
             .ssh_authorized_keys
             .iter()
             .map(|k| k.as_str().to_owned())
             .collect();
+        for k in self.user_data.login_keys() {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        let wanted = self.user_data.user.as_ref();
+        let renamed = match wanted {
+            Some(u) => login_user::rename(&self.root, &u.name, self.planning())
+                .with_context(|| format!("naming the login user {} (user-data)", u.name))?,
+            None => false,
+        };
+        // In a dry run nothing was renamed: the rest is planned for the user as it is now.
+        let user = match wanted {
+            Some(u) if !(renamed && self.plan.is_some()) => u.name.as_str(),
+            _ => login::USER,
+        };
         let login = login::Login {
-            user: login::USER,
+            user,
             keys: &keys,
-            password_hash: node.password_hash.as_deref(),
+            password_hash: node
+                .password_hash
+                .as_deref()
+                .or_else(|| wanted.and_then(|u| u.password_hash())),
         };
         let outcome = login
             .apply(&self.root, self.planning())
             .context("setting up login")?;
         if let Some(plan) = self.planning() {
-            if !outcome.changed() {
+            if !outcome.changed() && !renamed {
                 let password = match login.password_hash {
                     Some(_) => "password hash",
                     None => "no password",
                 };
                 plan.note(format!(
-                    "login of {}: nothing to change ({} keys, {password})",
-                    login::USER,
+                    "login of {user}: nothing to change ({} keys, {password})",
                     login.keys.len(),
                 ));
             }
-            return Ok(outcome.changed());
+            return Ok(renamed || outcome.changed());
         }
         tracing::info!(
+            user,
+            renamed,
             keys = login.keys.len(),
             password = login.password_hash.is_some(),
             changed = outcome.changed(),
             "login set"
         );
-        Ok(outcome.changed())
+        Ok(renamed || outcome.changed())
+    }
+
+    /// The timezone user-data names, if any. A zone the image does not have is a warning, not a stop: the cluster
+    /// works in UTC.
+    pub fn step_timezone(&self) -> bool {
+        let Some(tz) = &self.user_data.timezone else {
+            return false;
+        };
+        match crate::host::timezone::apply(&self.root, tz, self.planning()) {
+            Ok(changed) => {
+                if changed && self.plan.is_none() {
+                    tracing::info!(timezone = %tz, "timezone set");
+                }
+                changed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "timezone left as it is");
+                false
+            }
+        }
     }
 
     /// Returns whether the kernel hostname changed.
@@ -481,19 +532,21 @@ mod tests {
             role: ClusterRole::Master,
             vlan_address: "192.168.200.1".parse().unwrap(),
             lan_address: Some("192.0.2.11".parse().unwrap()),
+            login_user: "alice".into(),
         };
         let lines: Vec<String> = master.console_line().lines().map(String::from).collect();
         assert_eq!(
             lines,
             [
                 "cluster-lab: master ready — open http://192.0.2.11:8500",
-                "cluster-lab: from your laptop: docker context create cluster-lab --docker host=ssh://cluster@192.0.2.11 && docker context use cluster-lab",
+                "cluster-lab: from your laptop: docker context create cluster-lab --docker host=ssh://alice@192.0.2.11 && docker context use cluster-lab",
             ]
         );
         let node = Summary {
             role: ClusterRole::Node,
             vlan_address: "192.168.200.101".parse().unwrap(),
             lan_address: None,
+            login_user: "cluster".into(),
         };
         assert_eq!(node.console_line().lines().count(), 1);
     }

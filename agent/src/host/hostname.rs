@@ -25,16 +25,6 @@ pub fn is_unnamed(name: &str) -> bool {
     matches!(name, "" | IMAGE_DEFAULT | "localhost" | "(none)")
 }
 
-/// The `hostname:` value of a cloud-init style `user-data` document, if it has one at the top level.
-pub fn from_user_data(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix("hostname:")?;
-        let value = value.split('#').next().unwrap_or("").trim();
-        let value = value.trim_matches(|c| c == '"' || c == '\'');
-        (!value.is_empty()).then(|| value.to_string())
-    })
-}
-
 /// `/etc/hostname`.
 pub fn render_hostname_file(name: &Hostname) -> RenderedFile {
     RenderedFile {
@@ -104,18 +94,6 @@ mod tests {
         assert_eq!(unnamed_default(mac).as_str(), "cl-12ab9f");
         assert!(is_unnamed(IMAGE_DEFAULT) && is_unnamed("localhost") && is_unnamed(""));
         assert!(!is_unnamed("node1"));
-    }
-
-    #[test]
-    fn reads_user_data_hostname() {
-        let doc = "#cloud-config\n# comment\nhostname: cluster-node-2 # set by flash\nmanage_etc_hosts: true\n";
-        assert_eq!(from_user_data(doc).as_deref(), Some("cluster-node-2"));
-        assert_eq!(
-            from_user_data("hostname: 'quoted'\n").as_deref(),
-            Some("quoted")
-        );
-        assert_eq!(from_user_data("#cloud-config\nusers: []\n"), None);
-        assert_eq!(from_user_data("  hostname: nested\n"), None);
     }
 
     #[test]
