@@ -289,7 +289,7 @@ pub fn write(image: &Path, target: &Target) -> Result<Written> {
 pub fn personalise(target: &Path, hostname: &str, ssh_keys: Option<&[String]>) -> Result<String> {
     edit::validate_hostname(hostname)?;
     let located = disk::locate(target)?;
-    let vol = FatVolume::open(target, &located.boot, true)?;
+    let vol = FatVolume::open(target, &located.boot, false)?;
     let text = match vol.read(cluster_lab_config::FILE_NAME)? {
         Some(b) => String::from_utf8(b).map_err(|_| {
             ImageError::Invalid(format!(
@@ -301,20 +301,31 @@ pub fn personalise(target: &Path, hostname: &str, ssh_keys: Option<&[String]>) -
         None => cluster_lab_config::DEFAULT_TOML.to_string(),
     };
     let new = edit::set_node(&text, hostname, ssh_keys)?;
-    vol.write(cluster_lab_config::FILE_NAME, new.as_bytes())?;
+    drop(vol);
+    write_boot_files(target, &[(cluster_lab_config::FILE_NAME, new.as_bytes())])?;
+    Ok(new)
+}
+
+/// Write `files` (name, contents) into the root of `target`'s boot partition, as a flasher that personalises the
+/// card does (Raspberry Pi Imager's `user-data`, `meta-data`), and read them back.
+pub fn write_boot_files(target: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    let located = disk::locate(target)?;
+    let vol = FatVolume::open(target, &located.boot, true)?;
+    for (name, data) in files {
+        vol.write(name, data)?;
+    }
     vol.close()?;
     let vol = FatVolume::open(target, &located.boot, false)?;
-    if vol.read(cluster_lab_config::FILE_NAME)?.as_deref() != Some(new.as_bytes()) {
-        return Err(ImageError::Fat {
-            path: target.into(),
-            index: located.boot.index,
-            reason: format!(
-                "{} reads back different from what was written",
-                cluster_lab_config::FILE_NAME
-            ),
-        });
+    for (name, data) in files {
+        if vol.read(name)?.as_deref() != Some(*data) {
+            return Err(ImageError::Fat {
+                path: target.into(),
+                index: located.boot.index,
+                reason: format!("{name} reads back different from what was written"),
+            });
+        }
     }
-    Ok(new)
+    Ok(())
 }
 
 /// Ask the kernel to re-read the partition table of a flashed device (`blockdev --rereadpt`), so the

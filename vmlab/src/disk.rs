@@ -119,11 +119,52 @@ fn pi_boot_files(config_txt: &str) -> (Option<String>, Option<String>) {
 /// `cluster-lab.toml` (what `cargo xtask flash --hostname H --ssh-key K` writes on a card), then
 /// grown to `size` bytes like a bigger SD card (the image grows its root filesystem on first boot).
 pub fn prepare(image: &Path, out: &Path, hostname: &str, ssh_pub: &str, size: u64) -> Result<()> {
+    copy_and_personalise(image, out, size, |card| {
+        flash::personalise(card, hostname, Some(&[ssh_pub.trim().to_string()]))
+            .map(drop)
+            .with_context(|| format!("setting hostname {hostname} in {}", card.display()))
+    })
+}
+
+/// A VM's disk flashed the way Raspberry Pi Imager personalises a card: `user-data` (hostname, user
+/// [`crate::imager::USER`] with the test key, a timezone) and `meta-data` on the boot partition, cluster-lab.toml as
+/// the image has it (no hostname, no keys); then grown to `size` bytes.
+pub fn prepare_imager(
+    image: &Path,
+    out: &Path,
+    hostname: &str,
+    ssh_pub: &str,
+    size: u64,
+) -> Result<()> {
+    copy_and_personalise(image, out, size, |card| {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let user_data = crate::imager::user_data(hostname, ssh_pub);
+        let meta_data = crate::imager::meta_data(now_ms);
+        flash::write_boot_files(
+            card,
+            &[
+                ("user-data", user_data.as_bytes()),
+                ("meta-data", meta_data.as_bytes()),
+            ],
+        )
+        .with_context(|| format!("writing Imager's user-data into {}", card.display()))
+    })
+}
+
+/// Copy `image` to `out` (sparse), let `personalise` edit the copy, grow it to `size` bytes; `out` appears only
+/// when all of that worked.
+fn copy_and_personalise(
+    image: &Path,
+    out: &Path,
+    size: u64,
+    personalise: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let partial = out.with_extension("img.partial");
     let len = disk::unpack(image, &partial)
         .with_context(|| format!("copying {} to {}", image.display(), partial.display()))?;
-    flash::personalise(&partial, hostname, Some(&[ssh_pub.trim().to_string()]))
-        .with_context(|| format!("setting hostname {hostname} in {}", partial.display()))?;
+    personalise(&partial)?;
     if size > len {
         let f = std::fs::OpenOptions::new().write(true).open(&partial)?;
         f.set_len(size)

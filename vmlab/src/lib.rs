@@ -13,6 +13,7 @@ pub mod disk;
 pub mod down;
 pub mod host;
 pub mod http;
+pub mod imager;
 pub mod serial;
 pub mod ssh;
 pub mod state;

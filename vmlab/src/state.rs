@@ -37,6 +37,9 @@ pub struct Machine {
     pub files: vm::Files,
     /// When it was powered on (milliseconds since the Unix epoch), once it was.
     pub powered_on_ms: Option<u64>,
+    /// Flashed the way Raspberry Pi Imager does (user-data on the boot partition) instead of by cluster-lab.toml.
+    #[serde(default)]
+    pub imager: bool,
 }
 
 /// The state directory of cluster `name`.
@@ -126,12 +129,30 @@ impl State {
         }
     }
 
+    /// SSH to machine `m` as its login user: the test key is flashed for `cluster`, or, on a card flashed the Imager
+    /// way, for the user its user-data names.
+    pub fn ssh_for(&self, m: &Machine) -> super::ssh::Ssh {
+        super::ssh::Ssh {
+            user: m.login_user(&self.ssh_user).to_string(),
+            ..self.ssh()
+        }
+    }
+
     pub fn router_files(&self) -> super::switch::RouterFiles {
         super::switch::RouterFiles::new(&self.dir())
     }
 }
 
 impl Machine {
+    /// The user the test key logs in as on this machine.
+    pub fn login_user<'a>(&self, flashed: &'a str) -> &'a str {
+        if self.imager {
+            super::imager::USER
+        } else {
+            flashed
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.files.pid()
     }

@@ -90,7 +90,7 @@ impl SshArgs {
     pub fn run(self) -> Result<()> {
         let st = State::require(&self.name)?;
         let m = st.machine(&self.machine)?;
-        let ssh = st.ssh();
+        let ssh = st.ssh_for(m);
         let ip = m.lan_ip.to_string();
         if self.command.is_empty() {
             let status = ssh.interactive(&ip).status().context("running ssh")?;

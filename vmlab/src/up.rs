@@ -63,6 +63,11 @@ pub struct Up {
     /// Also wait until every machine is Ready in Docker Swarm (checked over SSH on the master).
     #[arg(long)]
     pub wait_swarm: bool,
+    /// Flash this machine (a hostname: node2, vm3, …) the way Raspberry Pi Imager personalises a card: user-data
+    /// with its hostname, user `pi` with the test key and timezone Europe/Berlin on the boot partition, nothing in
+    /// cluster-lab.toml. Repeat for more machines; `cluster ssh` logs in as `pi` there.
+    #[arg(long, value_name = "HOSTNAME")]
+    pub imager: Vec<String>,
 }
 
 /// What `up` measured, written to `artifacts/formation.json`.
@@ -147,6 +152,13 @@ impl Up {
     /// Valid arguments, root, the host tools, and the image to boot.
     fn check_host_and_image(&self) -> Result<PathBuf> {
         state::validate_name(&self.name)?;
+        let names = self.hostnames();
+        if let Some(unknown) = self.imager.iter().find(|h| !names.contains(h)) {
+            bail!(
+                "--imager {unknown}: no such machine; this cluster's are {}",
+                names.join(", ")
+            );
+        }
         if !(1..=9).contains(&self.machines.nodes) {
             bail!(
                 "--nodes {}: the virtual cluster runs 1 to 9 machines",
@@ -192,6 +204,7 @@ impl Up {
                     lan_ip: switch::lan_ip(i),
                     disk: vdir.join("disk.img"),
                     files: vm::Files::new(&vdir),
+                    imager: self.imager.contains(&hostname),
                     hostname,
                     powered_on_ms: None,
                 }
@@ -210,9 +223,15 @@ impl Up {
         let boot = disk::extract_boot_files(image, self.machines.arch, &st.dir().join("boot"))?;
         for m in &st.machines {
             std::fs::create_dir_all(&m.files.dir)?;
-            disk::prepare(image, &m.disk, &m.hostname, pubkey, self.disk_size)?;
+            let how = if m.imager {
+                disk::prepare_imager(image, &m.disk, &m.hostname, pubkey, self.disk_size)?;
+                "the Imager way: user-data with hostname, user pi, test key"
+            } else {
+                disk::prepare(image, &m.disk, &m.hostname, pubkey, self.disk_size)?;
+                "hostname, test key in cluster-lab.toml"
+            };
             eprintln!(
-                "cluster: {:<8} disk {} flashed (hostname, test key), {} MiB",
+                "cluster: {:<8} disk {} flashed ({how}), {} MiB",
                 m.hostname,
                 rel(&m.disk).display(),
                 self.disk_size >> 20

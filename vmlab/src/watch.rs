@@ -130,7 +130,14 @@ impl<'a> Watcher<'a> {
         {
             return;
         }
-        match self.ssh.run(
+        // As the master's own login user (`pi` on a card flashed the Imager way).
+        let ssh = crate::ssh::Ssh {
+            user: self.state.machines[master]
+                .login_user(&self.ssh.user)
+                .to_string(),
+            ..self.ssh.clone()
+        };
+        match ssh.run(
             &master_ip,
             "docker node ls --format '{{.Hostname}} {{.Status}}'",
             Duration::from_secs(20),

@@ -63,17 +63,15 @@ pub fn master_reachable(lab: &Lab) -> Check {
     Check::verdict(NAME, ping_ok && ssh.is_ok(), ev)
 }
 
-/// Every machine lets `cluster` in with the key `flash` wrote into its cluster-lab.toml (that key alone).
+/// Every machine lets its login user in with the key flashed onto its card (that key alone): `cluster` with the key
+/// in cluster-lab.toml, or on a card flashed the Imager way the user its user-data names.
 pub fn flashed_key(lab: &Lab) -> Check {
-    const NAME: &str =
-        "SSH as cluster with the key flashed into cluster-lab.toml, on every machine";
-    let ssh = crate::ssh::Ssh {
-        keys: vec![lab.st.ssh_key.clone()],
-        ..lab.ssh.clone()
-    };
+    const NAME: &str = "SSH with the key flashed onto the card, on every machine (as cluster, with cluster-lab.toml; \
+                        as the user-data's user, with Raspberry Pi Imager's files)";
     let mut ok = true;
     let mut ev = String::new();
     for m in &lab.st.machines {
+        let ssh = lab.st.ssh_for(m);
         let r = ssh.run(
             &m.lan_ip.to_string(),
             "hostname",
@@ -81,8 +79,9 @@ pub fn flashed_key(lab: &Lab) -> Check {
         );
         ok &= r.is_ok();
         ev.push_str(&format!(
-            "{}: {}\n",
+            "{} as {}: {}\n",
             m.hostname,
+            ssh.user,
             match r {
                 Ok(h) => format!("logged in, hostname {}", h.trim()),
                 Err(e) => format!("{e:#}"),
@@ -94,7 +93,8 @@ pub fn flashed_key(lab: &Lab) -> Check {
 
 /// Every machine runs with the hostname it was flashed with.
 pub fn hostnames(lab: &Lab) -> Check {
-    const NAME: &str = "every machine has the hostname flashed into its cluster-lab.toml";
+    const NAME: &str =
+        "every machine has the hostname flashed onto its card (cluster-lab.toml, or Imager's user-data)";
     let mut ok = true;
     let mut ev = String::new();
     for m in &lab.st.machines {
@@ -113,6 +113,50 @@ pub fn hostnames(lab: &Lab) -> Check {
         ));
     }
     Check::verdict(NAME, ok, ev)
+}
+
+/// A card flashed the Raspberry Pi Imager way came up as its user-data says: the image's `cluster` renamed to the
+/// user-data's user (sudo without password, in group docker), the timezone set, the files left on the card.
+pub fn imager_card(lab: &Lab) -> Option<Check> {
+    const NAME: &str =
+        "the card flashed the Raspberry Pi Imager way: user-data's user (cluster renamed, sudo, \
+                        docker), timezone";
+    let cards: Vec<_> = lab.st.machines.iter().filter(|m| m.imager).collect();
+    if cards.is_empty() {
+        return None;
+    }
+    let mut ok = true;
+    let mut ev = String::new();
+    for m in cards {
+        let user = crate::imager::USER;
+        let r = lab.sh(
+            m,
+            &format!(
+                "id -nG {user}; getent passwd cluster >/dev/null && echo cluster-present || echo cluster-gone; \
+                 cat /etc/timezone; readlink /etc/localtime; test -s /boot/firmware/user-data && echo user-data-kept"
+            ),
+        );
+        let good = r.as_ref().is_ok_and(|o| {
+            let lines: Vec<&str> = o.lines().map(str::trim).collect();
+            lines.len() == 5
+                && lines[0].split_whitespace().any(|g| g == "sudo")
+                && lines[0].split_whitespace().any(|g| g == "docker")
+                && lines[1] == "cluster-gone"
+                && lines[2] == crate::imager::TIMEZONE
+                && lines[3] == format!("/usr/share/zoneinfo/{}", crate::imager::TIMEZONE)
+                && lines[4] == "user-data-kept"
+        });
+        ok &= good;
+        ev.push_str(&format!(
+            "{} ({user}): {}\n",
+            m.hostname,
+            match r {
+                Ok(o) => o.trim().replace('\n', " | "),
+                Err(e) => format!("{e:#}"),
+            }
+        ));
+    }
+    Some(Check::verdict(NAME, ok, ev))
 }
 
 /// `http://<master-lan-ip>:8500/ui/` is Consul's web UI.

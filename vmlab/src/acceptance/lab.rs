@@ -47,9 +47,10 @@ impl Lab {
         self.master().lan_ip.to_string()
     }
 
-    /// Run a shell command as root on machine `m` over SSH (sudo as the `cluster` user; 2-minute limit).
+    /// Run a shell command as root on machine `m` over SSH (sudo as its login user; 2-minute limit).
     pub fn sh(&self, m: &Machine, cmd: &str) -> Result<String> {
-        self.ssh
+        self.st
+            .ssh_for(m)
             .run_as_root(&m.lan_ip.to_string(), cmd, Duration::from_secs(120))
     }
 

@@ -57,6 +57,11 @@ impl Test {
             simultaneous,
             disk_size: 4 << 30,
             ssh_user: "cluster".into(),
+            // The last node of the master-first cluster is flashed the Raspberry Pi Imager way.
+            imager: match (simultaneous, nodes) {
+                (false, 3..) => vec![format!("node{}", nodes - 1)],
+                _ => Vec::new(),
+            },
             wait_swarm: !simultaneous,
         }
     }
@@ -119,6 +124,9 @@ impl Test {
         report.add(checks::master_reachable(&lab));
         report.add(checks::flashed_key(&lab));
         report.add(checks::hostnames(&lab));
+        if let Some(c) = checks::imager_card(&lab) {
+            report.add(c);
+        }
         report.add(checks::consul_ui(&lab));
         report.add(browser::nodes_page(&lab, &artifacts));
         step("cluster VLAN, Consul members, Swarm");
