@@ -122,6 +122,12 @@ fn build_in(
     report("==> compressing and hashing".into());
     let published = output::publish(work, &recipe.out, recipe.compression)?;
     report(format!("    {:.1} s", t.elapsed().as_secs_f64()));
+    if let Some(list) = crate::imager::write(&recipe.out, &published, recipe.arch)? {
+        report(format!(
+            "    Raspberry Pi Imager OS list: {} (Imager: App Options, Content Repository, Use custom file)",
+            list.display()
+        ));
+    }
     Ok(published)
 }
 

@@ -26,6 +26,7 @@ pub mod ext4;
 pub mod fat;
 pub mod flash;
 pub mod host_tools;
+pub mod imager;
 pub mod inject;
 pub mod mbr;
 pub mod output;

@@ -40,6 +40,7 @@ pub struct Published {
     pub image_sha256: String,
     pub image_size: u64,
     pub compressed_size: Option<u64>,
+    pub compressed_sha256: Option<String>,
 }
 
 /// `OUT` + `.ext`, keeping dots in OUT (e.g. `cluster-lab-arm64` → `cluster-lab-arm64.img`).
@@ -60,7 +61,7 @@ fn partial(path: &Path) -> PathBuf {
 /// its own result.
 pub fn remove_previous(out: &Path) -> Result<()> {
     let mut stale = Vec::new();
-    for ext in ["img", "img.zst", "img.xz", "sha256"] {
+    for ext in ["img", "img.zst", "img.xz", "sha256", "rpi-imager.json"] {
         let p = with_ext(out, ext);
         // Leftovers of an interrupted build, too.
         stale.push(partial(&p));
@@ -207,6 +208,7 @@ fn publish_inner(work: &Path, out: &Path, compression: Compression) -> Result<Pu
         image_sha256,
         image_size,
         compressed_size,
+        compressed_sha256: compressed_hash,
     })
 }
 

@@ -129,7 +129,16 @@ fn image_then_flash_a_file() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["lab.img", "lab.img.zst", "lab.sha256"], "{log}");
+    assert_eq!(
+        names,
+        [
+            "lab.img",
+            "lab.img.zst",
+            "lab.rpi-imager.json",
+            "lab.sha256"
+        ],
+        "{log}"
+    );
     // The image and its compressed copy carry the cluster secret: owner only.
     for name in ["lab.img", "lab.img.zst"] {
         let mode = std::fs::metadata(dir.path().join("out").join(name))
@@ -148,6 +157,34 @@ fn image_then_flash_a_file() {
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stdout)
+    );
+    // Raspberry Pi Imager's OS list describes these very files: sizes and digests as sha256sum sees them.
+    let sums = std::fs::read_to_string(dir.path().join("out/lab.sha256")).unwrap();
+    let digest_of = |name: &str| {
+        sums.lines()
+            .find(|l| l.ends_with(&format!("  {name}")))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .to_string()
+    };
+    let list: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/lab.rpi-imager.json")).unwrap(),
+    )
+    .unwrap();
+    let os = &list["os_list"][0];
+    assert_eq!(os["extract_sha256"], digest_of("lab.img"));
+    assert_eq!(os["image_download_sha256"], digest_of("lab.img.zst"));
+    let size = |name: &str| {
+        std::fs::metadata(dir.path().join("out").join(name))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(os["extract_size"], size("lab.img"));
+    assert_eq!(os["image_download_size"], size("lab.img.zst"));
+    assert_eq!(os["init_format"], "cloudinit");
+    assert!(
+        os["url"].as_str().unwrap().ends_with("/out/lab.img.zst"),
+        "{os}"
     );
 
     let img = dir.path().join("out/lab.img");
