@@ -311,20 +311,38 @@ pub fn swarm_nodes(lab: &Lab) -> Check {
 
 /// Both first-boot units are disabled and the stamp written on every machine.
 pub fn firstboot_disabled(lab: &Lab) -> Check {
-    const NAME: &str = "cluster-lab-firstboot.service and cluster-lab-early.service disabled (and stamped done) on every machine";
+    on_every_machine(
+        lab,
+        "cluster-lab-firstboot.service and cluster-lab-early.service disabled (and stamped done) on every machine",
+        "systemctl is-enabled cluster-lab-firstboot.service cluster-lab-early.service; \
+         test -e /var/lib/cluster-lab/firstboot.done && echo stamp-present || echo stamp-missing",
+        &["disabled", "disabled", "stamp-present"],
+    )
+}
+
+/// After first boot the card's boot partition no longer carries the cluster secret; the machine keeps it in
+/// /etc/cluster-lab/cluster-lab.toml, readable by root only.
+pub fn secret_off_the_card(lab: &Lab) -> Check {
+    on_every_machine(
+        lab,
+        "the secret is off every card's boot partition and kept in /etc/cluster-lab (0600 root)",
+        "grep -c '^[[:space:]]*secret[[:space:]]*=' /boot/firmware/cluster-lab.toml; \
+         grep -c '^[[:space:]]*secret[[:space:]]*=' /etc/cluster-lab/cluster-lab.toml; \
+         stat -c '%a %U' /etc/cluster-lab/cluster-lab.toml; true",
+        &["0", "1", "600 root"],
+    )
+}
+
+/// Run `cmd` as root on every machine: PASS when each prints exactly the `expected` lines. The evidence is each
+/// machine's output on one line.
+fn on_every_machine(lab: &Lab, name: &str, cmd: &str, expected: &[&str]) -> Check {
     let mut ok = true;
     let mut ev = String::new();
     for m in &lab.st.machines {
-        let r = lab.sh(
-            m,
-            "systemctl is-enabled cluster-lab-firstboot.service cluster-lab-early.service; \
-             test -e /var/lib/cluster-lab/firstboot.done && echo stamp-present || echo stamp-missing",
-        );
-        let good = r.as_ref().is_ok_and(|o| {
-            let lines: Vec<&str> = o.lines().map(str::trim).collect();
-            lines == ["disabled", "disabled", "stamp-present"]
-        });
-        ok &= good;
+        let r = lab.sh(m, cmd);
+        ok &= r
+            .as_ref()
+            .is_ok_and(|o| o.lines().map(str::trim).eq(expected.iter().copied()));
         ev.push_str(&format!(
             "{}: {}\n",
             m.hostname,
@@ -334,38 +352,7 @@ pub fn firstboot_disabled(lab: &Lab) -> Check {
             }
         ));
     }
-    Check::verdict(NAME, ok, ev)
-}
-
-/// After first boot the card's boot partition no longer carries the cluster secret; the machine keeps it in
-/// /etc/cluster-lab/cluster-lab.toml, readable by root only.
-pub fn secret_off_the_card(lab: &Lab) -> Check {
-    const NAME: &str =
-        "the secret is off every card's boot partition and kept in /etc/cluster-lab (0600 root)";
-    let mut ok = true;
-    let mut ev = String::new();
-    for m in &lab.st.machines {
-        let r = lab.sh(
-            m,
-            "grep -c '^[[:space:]]*secret[[:space:]]*=' /boot/firmware/cluster-lab.toml; \
-             grep -c '^[[:space:]]*secret[[:space:]]*=' /etc/cluster-lab/cluster-lab.toml; \
-             stat -c '%a %U' /etc/cluster-lab/cluster-lab.toml; true",
-        );
-        let good = r.as_ref().is_ok_and(|o| {
-            let lines: Vec<&str> = o.lines().map(str::trim).collect();
-            lines == ["0", "1", "600 root"]
-        });
-        ok &= good;
-        ev.push_str(&format!(
-            "{}: card, kept, mode: {}\n",
-            m.hostname,
-            match r {
-                Ok(o) => o.trim().replace('\n', ", "),
-                Err(e) => format!("{e:#}"),
-            }
-        ));
-    }
-    Check::verdict(NAME, ok, ev)
+    Check::verdict(name, ok, ev)
 }
 
 /// Nothing listens for the Docker API on TCP (2375/2376) on any machine's home-LAN address.

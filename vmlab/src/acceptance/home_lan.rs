@@ -53,8 +53,8 @@ const DENIED: &[(&str, &str, Refusal)] = &[
 /// Anonymous: the catalog lists every machine; KV, keyring, snapshot, ACLs and the agent are refused.
 pub fn anonymous_is_read_only(lab: &Lab) -> Check {
     const NAME: &str =
-        "from the home LAN without a token: every node in the catalog, and KV, keyring, snapshot, \
-                        ACL and agent endpoints refused (403)";
+        "from the home LAN without a token: every node in the catalog; KV (write, read, list), keyring, \
+         snapshot, ACL and agent endpoints refused";
     let base = format!("http://{}:8500", lab.master_ip());
     let mut ok = true;
     let mut ev = String::new();
