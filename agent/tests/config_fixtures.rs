@@ -248,6 +248,20 @@ fn inline_tables_dotted_keys_and_integer_seconds() {
 }
 
 #[test]
+fn a_nic_name_too_long_for_a_dotted_vlan_name_gets_vlan_id() {
+    let s = Settings::load(&data_dir("good").join("predictable-nic-name.toml")).unwrap();
+    assert_eq!(s.network.interface, "enxb827eb123456");
+    assert_eq!(s.network.vlan_interface(), "vlan200");
+    // 15 bytes exactly still fits: "enp1s0f0.4094" is 13, "eth0.4094" 9.
+    let s = Settings::parse(
+        "[network]\ninterface = \"enp1s0f1\"\nvlan = 4094\n",
+        Path::new("x.toml"),
+    )
+    .unwrap();
+    assert_eq!(s.network.vlan_interface(), "enp1s0f1.4094");
+}
+
+#[test]
 fn vlan_bounds_and_windows_line_ends_are_accepted() {
     let s = Settings::load(&data_dir("good").join("vlan-1.toml")).unwrap();
     assert_eq!(s.network.vlan_interface(), "eth0.1");

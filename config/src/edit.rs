@@ -115,6 +115,11 @@ pub fn secret(text: &str) -> Result<Option<String>> {
         .map(str::to_string))
 }
 
+/// Set `[network] interface` (first boot writes the link `interface = "auto"` found).
+pub fn set_interface(text: &str, interface: &str) -> Result<String> {
+    set(text, "network", "interface", interface.into(), None)
+}
+
 /// `text` without `[cluster] secret`, a comment line `# {note}` under the `[cluster]` header in its place; `None`
 /// when there is no secret to remove (so a second call changes nothing).
 pub fn remove_secret(text: &str, note: &str) -> Result<Option<String>> {

@@ -53,9 +53,16 @@ pub struct NetworkSettings {
 }
 
 impl NetworkSettings {
-    /// Name of the VLAN interface, e.g. `eth0.200`.
+    /// Name of the VLAN link: `<interface>.<vlan>` (`eth0.200`) when that fits Linux's 15-byte limit, else
+    /// `vlan<id>` (`vlan200`): a predictable or USB NIC name such as `enxb827eb123456` leaves no room for the
+    /// suffix. The one place the name is made.
     pub fn vlan_interface(&self) -> String {
-        format!("{}.{}", self.interface, self.vlan)
+        let dotted = format!("{}.{}", self.interface, self.vlan);
+        if dotted.len() <= crate::types::IFNAME_MAX {
+            dotted
+        } else {
+            format!("vlan{}", self.vlan)
+        }
     }
 }
 

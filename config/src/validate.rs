@@ -8,7 +8,7 @@ use ipnetwork::Ipv4Network;
 use toml::Spanned;
 
 use super::duration::format_duration;
-use super::types::{AddrRange, IFNAME_MAX};
+use super::types::AddrRange;
 use super::wire::{WireCluster, WireDhcp, WireFile, WireNetwork, WireNode};
 use super::{ClusterSettings, DhcpSettings, NetworkSettings, NodeSettings, Settings};
 
@@ -130,23 +130,6 @@ fn network(w: &WireNetwork, d: NetworkSettings) -> Result<NetworkSettings, Probl
     let vlan = value(&w.vlan, |v| v.0, d.vlan);
     let subnet = value(&w.subnet, |s| s.0, d.subnet);
     let master = value(&w.master, |m| m.0, first_host(subnet));
-
-    let vlan_if = format!("{interface}.{vlan}");
-    if vlan_if.len() > IFNAME_MAX {
-        let (at, key) = match span(&w.interface) {
-            Some(s) => (Some(s), "network.interface"),
-            None => (span(&w.vlan), "network.vlan"),
-        };
-        return Err(problem(
-            at,
-            key,
-            format!(
-                "the VLAN interface would be named {vlan_if:?} ({} bytes), longer than Linux's \
-                 {IFNAME_MAX}-byte limit; use a shorter interface name or VLAN id",
-                vlan_if.len()
-            ),
-        ));
-    }
 
     if let Err(why) = usable_host(subnet, master, w.subnet.is_none()) {
         return Err(problem(

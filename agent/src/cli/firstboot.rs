@@ -116,6 +116,15 @@ impl FirstbootArgs {
                 settings.cluster.secret = Some(kept);
             }
         }
+        if settings.network.interface == crate::net::link::AUTO {
+            let links = crate::net::link::links(Path::new("/sys/class/net"));
+            let found = crate::net::link::choose_wired(&links)?;
+            eprintln!("cluster-lab: network.interface = \"auto\": the wired link is {found}");
+            // The copy in /etc names it, for dhcpd and status after first boot.
+            config_text = config::edit::set_interface(&config_text, &found)
+                .with_context(|| format!("{}: naming the interface", path.display()))?;
+            settings.network.interface = found;
+        }
         let user_data = read_user_data(&path.with_file_name("user-data"))?;
         // The hostname: cluster-lab.toml, else the cloud-init style user-data beside it, else the system's own.
         let hostname = match settings.node.hostname.clone() {
