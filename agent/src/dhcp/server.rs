@@ -269,7 +269,11 @@ impl Server {
             debug!(client = %c.key, "decline without an address, ignored");
             return Outcome::default();
         };
-        let ours = self.pool.lease_at(ip).is_some_and(|l| l.client == c.key);
+        // The client identifier alone is easy to copy off the wire: the hardware address must be the lease's too.
+        let ours = self
+            .pool
+            .lease_at(ip)
+            .is_some_and(|l| l.client == c.key && l.hw == c.hw);
         if !ours {
             debug!(client = %c.key, address = %ip, "decline of an address the client does not hold, ignored");
             return Outcome::default();
@@ -289,7 +293,9 @@ impl Server {
             return Outcome::default();
         }
         let ip = req.msg.ciaddr();
-        if !self.pool.release(&c.key, ip, now) {
+        // As for DECLINE: a RELEASE naming the lease's client but sent with another hardware address is forged.
+        let same_hw = self.pool.lease_at(ip).is_some_and(|l| l.hw == c.hw);
+        if !same_hw || !self.pool.release(&c.key, ip, now) {
             debug!(client = %c.key, address = %ip, "release of an address the client does not hold, ignored");
             return Outcome::default();
         }

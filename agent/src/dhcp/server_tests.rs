@@ -316,6 +316,45 @@ fn release_and_decline() {
     );
 }
 
+/// A forger on the VLAN copies the victim's client identifier but not its hardware address (or sends the
+/// packet from its own): neither RELEASE nor DECLINE takes the victim's lease.
+#[test]
+fn release_and_decline_from_another_hardware_address_are_ignored() {
+    let mut s = Server::new(config());
+    let cid = vec![1, 2, 0, 0, 0, 0, 7];
+    let victim = |kind, mac| {
+        client_msg(
+            kind,
+            mac,
+            vec![
+                DhcpOption::ClientIdentifier(cid.clone()),
+                DhcpOption::ServerIdentifier(SERVER),
+            ],
+        )
+    };
+    let (offer, _) = exchange(&mut s, &victim(MessageType::Discover, 7), NOW);
+    let a = offer.unwrap().0.yiaddr();
+    let mut req = victim(MessageType::Request, 7);
+    req.opts_mut().insert(DhcpOption::RequestedIpAddress(a));
+    assert_eq!(
+        kind(&exchange(&mut s, &req, NOW).0.unwrap().0),
+        MessageType::Ack
+    );
+
+    let mut rel = victim(MessageType::Release, 9);
+    rel.set_ciaddr(a);
+    assert_eq!(exchange(&mut s, &rel, NOW + 1), (None, None));
+    let mut dec = victim(MessageType::Decline, 9);
+    dec.opts_mut().insert(DhcpOption::RequestedIpAddress(a));
+    assert_eq!(exchange(&mut s, &dec, NOW + 1), (None, None));
+    assert_eq!(s.pool().active(NOW + 2), 1, "the victim keeps its lease");
+
+    // The victim itself still can.
+    let mut rel = victim(MessageType::Release, 7);
+    rel.set_ciaddr(a);
+    assert!(exchange(&mut s, &rel, NOW + 3).1.is_some());
+}
+
 #[test]
 fn exhausted_pool_makes_no_offer() {
     let mut cfg = config();
