@@ -1,18 +1,24 @@
 //! Root tier: three candidates powered on at the same instant, each in its own network namespace on one bridge
 //! (standing in for the VLAN), run the real election: DHCP probe, claims over UDP broadcast, `arping -D` for the
 //! master address. Exactly one ends as master (the lowest MAC); the others hear its claim and become nodes.
+//!
+//! A rogue on the same bridge, with a lower MAC than any of them, keeps claiming to be the master — signed with
+//! another cluster's secret, in the unsigned format of older agents — and replays every genuine claim it hears.
+//! None of that counts: the genuine machines still elect exactly one master among themselves.
 
 mod support;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use cluster_lab::election::claim::ClaimKey;
 use cluster_lab::election::socket::{ClaimSocket, PORT};
 use cluster_lab::election::{Claim, ClusterRole, Mac, Timing};
 use cluster_lab::firstboot::{announce_master, elect, ElectionSetup};
 use support::{require_tool, Lab};
 
 const MASTER: &str = "192.0.2.1";
+const SECRET: &str = "root-election-secret-0123456789abcdef";
 
 #[test]
 fn three_candidates_powered_on_together_end_with_exactly_one_master() {
@@ -36,8 +42,16 @@ fn three_candidates_powered_on_together_end_with_exactly_one_master() {
         ns.ip(["link", "set", &inside, "address", mac]);
         spaces.push((ns, inside, mac.parse::<Mac>().unwrap()));
     }
+    let rogue = lab.netns("rogue");
+    lab.plug(&sw, "clelr1", &rogue, "clelr0");
+    rogue.ip(["link", "set", "clelr0", "address", "02:00:00:00:00:01"]);
     // Let the veth carriers come up and the bridge ports reach forwarding.
     std::thread::sleep(Duration::from_secs(1));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rogue_thread = {
+        let (ns, stop) = (rogue.clone(), stop.clone());
+        std::thread::spawn(move || ns.block_on(forge_and_replay("clelr0".into(), stop)))
+    };
 
     // All candidates at once, each on a thread of its own inside its namespace.
     let roles: Vec<ClusterRole> = std::thread::scope(|s| {
@@ -50,6 +64,13 @@ fn three_candidates_powered_on_together_end_with_exactly_one_master() {
             .collect();
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (forged, replayed) = rogue_thread.join().unwrap();
+    assert!(forged > 10, "the rogue sent {forged} forged claims");
+    assert!(
+        replayed > 0,
+        "the rogue heard and replayed {replayed} genuine claims"
+    );
 
     let masters: Vec<_> = roles
         .iter()
@@ -75,7 +96,7 @@ async fn candidate(ns: String, interface: String, mac: Mac) -> ClusterRole {
         arp_count: 2,
         give_up_after: Duration::from_secs(90),
     };
-    let socket = ClaimSocket::bind(&interface, PORT).unwrap();
+    let socket = ClaimSocket::bind(&interface, PORT, ClaimKey::from_secret(SECRET)).unwrap();
     let probe_ns = ns.clone();
     let probe_if = interface.clone();
     let role = elect(&setup, &socket, move || {
@@ -125,4 +146,61 @@ async fn candidate(ns: String, interface: String, mac: Mac) -> ClusterRole {
         .await;
     }
     role
+}
+
+/// The rogue: every 100 ms a master claim from MAC 02:00:00:00:00:01 signed with another cluster's secret and one in
+/// the old unsigned format; and every datagram it hears on the claim port, sent again. Returns how many forged
+/// claims and replays it sent.
+async fn forge_and_replay(
+    interface: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u32, u32) {
+    use std::net::SocketAddrV4;
+    let raw = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    raw.set_reuse_address(true).unwrap();
+    raw.set_broadcast(true).unwrap();
+    raw.bind_device(Some(interface.as_bytes())).unwrap();
+    raw.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT).into())
+        .unwrap();
+    raw.set_nonblocking(true).unwrap();
+    let socket = tokio::net::UdpSocket::from_std(raw.into()).unwrap();
+    let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, PORT);
+    let fake = Claim {
+        cluster: "root-test".into(),
+        mac: "02:00:00:00:00:01".parse().unwrap(),
+        master: true,
+    };
+    let other_key = ClaimKey::from_secret("another-cluster-same-name-0123456789");
+    let mut unsigned = b"CLAIM1\x01".to_vec();
+    unsigned.extend_from_slice(&fake.mac.0);
+    unsigned.push(9);
+    unsigned.extend_from_slice(b"root-test");
+    let (mut forged, mut replayed, mut counter) = (0u32, 0u32, u64::MAX / 2);
+    let mut buf = [0u8; 512];
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::select! {
+            _ = tick.tick() => {
+                counter += 1;
+                socket.send_to(&fake.encode(&other_key, counter), to).await.unwrap();
+                socket.send_to(&unsigned, to).await.unwrap();
+                forged += 2;
+            }
+            got = socket.recv_from(&mut buf) => {
+                let (n, from) = got.unwrap();
+                // Not its own datagrams: only what the genuine candidates sent.
+                let own = buf[..n] == unsigned[..] || buf[..n].starts_with(b"CLAIM2\x01\x02\x00\x00\x00\x00\x01");
+                if !own && from.port() == PORT {
+                    socket.send_to(&buf[..n], to).await.unwrap();
+                    replayed += 1;
+                }
+            }
+        }
+    }
+    (forged, replayed)
 }

@@ -7,7 +7,7 @@
 //! with an ARP probe that nobody holds the master address, and becomes master. A claim marked `master` (sent by an
 //! elected master until its DHCP service answers) turns every candidate into a node at once.
 
-mod claim;
+pub mod claim;
 pub mod runner;
 pub mod socket;
 

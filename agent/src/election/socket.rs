@@ -1,7 +1,9 @@
 //! The claim channel of the master election: UDP broadcasts on the VLAN interface.
 //!
 //! Port [`PORT`], sent to 255.255.255.255 from a socket bound to the interface (SO_BINDTODEVICE), so it works
-//! before the interface has an address and never leaves the VLAN.
+//! before the interface has an address and never leaves the VLAN. Every claim is signed with the cluster's
+//! [`ClaimKey`]; what arrives unsigned, signed with another key, or as a replay is dropped here, so the election
+//! only ever sees claims of machines holding this cluster's secret.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -9,6 +11,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::election::claim::{ClaimKey, Freshness};
 use crate::election::Claim;
 
 /// UDP port of cluster-lab election claims.
@@ -28,11 +34,20 @@ pub struct ClaimSocket {
     socket: UdpSocket,
     interface: String,
     port: u16,
+    key: ClaimKey,
+    /// The counter of the last claim sent: starts at the clock's milliseconds, so claims after a restart count on
+    /// from where the last run's did.
+    sent: AtomicU64,
+    fresh: Mutex<Freshness>,
 }
 
 impl ClaimSocket {
-    /// Bind to `port` (normally [`PORT`]) on `interface`.
-    pub fn bind(interface: &str, port: u16) -> Result<ClaimSocket, ClaimSocketError> {
+    /// Bind to `port` (normally [`PORT`]) on `interface`; claims are signed and checked with `key`.
+    pub fn bind(
+        interface: &str,
+        port: u16,
+        key: ClaimKey,
+    ) -> Result<ClaimSocket, ClaimSocketError> {
         let err = |step| {
             let interface = interface.to_string();
             move |source| ClaimSocketError {
@@ -53,18 +68,25 @@ impl ClaimSocket {
         s.set_nonblocking(true)
             .map_err(err("setting non-blocking"))?;
         let socket = UdpSocket::from_std(s.into()).map_err(err("registering with tokio"))?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         Ok(ClaimSocket {
             socket,
             interface: interface.into(),
             port,
+            key,
+            sent: AtomicU64::new(now_ms),
+            fresh: Mutex::new(Freshness::default()),
         })
     }
 
     /// Broadcast `claim` on the interface.
     pub async fn announce(&self, claim: &Claim) -> Result<(), ClaimSocketError> {
         let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, self.port);
+        let counter = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
         self.socket
-            .send_to(&claim.encode(), to)
+            .send_to(&claim.encode(&self.key, counter), to)
             .await
             .map_err(|source| ClaimSocketError {
                 interface: self.interface.clone(),
@@ -74,7 +96,7 @@ impl ClaimSocket {
         Ok(())
     }
 
-    /// The next well-formed claim received; junk datagrams are skipped with a debug log.
+    /// The next authentic, fresh claim received; anything else is skipped with a debug log.
     pub async fn receive(&self) -> Result<Claim, ClaimSocketError> {
         let mut buf = [0u8; 512];
         loop {
@@ -87,9 +109,23 @@ impl ClaimSocket {
                         step: "receiving claims",
                         source,
                     })?;
-            match Claim::decode(&buf[..n]) {
-                Some(c) => return Ok(c),
-                None => tracing::debug!(%from, len = n, "ignoring datagram that is not a claim"),
+            match Claim::decode(&buf[..n], &self.key) {
+                Some((c, counter)) => {
+                    let fresh = self
+                        .fresh
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .accept(c.mac, counter);
+                    if fresh {
+                        return Ok(c);
+                    }
+                    tracing::debug!(%from, mac = %c.mac, counter, "ignoring a replayed claim");
+                }
+                None => tracing::debug!(
+                    %from,
+                    len = n,
+                    "ignoring datagram that is not a claim of this cluster (unsigned or another key)"
+                ),
             }
         }
     }

@@ -466,7 +466,8 @@ impl Firstboot {
             arp_count: 2,
             give_up_after: Duration::from_secs(600),
         };
-        let socket = socket::ClaimSocket::bind(&vlan_if, socket::PORT)
+        let key = crate::election::claim::ClaimKey::from_secret(self.secret.expose());
+        let socket = socket::ClaimSocket::bind(&vlan_if, socket::PORT, key)
             .context("opening the claim socket")?;
         let cluster = setup.cluster.clone();
         let probe_if = vlan_if.clone();
