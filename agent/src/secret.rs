@@ -16,6 +16,8 @@ pub const GOSSIP_LABEL: &str = "cluster-lab consul gossip";
 
 /// Label of Consul node IDs (followed by a NUL and the hostname).
 pub const NODE_ID_LABEL: &str = "cluster-lab consul node id";
+/// Label of the key that authenticates the master's DHCP marker.
+pub const MARKER_LABEL: &str = "cluster-lab dhcp master marker";
 /// Label of the key that authenticates election claims.
 pub const CLAIM_LABEL: &str = "cluster-lab election claims";
 /// Label of Consul's management token (`acl.tokens.master` on the master, the agent token everywhere).

@@ -179,6 +179,84 @@ fn probe_finds_this_clusters_master_among_foreign_servers() {
     assert_eq!(dhcpd.leases().address_of(&mac), None, "{}", ctx());
 }
 
+/// A DHCP server that copies the master's marker (vendor class `cluster-lab`, the cluster name in option 43) but
+/// cannot make its tag: to a probe that knows the cluster secret it is an impostor, not the master; the real master,
+/// which signs its marker with the secret, is found beside it.
+#[test]
+fn a_server_copying_the_marker_is_not_the_master() {
+    const SECRET: &str = "root-probe-secret-0123456789abcdef";
+    let mut lab = Lab::new("prbfake");
+    let (client, srv) = segment(&mut lab, &[("srv", MASTER), ("fake", "192.168.200.2/24")]);
+    // "lab" in option 43: sub-option 1, length 3.
+    let copycat = servers::dnsmasq_with(
+        &lab,
+        &srv[1],
+        "lab0",
+        DNSMASQ_RANGE.0,
+        DNSMASQ_RANGE.1,
+        &[
+            "--dhcp-option-force=60,cluster-lab",
+            "--dhcp-option-force=43,01:03:6c:61:62",
+        ],
+    );
+    // The probe reads the cluster name and the secret from a cluster-lab.toml, as first boot's does.
+    let node_config = lab.dir().join("node.toml");
+    std::fs::write(
+        &node_config,
+        format!("[cluster]\nname = \"lab\"\nsecret = \"{SECRET}\"\n"),
+    )
+    .unwrap();
+    let probe_with_secret = || {
+        let out = client
+            .command(
+                support::cluster_lab_bin(),
+                [
+                    "probe",
+                    "--interface",
+                    "eth0",
+                    "--config",
+                    node_config.to_str().unwrap(),
+                    "--timeout",
+                    "4",
+                    "--json",
+                ],
+            )
+            .output()
+            .expect("running cluster-lab probe");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), json)
+    };
+    let server = |json: &serde_json::Value, id: &str| {
+        json["servers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["server_id"] == id).cloned())
+            .unwrap_or_else(|| panic!("{id} not reported: {json}"))
+    };
+
+    // The copycat alone: its name matches, its marker does not verify. Without the secret it would pass.
+    let (code, json) = probe_with_secret();
+    assert_eq!(code, Some(1), "{json}\n{}", copycat.report());
+    assert_eq!(server(&json, "192.168.200.2")["kind"], "impostor", "{json}");
+    let unchecked = probe(&client, "eth0", "lab", 4);
+    assert_eq!(
+        unchecked.code,
+        Some(0),
+        "a name alone is all a probe without the secret can check: {unchecked}"
+    );
+
+    // The real master, holding the secret, beside it: found, and the copycat still an impostor.
+    let dhcpd = Dhcpd::start_with_secret(&lab, "dhcpd", &srv[0], "lab0", "lab", Some(SECRET));
+    let (code, json) = probe_with_secret();
+    assert_eq!(code, Some(0), "{json}\n{}", dhcpd.report());
+    assert_eq!(
+        server(&json, "192.168.200.1")["kind"],
+        "this-cluster",
+        "{json}"
+    );
+    assert_eq!(server(&json, "192.168.200.2")["kind"], "impostor", "{json}");
+}
+
 #[test]
 fn probe_reports_a_master_of_another_cluster_but_exits_1() {
     let mut lab = Lab::new("prboth");

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::config::{self, Settings};
+use crate::dhcp::marker::MarkerKey;
 use crate::dhcp::probe::{self, Kind, Report};
 
 /// Broadcast DHCPDISCOVER (never REQUEST: no lease is taken) and list the servers that offer.
@@ -39,11 +40,12 @@ pub struct ProbeArgs {
 
 impl ProbeArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let cluster = self.cluster_name()?;
+        let (cluster, key) = self.cluster()?;
+        let check = key.map(|k| (cluster.clone(), k));
         let timeout = Duration::from_secs(self.timeout);
         tracing::info!(interface = %self.interface, %cluster, timeout_secs = self.timeout,
             "probing for DHCP servers");
-        let offers = probe::collect_offers(&self.interface, timeout)
+        let offers = probe::collect_offers(&self.interface, timeout, check.as_ref())
             .with_context(|| format!("probing for DHCP servers on {}", self.interface))?;
         let report = Report::new(&self.interface, &cluster, timeout, &offers);
         if self.json {
@@ -60,14 +62,15 @@ impl ProbeArgs {
         Ok(ExitCode::from(exit_code(&report)))
     }
 
-    /// `--cluster`, else the name from `--config`, else from the first default configuration file found.
-    fn cluster_name(&self) -> anyhow::Result<String> {
+    /// `--cluster`, else the name from `--config`, else from the first default configuration file found; with the
+    /// marker key when the file holds the cluster secret (the probe then tells the master from a copy).
+    fn cluster(&self) -> anyhow::Result<(String, Option<MarkerKey>)> {
         if let Some(name) = &self.cluster {
             anyhow::ensure!(
                 !name.is_empty(),
                 "--cluster: the cluster name must not be empty"
             );
-            return Ok(name.clone());
+            return Ok((name.clone(), None));
         }
         let path = match &self.config {
             Some(p) => p.clone(),
@@ -79,7 +82,12 @@ impl ProbeArgs {
             })?,
         };
         let settings = Settings::load(&path)?;
-        Ok(settings.cluster.name)
+        let key = settings
+            .cluster
+            .secret
+            .as_ref()
+            .map(|s| MarkerKey::from_secret(s.expose()));
+        Ok((settings.cluster.name, key))
     }
 }
 
@@ -102,6 +110,10 @@ pub fn text(report: &Report) -> String {
                 format!("cluster-lab master of another cluster ({c})")
             }
             (Kind::Foreign, _) => "foreign DHCP server".to_owned(),
+            (Kind::Impostor, Some(c)) => format!(
+                "claims to be the master of this cluster ({c}) but its marker does not verify with this \
+                 cluster's secret: not the master"
+            ),
             (_, None) => "cluster-lab master".to_owned(),
         };
         out.push_str(&format!("{} offered {}: {what}\n", s.server_id, s.offered));
@@ -186,7 +198,49 @@ mod tests {
             config: Some("/nonexistent/cluster-lab.toml".into()),
             cluster: Some("lab".into()),
         };
-        assert_eq!(args.cluster_name().unwrap(), "lab");
+        let (name, key) = args.cluster().unwrap();
+        assert_eq!(name, "lab");
+        assert!(key.is_none(), "--cluster alone knows no secret");
+    }
+
+    #[test]
+    fn a_config_with_the_secret_gives_the_marker_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster-lab.toml");
+        std::fs::write(
+            &path,
+            "[cluster]\nname = \"lab\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let args = ProbeArgs {
+            interface: "eth0".into(),
+            timeout: 1,
+            json: false,
+            config: Some(path),
+            cluster: None,
+        };
+        let (name, key) = args.cluster().unwrap();
+        assert_eq!(name, "lab");
+        assert!(key.is_some());
+    }
+
+    #[test]
+    fn a_marker_that_does_not_verify_is_an_impostor_not_the_master() {
+        let mut forged = offer(1, 101, ours("lab"));
+        forged.verified = Some(false);
+        let report = Report::new("eth0.200", "lab", Duration::from_secs(3), &[forged]);
+        assert!(!report.master_found);
+        assert_eq!(exit_code(&report), 1);
+        assert!(
+            text(&report).contains("does not verify"),
+            "{}",
+            text(&report)
+        );
+        assert!(json(&report).contains("\"impostor\""), "{}", json(&report));
+        let mut genuine = offer(1, 101, ours("lab"));
+        genuine.verified = Some(true);
+        let report = Report::new("eth0.200", "lab", Duration::from_secs(3), &[genuine]);
+        assert!(report.master_found);
     }
 
     #[test]
@@ -198,7 +252,7 @@ mod tests {
             config: Some("/nonexistent/cluster-lab.toml".into()),
             cluster: None,
         };
-        let err = format!("{:#}", args.cluster_name().unwrap_err());
+        let err = format!("{:#}", args.cluster().unwrap_err());
         assert!(err.contains("/nonexistent/cluster-lab.toml"), "{err}");
     }
 }

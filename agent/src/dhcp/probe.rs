@@ -15,7 +15,7 @@ use dhcproto::v4::{
 };
 use serde::Serialize;
 
-use super::marker::{self, Sender};
+use super::marker::{self, MarkerKey, Sender};
 
 /// Port DHCP clients listen on.
 pub const CLIENT_PORT: u16 = 68;
@@ -50,6 +50,9 @@ pub struct Offer {
     pub offered: Ipv4Addr,
     /// What the offer says about its sender.
     pub sender: Sender,
+    /// Whether a marker naming this cluster carried a valid tag; `None` when not checked (no key, or another
+    /// cluster's name, or a foreign server).
+    pub verified: Option<bool>,
 }
 
 /// Build the DHCPDISCOVER the probe broadcasts.
@@ -79,7 +82,14 @@ pub fn discover(xid: u32, mac: [u8; 6]) -> Message {
 
 /// Read a datagram as an OFFER answering our DISCOVER `xid` for `mac`. Anything else — malformed,
 /// another transaction, another message type — is `None`.
-pub fn parse_offer(packet: &[u8], source: Ipv4Addr, xid: u32, mac: [u8; 6]) -> Option<Offer> {
+/// With `check` (the cluster's name and marker key), a marker naming that cluster is also verified.
+pub fn parse_offer(
+    packet: &[u8],
+    source: Ipv4Addr,
+    xid: u32,
+    mac: [u8; 6],
+    check: Option<&(String, MarkerKey)>,
+) -> Option<Offer> {
     // dhcproto does not check the magic cookie; a BOOTP reply without it carries no DHCP options.
     if packet.get(236..240) != Some(&MAGIC_COOKIE[..]) {
         return None;
@@ -102,10 +112,18 @@ pub fn parse_offer(packet: &[u8], source: Ipv4Addr, xid: u32, mac: [u8; 6]) -> O
         Some(DhcpOption::ServerIdentifier(id)) => *id,
         _ => source,
     };
+    let sender = marker::read(msg.opts());
+    let verified = match (&sender, check) {
+        (Sender::ClusterLab { cluster }, Some((name, key))) if cluster == name => {
+            Some(marker::verify(&msg, name, key))
+        }
+        _ => None,
+    };
     Some(Offer {
         server_id,
         offered,
-        sender: marker::read(msg.opts()),
+        sender,
+        verified,
     })
 }
 
@@ -119,6 +137,8 @@ pub enum Kind {
     OtherCluster,
     /// Any other DHCP server (home router, dnsmasq, kea, ...).
     Foreign,
+    /// Carries this cluster's name but not a tag made with its secret: a server copying the marker, not the master.
+    Impostor,
 }
 
 /// One server that answered.
@@ -151,9 +171,10 @@ impl Report {
             by_server.entry(offer.server_id).or_insert_with(|| {
                 let (kind, announced) = match &offer.sender {
                     Sender::Foreign => (Kind::Foreign, None),
-                    Sender::ClusterLab { cluster: c } if c == cluster => {
-                        (Kind::ThisCluster, Some(c.clone()))
-                    }
+                    Sender::ClusterLab { cluster: c } if c == cluster => match offer.verified {
+                        Some(false) => (Kind::Impostor, Some(c.clone())),
+                        _ => (Kind::ThisCluster, Some(c.clone())),
+                    },
                     Sender::ClusterLab { cluster: c } => (Kind::OtherCluster, Some(c.clone())),
                 };
                 Server {
@@ -211,7 +232,12 @@ fn client_socket(interface: &str) -> Result<UdpSocket, ProbeError> {
 
 /// Broadcast DISCOVER on `interface` (again every [`RESEND_INTERVAL`]) and collect matching OFFERs until
 /// `timeout` has passed.
-pub fn collect_offers(interface: &str, timeout: Duration) -> Result<Vec<Offer>, ProbeError> {
+/// With `check` (this cluster's name and marker key), markers naming this cluster are verified.
+pub fn collect_offers(
+    interface: &str,
+    timeout: Duration,
+    check: Option<&(String, MarkerKey)>,
+) -> Result<Vec<Offer>, ProbeError> {
     let mac = interface_mac(interface)?;
     let xid: u32 = rand::random();
     let mut packet = Vec::with_capacity(300);
@@ -263,7 +289,7 @@ pub fn collect_offers(interface: &str, timeout: Duration) -> Result<Vec<Offer>, 
                     std::net::SocketAddr::V4(a) => *a.ip(),
                     std::net::SocketAddr::V6(_) => continue,
                 };
-                match parse_offer(&buf[..len], source, xid, mac) {
+                match parse_offer(&buf[..len], source, xid, mac, check) {
                     Some(offer) => {
                         tracing::debug!(server = %offer.server_id, offered = %offer.offered,
                             sender = ?offer.sender, "offer");
@@ -322,6 +348,7 @@ pub(crate) mod tests {
             server_id: ip(server),
             offered: ip(offered),
             sender,
+            verified: None,
         }
     }
 
@@ -346,12 +373,12 @@ pub(crate) mod tests {
     fn offers_are_parsed_with_their_marker() {
         let p = offer_packet(XID, ip(1), ip(101), Some("lab"));
         assert_eq!(
-            parse_offer(&p, ip(9), XID, MAC),
+            parse_offer(&p, ip(9), XID, MAC, None),
             Some(offer(1, 101, ours("lab")))
         );
         let p = offer_packet(XID, ip(2), ip(50), None);
         assert_eq!(
-            parse_offer(&p, ip(9), XID, MAC),
+            parse_offer(&p, ip(9), XID, MAC, None),
             Some(offer(2, 50, Sender::Foreign))
         );
     }
@@ -359,34 +386,38 @@ pub(crate) mod tests {
     #[test]
     fn other_transactions_and_message_types_are_ignored() {
         let p = offer_packet(XID + 1, ip(1), ip(101), None);
-        assert_eq!(parse_offer(&p, ip(1), XID, MAC), None);
+        assert_eq!(parse_offer(&p, ip(1), XID, MAC, None), None);
         let p = offer_packet(XID, ip(1), ip(101), None);
-        assert_eq!(parse_offer(&p, ip(1), XID, [2, 0, 0, 0, 0, 2]), None);
+        assert_eq!(parse_offer(&p, ip(1), XID, [2, 0, 0, 0, 0, 2], None), None);
         // our own DISCOVER, seen by another probe on the segment
         let mut d = Vec::new();
         discover(XID, MAC)
             .encode(&mut Encoder::new(&mut d))
             .unwrap();
-        assert_eq!(parse_offer(&d, ip(1), XID, MAC), None);
+        assert_eq!(parse_offer(&d, ip(1), XID, MAC, None), None);
         // an ACK is not an offer
         let mut msg = Message::decode(&mut Decoder::new(&p)).unwrap();
         msg.opts_mut()
             .insert(DhcpOption::MessageType(MessageType::Ack));
         let mut ack = Vec::new();
         msg.encode(&mut Encoder::new(&mut ack)).unwrap();
-        assert_eq!(parse_offer(&ack, ip(1), XID, MAC), None);
+        assert_eq!(parse_offer(&ack, ip(1), XID, MAC, None), None);
     }
 
     #[test]
     fn malformed_packets_are_ignored() {
         let p = offer_packet(XID, ip(1), ip(101), Some("lab"));
         for len in [0, 1, 20, 235, 239, 240] {
-            assert_eq!(parse_offer(&p[..len], ip(1), XID, MAC), None, "len {len}");
+            assert_eq!(
+                parse_offer(&p[..len], ip(1), XID, MAC, None),
+                None,
+                "len {len}"
+            );
         }
         let mut bad_cookie = p.clone();
         bad_cookie[236] ^= 0xff;
-        assert_eq!(parse_offer(&bad_cookie, ip(1), XID, MAC), None);
-        assert_eq!(parse_offer(&[0xff; 600], ip(1), XID, MAC), None);
+        assert_eq!(parse_offer(&bad_cookie, ip(1), XID, MAC, None), None);
+        assert_eq!(parse_offer(&[0xff; 600], ip(1), XID, MAC, None), None);
     }
 
     #[test]
@@ -396,7 +427,7 @@ pub(crate) mod tests {
         msg.opts_mut().remove(OptionCode::ServerIdentifier);
         let mut out = Vec::new();
         msg.encode(&mut Encoder::new(&mut out)).unwrap();
-        let got = parse_offer(&out, ip(7), XID, MAC).unwrap();
+        let got = parse_offer(&out, ip(7), XID, MAC, None).unwrap();
         assert_eq!(got.server_id, ip(7));
     }
 

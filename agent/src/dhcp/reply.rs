@@ -20,6 +20,8 @@ pub struct ReplyOptions {
     pub dns: Vec<Ipv4Addr>,
     /// The cluster-lab master marker (vendor class + vendor-specific cluster name).
     pub marker: Vec<DhcpOption>,
+    /// With the cluster's marker key, each reply's marker also carries its tag (see [`super::marker::sign`]).
+    pub signer: Option<(super::marker::MarkerKey, String)>,
 }
 
 /// What to answer.
@@ -91,6 +93,9 @@ pub fn build(req: &Request, answer: Answer, cfg: &ReplyOptions) -> Message {
         opts.insert(o.clone());
     }
     reply.set_opts(opts);
+    if let Some((key, cluster)) = &cfg.signer {
+        super::marker::sign(&mut reply, cluster, key);
+    }
     reply
 }
 

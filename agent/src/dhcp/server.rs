@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub dns: Vec<Ipv4Addr>,
     pub decline_quarantine: Duration,
     pub cluster_name: String,
+    /// Signs the marker of every reply; `None` without a cluster secret (tests, benchmarks).
+    pub marker_key: Option<super::marker::MarkerKey>,
 }
 
 impl ServerConfig {
@@ -47,6 +49,11 @@ impl ServerConfig {
             dns: s.dhcp.dns.clone(),
             decline_quarantine: s.dhcp.decline_quarantine,
             cluster_name: s.cluster.name.clone(),
+            marker_key: s
+                .cluster
+                .secret
+                .as_ref()
+                .map(|k| super::marker::MarkerKey::from_secret(k.expose())),
         }
     }
 }
@@ -89,6 +96,10 @@ impl Server {
             router: cfg.router,
             dns: cfg.dns.clone(),
             marker: super::marker::options(&cfg.cluster_name),
+            signer: cfg
+                .marker_key
+                .clone()
+                .map(|k| (k, cfg.cluster_name.clone())),
         };
         let lease_secs = cfg.lease_time.as_secs().clamp(1, u64::from(u32::MAX - 1)) as u32;
         Server {

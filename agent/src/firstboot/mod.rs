@@ -470,13 +470,19 @@ impl Firstboot {
         let socket = socket::ClaimSocket::bind(&vlan_if, socket::PORT, key)
             .context("opening the claim socket")?;
         let cluster = setup.cluster.clone();
+        let marker_key = crate::dhcp::marker::MarkerKey::from_secret(self.secret.expose());
         let probe_if = vlan_if.clone();
         let role = elect(&setup, &socket, move || {
             let (interface, cluster) = (probe_if.clone(), cluster.clone());
+            // Only the master that holds this cluster's secret counts, not a server copying its marker.
+            let check = (cluster.clone(), marker_key.clone());
             async move {
                 let offers = tokio::task::spawn_blocking(move || {
-                    let offers =
-                        crate::dhcp::probe::collect_offers(&interface, Duration::from_secs(3))?;
+                    let offers = crate::dhcp::probe::collect_offers(
+                        &interface,
+                        Duration::from_secs(3),
+                        Some(&check),
+                    )?;
                     Ok::<_, anyhow::Error>(
                         crate::dhcp::probe::Report::new(
                             &interface,

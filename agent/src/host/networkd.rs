@@ -42,8 +42,10 @@ pub fn render(net: &NetworkSettings, role: ClusterRole) -> Result<Vec<RenderedFi
     let master = Ipv4Network::new(net.master, net.subnet.prefix())
         .expect("prefix comes from a valid network")
         .to_string();
+    let master_ip = net.master.to_string();
     let common = [
         ("interface", net.interface.as_str()),
+        ("master_ip", master_ip.as_str()),
         ("vlan_interface", vlan_if.as_str()),
         ("vlan", vlan.as_str()),
         ("mtu", mtu.as_str()),

@@ -32,13 +32,29 @@ impl Dhcpd {
     /// Write a cluster-lab.toml for cluster `cluster` with a one-minute lease into the lab's directory
     /// (`<name>.toml`, leases in `<name>.leases`) and start the server on `interface`.
     pub fn start(lab: &Lab, name: &str, ns: &Netns, interface: &str, cluster: &str) -> Dhcpd {
+        Self::start_with_secret(lab, name, ns, interface, cluster, None)
+    }
+
+    /// [`Dhcpd::start`] with `[cluster] secret` set: the master then signs its marker.
+    pub fn start_with_secret(
+        lab: &Lab,
+        name: &str,
+        ns: &Netns,
+        interface: &str,
+        cluster: &str,
+        secret: Option<&str>,
+    ) -> Dhcpd {
         let config = lab.dir().join(format!("{name}.toml"));
+        let secret_line = secret
+            .map(|s| format!("secret = \"{s}\"\n"))
+            .unwrap_or_default();
         let lease_file = lab.dir().join(format!("{name}.leases"));
         let text = format!(
             "version = 1\n\
              \n\
              [cluster]\n\
              name = \"{cluster}\"\n\
+             {secret_line}\
              \n\
              [network]\n\
              interface = \"eth0\"\n\
@@ -181,8 +197,20 @@ impl LeaseFile {
 
 /// dnsmasq as a foreign DHCP server on `interface` (which must carry an address of the subnet).
 pub fn dnsmasq(lab: &Lab, ns: &Netns, interface: &str, first: Ipv4Addr, last: Ipv4Addr) -> Daemon {
+    dnsmasq_with(lab, ns, interface, first, last, &[])
+}
+
+/// [`dnsmasq`] with `extra` arguments (options to send).
+pub fn dnsmasq_with(
+    lab: &Lab,
+    ns: &Netns,
+    interface: &str,
+    first: Ipv4Addr,
+    last: Ipv4Addr,
+    extra: &[&str],
+) -> Daemon {
     let dir = lab.subdir("dnsmasq");
-    let args = [
+    let mut args = vec![
         "--no-daemon".to_owned(),
         "--conf-file=/dev/null".to_owned(),
         format!("--interface={interface}"),
@@ -192,6 +220,7 @@ pub fn dnsmasq(lab: &Lab, ns: &Netns, interface: &str, first: Ipv4Addr, last: Ip
         format!("--pid-file={}", dir.join("pid").display()),
         "--port=0".to_owned(),
     ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     let d = Daemon::spawn(
         "dnsmasq",
         ns.command("dnsmasq", args),
