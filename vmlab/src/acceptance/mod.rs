@@ -147,6 +147,8 @@ impl Test {
         step("rebooting node 1");
         let (c, reboot_times) = reboot::reboot_node(&lab);
         report.add(c);
+        step("rebooting the master while the nodes run");
+        report.add(reboot::reboot_master(&lab));
 
         if !self.keep {
             self.down(&self.name);

@@ -122,3 +122,102 @@ fn show(r: &Result<String>) -> String {
         Err(e) => format!("no: {e:#}"),
     }
 }
+
+const MASTER_NAME: &str = "reboot the master: it comes back as master (192.168.200.1, dhcpd active), every machine \
+                           alive in Consul and Ready in Swarm again, a Consul KV key written before still there, \
+                           firstboot not re-run";
+
+/// Rebooting the master while the nodes run: it takes its role back without first boot, its dhcpd comes back
+/// (however late the VLAN address), the nodes reconnect by themselves, and Consul's data survives.
+pub fn reboot_master(lab: &Lab) -> Check {
+    Check::from_result(MASTER_NAME, master_inner(lab))
+}
+
+fn master_inner(lab: &Lab) -> Result<Check> {
+    let master = lab.master();
+    let n = lab.st.machines.len();
+    // A KV key written with the management token (ACLs deny anonymous writes), read back after the reboot.
+    let kv = |method: &str| {
+        format!(
+            "curl -sS -f -X {method} -H \"X-Consul-Token: $(cluster-lab consul-token)\" \
+             {} http://127.0.0.1:8500/v1/kv/cluster-lab/test/kept{}",
+            if method == "PUT" {
+                "--data survives"
+            } else {
+                ""
+            },
+            if method == "GET" { "?raw" } else { "" },
+        )
+    };
+    lab.sh(master, &kv("PUT"))?;
+    let before_boot = lab
+        .sh(master, "cat /proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_string();
+    let start = Instant::now();
+    let _ = lab.sh(master, "systemctl reboot");
+    let boot = lab.poll(Duration::from_secs(900), || {
+        Ok(lab
+            .sh(master, "cat /proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty() && *b != before_boot))
+    })?;
+    let up_after = start.elapsed().as_secs_f64();
+    let role = lab.poll(Duration::from_secs(300), || {
+        let out = lab.sh(
+            master,
+            "ip -4 -o addr show dev eth0.200 | awk '{print $4}'; \
+             systemctl is-active cluster-lab-dhcpd@eth0.200.service",
+        )?;
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .eq(["192.168.200.1/24", "active"])
+            .then(|| out.trim().replace('\n', ", ")))
+    });
+    let alive = lab.poll(Duration::from_secs(600), || {
+        let m = http::consul_members(&lab.st.netns, &lab.master_ip())?;
+        Ok((m.iter().filter(|x| x.alive()).count() == n).then_some(()))
+    });
+    let ready = lab.poll(Duration::from_secs(600), || {
+        let out = lab.sh(master, "docker node ls --format '{{.Status}}'")?;
+        Ok((out.lines().filter(|l| l.trim() == "Ready").count() == n).then_some(()))
+    });
+    let back_after = (alive.is_ok() && ready.is_ok()).then(|| start.elapsed().as_secs_f64());
+    let kept = lab.sh(master, &kv("GET")).map(|v| v.trim().to_string());
+    let fb = lab.sh(
+        master,
+        "systemctl show cluster-lab-firstboot.service -p ExecMainStartTimestampMonotonic; \
+         journalctl -b -q --no-pager -u cluster-lab-firstboot.service | wc -l",
+    );
+    let not_rerun = fb.as_ref().is_ok_and(|o| {
+        o.contains("ExecMainStartTimestampMonotonic=0")
+            && o.lines().last().map(str::trim) == Some("0")
+    });
+    let ok = role.is_ok()
+        && alive.is_ok()
+        && ready.is_ok()
+        && kept.as_deref().is_ok_and(|v| v == "survives")
+        && not_rerun;
+    Ok(Check::verdict(
+        MASTER_NAME,
+        ok,
+        format!(
+            "{}: rebooted (boot id {} → {}), SSH back after {up_after:.1} s\n\
+             VLAN address, dhcpd: {}\nall {n} alive in Consul: {}\nall {n} Ready in Swarm: {}{}\n\
+             KV cluster-lab/test/kept: {}\nfirstboot this boot (ExecMainStart, journal lines): {}",
+            master.hostname,
+            short(&before_boot),
+            short(&boot),
+            show(&role),
+            show(&alive.map(|_| "yes".to_string())),
+            show(&ready.map(|_| "yes".to_string())),
+            back_after
+                .map(|s| format!(" ({s:.1} s after the reboot command)"))
+                .unwrap_or_default(),
+            show(&kept),
+            show(&fb.map(|o| o.trim().replace('\n', ", "))),
+        ),
+    ))
+}
