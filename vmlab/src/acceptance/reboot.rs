@@ -31,10 +31,6 @@ fn inner(lab: &Lab, times: &mut RebootTimes) -> Result<Check> {
     };
     let vlan = "ip -4 -o addr show dev eth0.200 | awk '{print $4}'";
     let before_addr = lab.sh(node, vlan)?.trim().to_string();
-    let before_boot = lab
-        .sh(node, "cat /proc/sys/kernel/random/boot_id")?
-        .trim()
-        .to_string();
     if before_addr.is_empty() {
         bail!(
             "{} has no address on eth0.200 before the reboot",
@@ -42,15 +38,7 @@ fn inner(lab: &Lab, times: &mut RebootTimes) -> Result<Check> {
         );
     }
     let start = Instant::now();
-    // The connection drops as the machine goes down: the exit status says nothing.
-    let _ = lab.sh(node, "systemctl reboot");
-    let boot = lab.poll(Duration::from_secs(900), || {
-        Ok(lab
-            .sh(node, "cat /proc/sys/kernel/random/boot_id")
-            .ok()
-            .map(|b| b.trim().to_string())
-            .filter(|b| !b.is_empty() && *b != before_boot))
-    })?;
+    let (before_boot, boot) = reboot_and_wait(lab, node)?;
     let up_after = start.elapsed().as_secs_f64();
     let after_addr = lab.poll(Duration::from_secs(300), || {
         Ok(lab
@@ -112,6 +100,22 @@ fn inner(lab: &Lab, times: &mut RebootTimes) -> Result<Check> {
     ))
 }
 
+/// `systemctl reboot` on `m`, then wait until SSH answers from a new boot. Returns the boot ids before and after.
+fn reboot_and_wait(lab: &Lab, m: &crate::state::Machine) -> Result<(String, String)> {
+    let boot_id = "cat /proc/sys/kernel/random/boot_id";
+    let before = lab.sh(m, boot_id)?.trim().to_string();
+    // The connection drops as the machine goes down: the exit status says nothing.
+    let _ = lab.sh(m, "systemctl reboot");
+    let after = lab.poll(Duration::from_secs(900), || {
+        Ok(lab
+            .sh(m, boot_id)
+            .ok()
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty() && *b != before))
+    })?;
+    Ok((before, after))
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
@@ -150,19 +154,8 @@ fn master_inner(lab: &Lab) -> Result<Check> {
         )
     };
     lab.sh(master, &kv("PUT"))?;
-    let before_boot = lab
-        .sh(master, "cat /proc/sys/kernel/random/boot_id")?
-        .trim()
-        .to_string();
     let start = Instant::now();
-    let _ = lab.sh(master, "systemctl reboot");
-    let boot = lab.poll(Duration::from_secs(900), || {
-        Ok(lab
-            .sh(master, "cat /proc/sys/kernel/random/boot_id")
-            .ok()
-            .map(|b| b.trim().to_string())
-            .filter(|b| !b.is_empty() && *b != before_boot))
-    })?;
+    let (before_boot, boot) = reboot_and_wait(lab, master)?;
     let up_after = start.elapsed().as_secs_f64();
     let role = lab.poll(Duration::from_secs(300), || {
         let out = lab.sh(
