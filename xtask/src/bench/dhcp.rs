@@ -88,6 +88,8 @@ pub struct Outcome {
     pub points: Vec<Point>,
     /// Size of the lease file when the server was stopped.
     pub lease_bytes: Option<u64>,
+    /// The server's peak resident memory over the whole run (VmHWM), KiB.
+    pub peak_rss_kib: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -157,6 +159,7 @@ impl Dhcp {
                 version,
                 points: Vec::new(),
                 lease_bytes: None,
+                peak_rss_kib: None,
                 error: None,
             };
             let result = measure(
@@ -169,7 +172,10 @@ impl Dhcp {
                 &mut outcome.points,
             );
             match result {
-                Ok(bytes) => outcome.lease_bytes = Some(bytes),
+                Ok((bytes, rss)) => {
+                    outcome.lease_bytes = Some(bytes);
+                    outcome.peak_rss_kib = rss;
+                }
                 Err(e) => {
                     eprintln!("bench: {}: {e:#}", server.label());
                     outcome.error = Some(format!("{e:#}"));
@@ -216,7 +222,7 @@ fn measure(
     period: Duration,
     quick: bool,
     points: &mut Vec<Point>,
-) -> Result<u64> {
+) -> Result<(u64, Option<u64>)> {
     let mut daemon = server.start(dir, cluster_lab)?;
     let result = drive(sh, &mut daemon, period, quick, points);
     if result.is_err() {
@@ -227,6 +233,7 @@ fn measure(
         );
     }
     result?;
+    let peak_rss = daemon.peak_rss_kib();
     daemon.stop()?;
     let leases = servers::lease_file(dir);
     let bytes = std::fs::metadata(&leases).map_or(0, |m| m.len());
@@ -237,7 +244,7 @@ fn measure(
             leases.display()
         );
     }
-    Ok(bytes)
+    Ok((bytes, peak_rss))
 }
 
 fn drive(
@@ -446,6 +453,7 @@ mod tests {
             version: String::new(),
             points,
             lease_bytes: None,
+            peak_rss_kib: None,
             error: None,
         }
     }

@@ -99,12 +99,23 @@ pub fn render(run: &Run<'_>) -> String {
         run.period.as_secs(),
         MAX_DROP * 100.0
     );
-    let _ = writeln!(s, "Leases on disk:\n");
+    let _ = writeln!(
+        s,
+        "Leases on disk, and each server's peak resident memory over the whole run (VmHWM of its process):\n"
+    );
     for o in run.outcomes {
         let size = o.lease_bytes.map_or(String::new(), |b| {
             format!(" Lease file after the run: {}.", bytes(b))
         });
-        let _ = writeln!(s, "- {}: {}.{size}", o.server.label(), o.server.storage());
+        let rss = o.peak_rss_kib.map_or(String::new(), |k| {
+            format!(" Peak RSS: {:.1} MiB.", k as f64 / 1024.0)
+        });
+        let _ = writeln!(
+            s,
+            "- {}: {}.{size}{rss}",
+            o.server.label(),
+            o.server.storage()
+        );
     }
     s
 }
@@ -236,6 +247,7 @@ mod tests {
                 version: "0.1.0".into(),
                 points: vec![point(100, 100.0), point(200, 200.0), point(400, 300.0)],
                 lease_bytes: Some(2_500_000),
+                peak_rss_kib: Some(3_584),
                 error: None,
             },
             Outcome {
@@ -243,6 +255,7 @@ mod tests {
                 version: "2.2.0".into(),
                 points: vec![point(100, 100.0), point(200, 100.0)],
                 lease_bytes: None,
+                peak_rss_kib: None,
                 error: None,
             },
             Outcome {
@@ -250,6 +263,7 @@ mod tests {
                 version: "2.90".into(),
                 points: vec![],
                 lease_bytes: None,
+                peak_rss_kib: None,
                 error: Some("dnsmasq exited (exit status: 2)\nlog".into()),
             },
         ];

@@ -234,6 +234,12 @@ impl Daemon {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
+    /// The server's peak resident memory so far (`VmHWM` in `/proc/<pid>/status`), KiB; `None` once it is gone.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        vm_hwm_kib(&status)
+    }
+
     /// Kill the server and reap it.
     pub fn stop(mut self) -> Result<()> {
         self.kill()
@@ -250,6 +256,18 @@ impl Daemon {
     }
 }
 
+/// `VmHWM` (peak resident set) of a `/proc/<pid>/status` text, KiB.
+pub fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Err(e) = self.kill() {
@@ -261,6 +279,17 @@ impl Drop for Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peak_rss_from_proc_status() {
+        let status =
+            "Name:\tdnsmasq\nVmPeak:\t   12000 kB\nVmHWM:\t    2412 kB\nVmRSS:\t    2300 kB\n";
+        assert_eq!(vm_hwm_kib(status), Some(2412));
+        assert_eq!(vm_hwm_kib("Name:\tx\n"), None);
+        // Our own process has one.
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(vm_hwm_kib(&own).is_some_and(|k| k > 0));
+    }
     use crate::bench::perfdhcp::CLIENTS;
 
     #[test]
