@@ -63,7 +63,8 @@ pub struct PasswdEntry {
     pub home: PathBuf,
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LoginError {
+/// The error for an I/O `action` on `path` (also used by [`super::login_user`]).
+pub(super) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LoginError {
     let path = path.to_path_buf();
     move |source| LoginError::Io {
         action,
@@ -72,7 +73,8 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Login
     }
 }
 
-fn under(root: &Path, path: &Path) -> PathBuf {
+/// `path` (absolute on the target) under `root`.
+pub(super) fn under(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 

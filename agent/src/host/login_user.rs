@@ -9,7 +9,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::login::{find_user, LoginError, USER};
+use super::login::{find_user, io, under, LoginError, USER};
 use crate::plan::Plan;
 
 /// Account files whose first field is a user name, and group files whose member lists name users.
@@ -200,18 +200,6 @@ fn edit(
     )
     .map_err(io("writing", &path))?;
     Ok(true)
-}
-
-fn under(root: &Path, absolute: &Path) -> PathBuf {
-    root.join(absolute.strip_prefix("/").unwrap_or(absolute))
-}
-
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> LoginError + 'a {
-    move |source| LoginError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 #[cfg(test)]
