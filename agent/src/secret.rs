@@ -32,6 +32,30 @@ pub fn derive(label: &str, secret: &str) -> [u8; 32] {
     key
 }
 
+/// A key derived from the secret for one purpose and used for HMAC-SHA256 (election claims, the DHCP marker). Its
+/// `Debug` never shows the bytes.
+#[derive(Clone)]
+pub struct HmacKey([u8; 32]);
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(<derived>)")
+    }
+}
+
+impl HmacKey {
+    /// The key for `label` derived from `secret`.
+    pub fn derive(label: &str, secret: &str) -> HmacKey {
+        HmacKey(derive(label, secret))
+    }
+
+    /// A fresh HMAC-SHA256 under this key.
+    pub fn hmac(&self) -> hmac::Hmac<Sha256> {
+        use hmac::Mac as _;
+        hmac::Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length")
+    }
+}
+
 /// Consul's `encrypt` value: a 32-byte key (AES-256 for Serf gossip), standard base64.
 pub fn gossip_key(secret: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(derive(GOSSIP_LABEL, secret))

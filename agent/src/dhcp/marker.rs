@@ -20,24 +20,20 @@ pub const SUBOPT_TAG: u8 = 2;
 const TAG_LEN: usize = 16;
 
 /// The key that signs and checks markers: HKDF of the cluster secret ([`crate::secret::MARKER_LABEL`]).
-#[derive(Clone)]
-pub struct MarkerKey([u8; 32]);
-
-impl std::fmt::Debug for MarkerKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MarkerKey(<derived>)")
-    }
-}
+#[derive(Debug, Clone)]
+pub struct MarkerKey(crate::secret::HmacKey);
 
 impl MarkerKey {
     pub fn from_secret(secret: &str) -> MarkerKey {
-        MarkerKey(crate::secret::derive(crate::secret::MARKER_LABEL, secret))
+        MarkerKey(crate::secret::HmacKey::derive(
+            crate::secret::MARKER_LABEL,
+            secret,
+        ))
     }
 
     /// The tag of `msg` (a reply) from the master of `cluster`.
     fn mac(&self, msg: &Message, cluster: &str) -> Hmac<Sha256> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        let mut mac = self.0.hmac();
         mac.update(&msg.xid().to_be_bytes());
         mac.update(&[msg.chaddr().len() as u8]);
         mac.update(msg.chaddr());

@@ -30,22 +30,19 @@ pub struct Claim {
 }
 
 /// The key that signs and verifies claims: HKDF of the cluster secret ([`crate::secret::CLAIM_LABEL`]).
-#[derive(Clone)]
-pub struct ClaimKey([u8; 32]);
-
-impl std::fmt::Debug for ClaimKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClaimKey(<derived>)")
-    }
-}
+#[derive(Debug, Clone)]
+pub struct ClaimKey(crate::secret::HmacKey);
 
 impl ClaimKey {
     pub fn from_secret(secret: &str) -> ClaimKey {
-        ClaimKey(crate::secret::derive(crate::secret::CLAIM_LABEL, secret))
+        ClaimKey(crate::secret::HmacKey::derive(
+            crate::secret::CLAIM_LABEL,
+            secret,
+        ))
     }
 
     fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length")
+        self.0.hmac()
     }
 }
 
