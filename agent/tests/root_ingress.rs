@@ -131,14 +131,26 @@ fn round(ns: &Netns, dir: &Path, name: &str) -> Round {
         sandbox_mtu,
         second,
     };
+    eprintln!(
+        "{name}: first call {:?} in {:.1} s; at most {} `ingress` listed; at the end {:?}, routing-mesh interface \
+         MTU {:?}; second call {:?}",
+        r.first,
+        r.took.as_secs_f64(),
+        r.most,
+        r.last,
+        r.sandbox_mtu,
+        r.second
+    );
     if !r.ok() {
-        eprintln!("dockerd of the failed round:\n{}", engine.report());
+        eprintln!("{name} FAILED; its dockerd:\n{}", engine.report());
     }
     r
 }
 
 #[test]
 fn ingress_gets_the_vlan_overlay_mtu_right_after_swarm_init_every_time() {
+    // What `ensure_ingress_mtu` decided, on stderr beside each round's result.
+    cluster_lab::logging::init(0);
     let mut lab = Lab::new("ingress");
     require_docker();
     require_tool("nsenter", "install util-linux");
@@ -152,20 +164,7 @@ fn ingress_gets_the_vlan_overlay_mtu_right_after_swarm_init_every_time() {
     ns.ip(["link", "set", "clingr1", "up"]);
 
     let rounds: Vec<Round> = (0..ROUNDS)
-        .map(|i| {
-            let r = round(&ns, lab.dir(), &format!("round{i}"));
-            eprintln!(
-                "round {i}: first call {:?} in {:.1} s; at most {} `ingress` listed; at the end {:?}, \
-                 routing-mesh interface MTU {:?}; second call {:?}",
-                r.first,
-                r.took.as_secs_f64(),
-                r.most,
-                r.last,
-                r.sandbox_mtu,
-                r.second
-            );
-            r
-        })
+        .map(|i| round(&ns, lab.dir(), &format!("round{i}")))
         .collect();
     let failed: Vec<usize> = (0..ROUNDS).filter(|&i| !rounds[i].ok()).collect();
     let duplicates = rounds.iter().filter(|r| r.most > 1).count();
@@ -176,6 +175,6 @@ fn ingress_gets_the_vlan_overlay_mtu_right_after_swarm_init_every_time() {
     assert!(
         failed.is_empty(),
         "rounds {failed:?} of {ROUNDS} did not end with exactly one ingress network of the VLAN's MTU, set up on \
-         this node, and a no-op second call: {rounds:#?}"
+         this node, and a no-op second call (each round's result and a failed round's dockerd log are above)"
     );
 }

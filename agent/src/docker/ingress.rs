@@ -155,31 +155,41 @@ pub async fn ensure_ingress_mtu(swarm: &Swarm, option: u32) -> Result<Outcome, I
             tracing::info!(network = %id, mtu = option, "ingress network has the MTU; finishing its set-up");
             id
         }
-        None => replace(swarm, &current, option).await?,
+        None => replace(swarm, &current, &node_id, option).await?,
     };
 
-    wait_live(swarm, &ours, &node_id).await?;
+    attach_node(swarm, &node_id).await?;
+    wait_live(
+        swarm,
+        &ours,
+        &node_id,
+        "the new ingress network to be set up on this node",
+        LIVE_TIMEOUT,
+    )
+    .await?;
     settle(swarm, &ours, &node_id).await?;
     tracing::info!(network = %ours, mtu = option, "ingress network settled");
     Ok(Outcome::Done)
 }
 
 /// Remove the default ingress network(s) and create ours; returns its ID. Never leaves the swarm without one.
-async fn replace(swarm: &Swarm, current: &[Network], option: u32) -> Result<String, IngressError> {
+async fn replace(
+    swarm: &Swarm,
+    current: &[Network],
+    node_id: &str,
+    option: u32,
+) -> Result<String, IngressError> {
     // The agent sets up the default on this node shortly after it is allocated; removing it before that leaves
-    // a stale local copy behind. Not fatal if it never happens: the settle phase clears stale copies.
+    // a stale local copy behind. Setting it up can fail the same way as ours (see `wait_live`), so the attachment
+    // is asked for again meanwhile. Not fatal if it never happens: the settle phase clears stale copies.
     for network in current {
         let id = &id_of(network);
-        let live = wait_for(
+        let live = wait_live(
+            swarm,
+            id,
+            node_id,
             "the default ingress network to be set up on this node",
             READY_TIMEOUT,
-            move || async move {
-                Ok(if is_live(swarm, id).await? {
-                    Ok(())
-                } else {
-                    Err(format!("{id} not set up"))
-                })
-            },
         )
         .await;
         if let Err(e) = live {
@@ -347,29 +357,31 @@ async fn wait_leading(swarm: &Swarm) -> Result<String, IngressError> {
     .await
 }
 
-/// Attach this node to ingress network `id` and wait until it is set up here. The attachment is asked for again
-/// every [`ATTACH_AGAIN`]: dockerd can fail to set it up the first time ("failed to find a load balancer IP to use
-/// for network", seen with dockerd 20.10 in one `root_ingress` round of eight) and does not retry by itself.
-async fn wait_live(swarm: &Swarm, id: &str, node_id: &str) -> Result<(), IngressError> {
-    attach_node(swarm, node_id).await?;
+/// Wait until ingress network `id` is set up on this node. This node's attachment is asked for again
+/// every [`ATTACH_AGAIN`]: dockerd can fail to set up an ingress network ("failed to find a load balancer IP to use
+/// for network", seen with dockerd 20.10 for the default ingress right after `swarm init` and for ours after the
+/// replacement, in about one `root_ingress` round of eight) and does not retry by itself.
+async fn wait_live(
+    swarm: &Swarm,
+    id: &str,
+    node_id: &str,
+    what: &'static str,
+    timeout: Duration,
+) -> Result<(), IngressError> {
     // When the attachment was last asked for (a Mutex only because the future must be Send; never held across await).
     let attached = std::sync::Mutex::new(Instant::now());
-    wait_for(
-        "the new ingress network to be set up on this node",
-        LIVE_TIMEOUT,
-        || async {
-            if is_live(swarm, id).await? {
-                return Ok(Ok(()));
-            }
-            let due = attached.lock().expect("not poisoned").elapsed() >= ATTACH_AGAIN;
-            if due {
-                tracing::info!(network = %id, "ingress network not set up on this node yet; attaching again");
-                attach_node(swarm, node_id).await?;
-                *attached.lock().expect("not poisoned") = Instant::now();
-            }
-            Ok(Err(summary(&ingress_networks(swarm).await?)))
-        },
-    )
+    wait_for(what, timeout, || async {
+        if is_live(swarm, id).await? {
+            return Ok(Ok(()));
+        }
+        let due = attached.lock().expect("not poisoned").elapsed() >= ATTACH_AGAIN;
+        if due {
+            tracing::info!(network = %id, "ingress network not set up on this node yet; attaching again");
+            attach_node(swarm, node_id).await?;
+            *attached.lock().expect("not poisoned") = Instant::now();
+        }
+        Ok(Err(summary(&ingress_networks(swarm).await?)))
+    })
     .await
 }
 

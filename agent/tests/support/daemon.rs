@@ -117,15 +117,26 @@ impl Daemon {
 
     /// A block for failure messages: the command, its state and the end of its log.
     pub fn report(&self) -> String {
+        self.report_skipping(|_| false)
+    }
+
+    /// [`Daemon::report`] without the log lines `noise` picks (messages a daemon repeats on every start).
+    pub fn report_skipping(&self, noise: impl Fn(&str) -> bool) -> String {
         let state = match self.exit_status() {
             None => "running".to_owned(),
             Some(s) => format!("exited: {s}"),
         };
+        let log: String = self
+            .log()
+            .lines()
+            .filter(|l| !noise(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
         format!(
             "--- {} ({state}): `{}`\n{}",
             self.name,
             self.command,
-            tail(&self.log(), 40)
+            tail(&log, 40)
         )
     }
 }

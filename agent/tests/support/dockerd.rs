@@ -121,7 +121,12 @@ impl Dockerd {
 
     /// dockerd's command, state and last log lines (for failure messages).
     pub fn report(&self) -> String {
-        self.daemon.as_ref().map(Daemon::report).unwrap_or_default()
+        // dockerd in a network namespace complains on every start of sysctls the namespace does not have.
+        let noise = |l: &str| l.contains("error reading the kernel parameter");
+        self.daemon
+            .as_ref()
+            .map(|d| d.report_skipping(noise))
+            .unwrap_or_default()
     }
 
     /// The docker CLI against this engine; panics with its stderr when it fails.
