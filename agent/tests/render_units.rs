@@ -123,3 +123,31 @@ fn early_unit_verifies_and_runs_before_the_services_that_read_the_hostname() {
     // A boot partition that mounts late (slow card) must not fail the unit through a dependency.
     assert!(!unit.contains("RequiresMountsFor="));
 }
+
+#[test]
+fn firewall_unit_verifies_and_loads_the_rendered_file_before_the_network_and_services() {
+    use cluster_lab::host::firewall;
+    let unit = read(&format!("usr/lib/systemd/system/{}", firewall::UNIT));
+    verify(firewall::UNIT, &unit.replace("/usr/sbin/nft", "/bin/true"));
+    for line in [
+        "Type=oneshot".to_string(),
+        "RemainAfterExit=yes".into(),
+        "DefaultDependencies=no".into(),
+        format!("ConditionPathExists={}", firewall::PATH),
+        format!(
+            "ExecStart=/usr/sbin/{} -f {}",
+            firewall::NFT,
+            firewall::PATH
+        ),
+        format!(
+            "Before=network-pre.target shutdown.target {} {}",
+            systemd::DOCKER_UNIT,
+            systemd::CONSUL_UNIT
+        ),
+        "WantedBy=sysinit.target".into(),
+    ] {
+        assert!(unit.lines().any(|l| l == line), "missing {line:?}");
+    }
+    // Loading must never flush other tables (Docker's): no `flush ruleset` anywhere.
+    assert!(!unit.contains("flush"));
+}

@@ -15,6 +15,10 @@ use crate::host::render::RenderedFile;
 pub const CONFIG_PATH: &str = "/etc/consul.d/cluster-lab.json";
 /// Debian's data directory, owned by the `consul` user.
 pub const DATA_DIR: &str = "/var/lib/consul";
+/// Consul's HTTP API and UI (its default port, not set in the configuration).
+pub const HTTP_PORT: u16 = 8500;
+/// Server RPC, LAN gossip (TCP and UDP) and WAN gossip (TCP and UDP): Consul's defaults.
+pub const CLUSTER_PORTS: [u16; 3] = [8300, 8301, 8302];
 
 /// Address Consul binds to on the cluster VLAN.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,10 +17,7 @@ use serde::Serialize;
 
 use super::marker::{self, MarkerKey, Sender};
 
-/// Port DHCP clients listen on.
-pub const CLIENT_PORT: u16 = 68;
-/// Port DHCP servers listen on.
-pub const SERVER_PORT: u16 = 67;
+pub use super::reply::{CLIENT_PORT, SERVER_PORT};
 /// RFC 2131 magic cookie at offset 236, before the options.
 const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 /// How often the DISCOVER is repeated while waiting (a server may start late or drop one).

@@ -6,7 +6,9 @@ use dhcproto::v4::{DhcpOption, DhcpOptions, Message, MessageType, Opcode, Option
 
 use super::packet::Request;
 
+/// Port DHCP servers listen on.
 pub const SERVER_PORT: u16 = 67;
+/// Port DHCP clients listen on.
 pub const CLIENT_PORT: u16 = 68;
 
 /// The configuration every reply carries.

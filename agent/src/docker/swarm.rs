@@ -18,6 +18,10 @@ use serde::Serialize;
 pub const SOCKET: &str = "/run/docker.sock";
 /// Swarm's cluster-management port.
 pub const MANAGER_PORT: u16 = 2377;
+/// Swarm's node gossip port (TCP and UDP), Docker's default.
+pub const GOSSIP_PORT: u16 = 7946;
+/// Swarm's overlay data path (VXLAN over UDP), Docker's default.
+pub const VXLAN_PORT: u16 = 4789;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwarmError {

@@ -2,7 +2,7 @@
 //!
 //! Each step checks the current state before acting, so the agent can be run again after a power cut at any point
 //! and finishes the job; once the role is decided it is remembered and never re-elected. The steps, in order:
-//! login (SSH keys, password) → hostname → effective config in /etc → VLAN → role → networkd files →
+//! login (SSH keys, password) → hostname → effective config in /etc → VLAN → firewall → role → networkd files →
 //! (master | node) → stamp. Login comes first so a person can get in to look at a first boot that is stuck.
 
 pub mod master;
@@ -21,8 +21,8 @@ use crate::host::hostname::{self, Hostname};
 use crate::host::render::RenderedFile;
 use crate::plan::Plan;
 use crate::{
-    election::socket, host::login, host::login_user, host::networkd, host::stamp, host::systemd,
-    net::vlan,
+    election::socket, host::firewall, host::login, host::login_user, host::networkd, host::stamp,
+    host::systemd, net::vlan,
 };
 
 pub use crate::election::runner::{announce_master, elect, ElectionError, ElectionSetup};
@@ -179,6 +179,7 @@ impl Firstboot {
                 .context("creating the cluster VLAN")?;
             tracing::info!(interface = %vlan_if, created, "vlan up");
         }
+        self.step_firewall().await?;
 
         let (role, claim_socket) = self.step_role().await?;
         let mut changed = false;
@@ -219,6 +220,33 @@ impl Firstboot {
                 .with_context(|| format!("disabling {unit}"))?;
         }
         Ok(Finished::Done(summary))
+    }
+
+    /// Write the firewall between the home LAN and the VLAN, load it now (before this run starts Consul or joins
+    /// the Swarm), and enable the unit that loads it on every later boot. Loading replaces the table, so a run
+    /// after a power cut loads it again whether or not the file changed.
+    async fn step_firewall(&self) -> anyhow::Result<()> {
+        let file = firewall::render(&self.settings.network).context("rendering the firewall")?;
+        let changed = self.install(&file)?;
+        if let Some(plan) = self.planning() {
+            plan.note(format!(
+                "would load the firewall {} (nftables table inet {}) and enable {}",
+                file.path.display(),
+                firewall::TABLE,
+                firewall::UNIT
+            ));
+            return Ok(());
+        }
+        firewall::load(&file.target(&self.root))
+            .await
+            .context("loading the firewall")?;
+        self.env
+            .services
+            .enable_and_start(firewall::UNIT, changed)
+            .await
+            .with_context(|| format!("enabling {}", firewall::UNIT))?;
+        tracing::info!(path = %file.path.display(), changed, "firewall loaded");
+        Ok(())
     }
 
     /// Take the secret off the card's boot partition: a card that is lent, shown or lost should not carry the

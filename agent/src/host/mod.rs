@@ -1,8 +1,9 @@
 //! This machine's own state, as files and services: the boot partition, files written onto the target (one
-//! idempotent, atomic install), hostname, login, networkd files, systemd, and the first-boot stamp.
+//! idempotent, atomic install), the firewall, hostname, login, networkd files, systemd, and the first-boot stamp.
 
 pub mod atomic;
 pub mod boot_partition;
+pub mod firewall;
 pub mod hostname;
 pub mod login;
 pub mod login_user;

@@ -110,3 +110,100 @@ pub fn anonymous_is_read_only(lab: &Lab) -> Check {
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("").trim()
 }
+
+/// Whether a TCP connection from the home LAN to `ip:port` is accepted within 3 s (a dropped SYN times out).
+fn tcp_open(lab: &Lab, ip: &str, port: u16) -> Result<bool, String> {
+    let script = format!("exec 3<>/dev/tcp/{ip}/{port}");
+    let out = crate::host::output_within(
+        &mut crate::host::in_netns(&lab.st.netns, "timeout", &["3", "bash", "-c", &script]),
+        Duration::from_secs(10),
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    Ok(out.status.success())
+}
+
+/// The firewall from the home LAN: with a static route to the VLAN's subnet through the master (what any laptop
+/// on the home LAN can add), the cluster's ports answer neither on the master's LAN address nor on any VLAN
+/// address, and nothing is routed through the master to a node; SSH on the LAN address still answers. Every
+/// machine has the table loaded and its unit enabled.
+pub fn firewall_keeps_the_home_lan_out(lab: &Lab) -> Check {
+    const NAME: &str =
+        "firewall: from the home LAN, with a static route into the VLAN through the master, no \
+                        cluster port answers (LAN or VLAN address, routed to a node); SSH does";
+    let net = cluster_lab_config::Settings::default().network;
+    let (subnet, vlan_if) = (net.subnet.to_string(), net.vlan_interface());
+    let master_vlan = net.master.to_string();
+    let master_lan = lab.master_ip();
+    let mut ok = true;
+    let mut ev = String::new();
+
+    for m in &lab.st.machines {
+        let loaded = lab.sh(
+            m,
+            "systemctl is-enabled cluster-lab-firewall.service; nft list table inet cluster_lab | head -1",
+        );
+        let fine = loaded
+            .as_ref()
+            .is_ok_and(|o| o.lines().eq(["enabled", "table inet cluster_lab {"]));
+        ok &= fine;
+        ev.push_str(&format!(
+            "{}: {}\n",
+            m.hostname,
+            match loaded {
+                Ok(o) => o.replace('\n', "; "),
+                Err(e) => format!("{e:#}"),
+            }
+        ));
+    }
+    let node_vlan = lab.nodes().first().and_then(|n| {
+        let out = lab
+            .sh(n, &format!("ip -4 -o addr show dev {vlan_if}"))
+            .ok()?;
+        let word = out.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+        Some(word.split('/').next()?.to_string())
+    });
+
+    let route = |verb: &str| {
+        crate::host::output_within(
+            &mut crate::host::in_netns(
+                &lab.st.netns,
+                "ip",
+                &["route", verb, &subnet, "via", &master_lan],
+            ),
+            Duration::from_secs(10),
+        )
+    };
+    if let Err(e) = route("replace") {
+        return Check::fail(NAME, format!("{ev}adding the route: {e:#}"));
+    }
+    let mut probes: Vec<(String, u16, bool)> = vec![(master_lan.clone(), 22, true)];
+    for port in [8300, 2377, 7946] {
+        probes.push((master_lan.clone(), port, false));
+        probes.push((master_vlan.clone(), port, false));
+    }
+    probes.push((master_vlan.clone(), 22, false));
+    match &node_vlan {
+        Some(ip) => probes.push((ip.clone(), 2377, false)),
+        None => {
+            ok = false;
+            ev.push_str("no VLAN address found on the first node\n");
+        }
+    }
+    for (ip, port, want) in probes {
+        let got = tcp_open(lab, &ip, port);
+        ok &= got == Ok(want);
+        ev.push_str(&format!(
+            "home LAN → {ip}:{port}/tcp: {} (want {})\n",
+            match got {
+                Ok(true) => "answers".to_string(),
+                Ok(false) => "no answer".to_string(),
+                Err(e) => e,
+            },
+            if want { "answers" } else { "no answer" }
+        ));
+    }
+    if let Err(e) = route("del") {
+        ev.push_str(&format!("removing the route: {e:#}\n"));
+    }
+    Check::verdict(NAME, ok, ev)
+}

@@ -140,6 +140,7 @@ impl Test {
         report.add(checks::docker_not_on_tcp(&lab));
         report.add(checks::no_dhcp_on_home_lan(&lab));
         report.add(home_lan::anonymous_is_read_only(&lab));
+        report.add(home_lan::firewall_keeps_the_home_lan_out(&lab));
         step("use case: overlay network, routing mesh (offline)");
         let image = usecase::busybox_image(&lab, self.busybox_image.as_deref());
         report.add(usecase::overlay_by_name(&lab, &image));
