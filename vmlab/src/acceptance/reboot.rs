@@ -169,10 +169,32 @@ fn master_inner(lab: &Lab) -> Result<Check> {
             .eq(["192.168.200.1/24", "active"])
             .then(|| out.trim().replace('\n', ", ")))
     });
+    // The members as the master last listed them, `name addr status` (1 alive, 2 leaving, 3 left, 4 failed).
+    let mut listed = String::new();
     let alive = lab.poll(Duration::from_secs(600), || {
         let m = http::consul_members(&lab.st.netns, &lab.master_ip())?;
+        listed = m
+            .iter()
+            .map(|x| format!("{} {} {}", x.name, x.addr, x.status))
+            .collect::<Vec<_>>()
+            .join(", ");
         Ok((m.iter().filter(|x| x.alive()).count() == n).then_some(()))
     });
+    // When not all came back: how each node sees the cluster, and what its Consul agent logged lately.
+    let mut seen_by_nodes = String::new();
+    if alive.is_err() {
+        for node in lab.nodes() {
+            let out = lab.sh(
+                node,
+                "consul members 2>&1; journalctl -b -q --no-pager -u consul.service | tail -n 15",
+            );
+            seen_by_nodes.push_str(&format!(
+                "--- {}:\n{}\n",
+                node.hostname,
+                show(&out.map(|o| o.trim().to_string()))
+            ));
+        }
+    }
     let ready = lab.poll(Duration::from_secs(600), || {
         let out = lab.sh(master, "docker node ls --format '{{.Status}}'")?;
         Ok((out.lines().filter(|l| l.trim() == "Ready").count() == n).then_some(()))
@@ -198,8 +220,9 @@ fn master_inner(lab: &Lab) -> Result<Check> {
         ok,
         format!(
             "{}: rebooted (boot id {} → {}), SSH back after {up_after:.1} s\n\
-             VLAN address, dhcpd: {}\nall {n} alive in Consul: {}\nall {n} Ready in Swarm: {}{}\n\
-             KV cluster-lab/test/kept: {}\nfirstboot this boot (ExecMainStart, journal lines): {}",
+             VLAN address, dhcpd: {}\nall {n} alive in Consul: {} (last listed: {listed})\n\
+             all {n} Ready in Swarm: {}{}\n\
+             KV cluster-lab/test/kept: {}\nfirstboot this boot (ExecMainStart, journal lines): {}\n{seen_by_nodes}",
             master.hostname,
             short(&before_boot),
             short(&boot),
