@@ -51,6 +51,7 @@ fn busybox_archive_loads_runs_and_is_skipped_the_second_time() {
         LoadReport {
             loaded: vec![archive.clone()],
             skipped: vec![],
+            tags: vec![container::REPO_TAG.to_string()],
         }
     );
     let id = engine.docker(&[
@@ -96,6 +97,7 @@ fn busybox_archive_loads_runs_and_is_skipped_the_second_time() {
         LoadReport {
             loaded: vec![],
             skipped: vec![archive.clone()],
+            tags: vec![container::REPO_TAG.to_string()],
         }
     );
 
@@ -112,4 +114,85 @@ fn busybox_archive_loads_runs_and_is_skipped_the_second_time() {
     );
     let listed = engine.docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert_eq!(listed.trim(), container::REPO_TAG);
+}
+
+/// The cluster registry: a real `docker-registry` serving the configuration first boot renders (on an address
+/// standing in for the master's VLAN address), a real dockerd trusting it through the daemon.json first boot
+/// writes; the master's push of the preloaded image, then a pull by the registry's name once the local copy is gone.
+#[test]
+fn the_preloaded_image_is_pushed_into_the_cluster_registry_and_pulled_back() {
+    use cluster_lab::docker::{daemon_json, registry};
+    let mut lab = Lab::new("registry");
+    require_docker();
+    support::require_tool(
+        "docker-registry",
+        "install the Debian package docker-registry",
+    );
+    let busybox =
+        std::fs::read(HOST_BUSYBOX).expect("reading /bin/busybox: install busybox-static");
+    let image = container::busybox_image(&busybox).unwrap();
+    let images_dir = lab.dir().join("images");
+    std::fs::create_dir_all(&images_dir).unwrap();
+    std::fs::write(images_dir.join(container::ARCHIVE_NAME), &image.archive).unwrap();
+
+    let ns = lab.netns("master");
+    ns.ip([
+        "link", "add", "clreg0", "type", "veth", "peer", "name", "clreg1",
+    ]);
+    ns.add_addr("clreg0", "192.0.2.1/24");
+    ns.ip(["link", "set", "clreg0", "up"]);
+    ns.ip(["link", "set", "clreg1", "up"]);
+    let master: std::net::Ipv4Addr = "192.0.2.1".parse().unwrap();
+    let at = registry::address(master);
+
+    let root = lab.subdir("root");
+    let config = registry::render_config(master);
+    config.install(&root).unwrap();
+    let data = lab.subdir("registry-data");
+    let mut serve = ns.nsenter("docker-registry", ["serve"]);
+    serve
+        .arg(config.target(&root))
+        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &data);
+    let served = support::Daemon::spawn("docker-registry", serve, &lab.dir().join("registry.log"));
+
+    let daemon_json = lab.dir().join("daemon.json");
+    std::fs::write(
+        &daemon_json,
+        daemon_json::render_insecure_registry("", &at)
+            .unwrap()
+            .contents,
+    )
+    .unwrap();
+    let engine = Dockerd::start_with(&ns, lab.dir(), "engine", Some(&daemon_json));
+    let tags = load(&engine, &images_dir).tags;
+    assert_eq!(tags, [container::REPO_TAG]);
+
+    let pushed = engine
+        .block_on(&engine.connect(), move |docker| async move {
+            registry::push(docker.docker(), &at, container::REPO_TAG).await
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", served.report(), engine.report()));
+    assert_eq!(pushed, format!("192.0.2.1:5000/{}", container::REPO_TAG));
+    // Gone locally (both names), then pulled back by the registry's name, and it runs.
+    engine.docker(&["image", "rm", &pushed, container::REPO_TAG]);
+    engine.docker(&["pull", "-q", &pushed]);
+    let out = engine.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &pushed,
+        "busybox",
+        "echo",
+        "pulled",
+    ]);
+    assert_eq!(out, "pulled\n");
+    // The registry's own catalog lists it, and its data is where the configuration put it.
+    let catalog =
+        support::run(&mut ns.nsenter("curl", ["-sS", "http://192.0.2.1:5000/v2/_catalog"]));
+    assert!(catalog.contains("\"cluster-lab/busybox\""), "{catalog}");
+    assert!(data
+        .join("docker/registry/v2/repositories/cluster-lab/busybox")
+        .is_dir());
+    served.assert_running();
 }

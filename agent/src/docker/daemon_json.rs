@@ -1,5 +1,5 @@
-//! What cluster-lab sets in `/etc/docker/daemon.json`: engine labels (arch, hostname) a node gives itself, and the
-//! default MTU option of overlay networks.
+//! What cluster-lab sets in `/etc/docker/daemon.json`: engine labels (arch, hostname) a node gives itself, the
+//! default MTU option of overlay networks, and the cluster registry among the insecure (plain HTTP) registries.
 //!
 //! A worker cannot change its own Swarm node spec, but engine labels are read by dockerd on `systemctl reload`
 //! (SIGHUP) and usable in placement constraints (`engine.labels.cluster-lab.arch == arm64`). The overlay default
@@ -91,6 +91,27 @@ pub fn render_overlay_default(
     Ok(file(obj))
 }
 
+/// `current` with `registry` (`host:port`) among `insecure-registries`, which dockerd then reaches over plain HTTP
+/// (see `registry`); other registries and settings stay.
+pub fn render_insecure_registry(
+    current: &str,
+    registry: &str,
+) -> Result<RenderedFile, DaemonJsonError> {
+    let mut obj = parse(current)?;
+    let list = obj
+        .entry("insecure-registries")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Value::Array(list) = list else {
+        return Err(DaemonJsonError(
+            "\"insecure-registries\" is not a list".into(),
+        ));
+    };
+    if !list.iter().any(|v| v.as_str() == Some(registry)) {
+        list.push(Value::String(registry.into()));
+    }
+    Ok(file(obj))
+}
+
 fn parse(current: &str) -> Result<Map<String, Value>, DaemonJsonError> {
     if current.trim().is_empty() {
         return Ok(Map::new());
@@ -138,6 +159,23 @@ mod tests {
             merged
         );
         assert!(render("[1]", &[]).is_err());
+    }
+
+    #[test]
+    fn the_cluster_registry_joins_the_insecure_registries_once() {
+        let reg = "192.168.200.1:5000";
+        let first =
+            render_insecure_registry(r#"{"insecure-registries":["old:5000"]}"#, reg).unwrap();
+        let v: Value = serde_json::from_str(&first.contents).unwrap();
+        assert_eq!(
+            v["insecure-registries"],
+            serde_json::json!(["old:5000", reg])
+        );
+        assert_eq!(
+            render_insecure_registry(&first.contents, reg).unwrap(),
+            first
+        );
+        assert!(render_insecure_registry(r#"{"insecure-registries":"x"}"#, reg).is_err());
         assert!(render("{", &[]).is_err());
     }
 

@@ -47,6 +47,8 @@ pub struct LoadReport {
     pub loaded: Vec<PathBuf>,
     /// Archives whose tags dockerd already had.
     pub skipped: Vec<PathBuf>,
+    /// Every tag of every archive, loaded or skipped: what the engine now has from the card.
+    pub tags: Vec<String>,
 }
 
 /// One entry of `manifest.json`.
@@ -136,6 +138,7 @@ pub async fn load_preloaded(docker: &Docker, dir: &Path) -> Result<LoadReport, I
         for tag in &tags {
             all_present &= has_image(docker, &path, tag).await?;
         }
+        report.tags.extend(tags.iter().cloned());
         if all_present {
             tracing::info!(archive = %path.display(), ?tags, "image already loaded");
             report.skipped.push(path);

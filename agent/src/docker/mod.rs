@@ -1,10 +1,11 @@
 //! Docker on this machine: the Swarm (init, join, the join token in Consul), the Swarm's ingress network,
-//! `/etc/docker/daemon.json`, and the container images the card carries.
+//! `/etc/docker/daemon.json`, the container images the card carries, and the registry on the master.
 
 pub mod daemon_json;
 pub mod images;
 pub mod ingress;
 pub mod join_token;
+pub mod registry;
 pub mod swarm;
 
 /// The command that lets a laptop on the home LAN drive this cluster's Docker through SSH (no TCP socket, no

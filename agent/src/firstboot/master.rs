@@ -11,6 +11,7 @@ use crate::consul::acl;
 use crate::consul::api::Service;
 use crate::consul::config::{AgentConfig, BindAddr};
 use crate::consul::ConsulClient;
+use crate::docker::registry;
 use crate::docker::swarm::{self, Swarm};
 use crate::election::socket::ClaimSocket;
 use crate::election::{Claim, ClusterRole};
@@ -53,6 +54,7 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     start_consul_server(fb).await?;
     let dhcpd = systemd::dhcpd_unit(&vlan_if);
     fb.env.services.enable_and_start(&dhcpd, false).await?;
+    start_registry(fb).await?;
     let consul = consul_leading(fb).await?;
     if let Some(task) = announcer {
         // dhcpd has had the time the Consul leader election took to come up; stop announcing.
@@ -62,7 +64,7 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     let docker = Swarm::connect(&fb.env.docker_socket, Duration::from_secs(300))
         .await
         .context("connecting to dockerd")?;
-    fb.load_images(&docker).await;
+    let preloaded = fb.load_images(&docker).await;
     let outcome = docker.init(master).await?;
     tracing::info!(?outcome, advertise = %master, "swarm manager");
     // The routing mesh must fit the VLAN: overlay interfaces 1446, the overlay driver's MTU option 1496 (it
@@ -75,6 +77,7 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
         }
     }
     publish_token(fb, &consul, &docker).await?;
+    push_preloaded(&docker, master, &preloaded).await;
 
     for service in services(master) {
         consul
@@ -95,6 +98,38 @@ async fn start_consul_server(fb: &Firstboot) -> anyhow::Result<()> {
         .services
         .enable_and_start(systemd::CONSUL_UNIT, changed)
         .await
+}
+
+/// Write the registry's configuration (listening on the VLAN address only) and (re)start it without waiting.
+async fn start_registry(fb: &Firstboot) -> anyhow::Result<()> {
+    let changed = fb.install(&registry::render_config(fb.settings.network.master))?;
+    fb.env
+        .services
+        .enable_and_start(registry::UNIT, changed)
+        .await
+        .with_context(|| format!("starting {}", registry::UNIT))
+}
+
+/// Push the card's images into the cluster registry, so nodes pull them by its name. The registry may still be
+/// starting: each push is retried for a while. A failure is a warning; the cluster forms without them.
+async fn push_preloaded(docker: &Swarm, master: Ipv4Addr, tags: &[String]) {
+    let at = registry::address(master);
+    for image in tags {
+        let pushed = wait::until(
+            "pushing a preloaded image into the cluster registry",
+            Duration::from_secs(120),
+            Duration::from_secs(3),
+            || {
+                let at = at.clone();
+                async move { Ok(Some(registry::push(docker.docker(), &at, image).await?)) }
+            },
+        )
+        .await;
+        match pushed {
+            Ok(name) => tracing::info!(%image, %name, "pushed into the cluster registry"),
+            Err(e) => tracing::warn!(%image, error = %e, "not pushed into the cluster registry"),
+        }
+    }
 }
 
 /// Wait until the local Consul server leads.
@@ -170,5 +205,6 @@ fn services(master: Ipv4Addr) -> Vec<Service> {
         service("swarm-manager", swarm::MANAGER_PORT, &["cluster-lab"]),
         service("docker", 0, &["cluster-lab", "manager"]),
         service("cluster-lab-dhcpd", 67, &["cluster-lab"]),
+        service("registry", registry::PORT, &["cluster-lab"]),
     ]
 }

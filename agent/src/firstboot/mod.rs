@@ -282,7 +282,8 @@ impl Firstboot {
     /// The early part, run by cluster-lab-early.service before dockerd, sshd and avahi start: SSH keys and hostname.
     /// dockerd names its Swarm node after the hostname it starts with, so setting it here spares the full run a
     /// restart of dockerd (the slowest thing on first boot). Nothing is restarted here.
-    /// Also gives overlay networks the VLAN's MTU by default (daemon.json), which dockerd only reads when it starts.
+    /// Also gives overlay networks the VLAN's MTU by default and trusts the cluster registry (daemon.json), which
+    /// dockerd only reads when it starts.
     pub async fn run_early(&self) -> anyhow::Result<()> {
         self.step_login()?;
         self.step_timezone();
@@ -291,17 +292,23 @@ impl Firstboot {
         Ok(())
     }
 
-    /// `default-network-opts` in daemon.json, so overlay networks users create fit the VLAN. Only when the installed
+    /// `default-network-opts` in daemon.json, so overlay networks users create fit the VLAN, and the cluster
+    /// registry on the master among `insecure-registries`, so every engine pulls from it. Only when the installed
     /// dockerd accepts the file (`dockerd --validate`, Docker 23 and later; the option itself needs 24): a dockerd that
     /// rejected its configuration would not start at all. Returns whether daemon.json changed.
     async fn step_overlay_default(&self) -> anyhow::Result<bool> {
         let path = crate::docker::daemon_json::path(&self.root);
         let current = crate::docker::daemon_json::read(&self.root);
         let mtu = crate::docker::ingress::vlan_driver_mtu_option();
-        let file = match crate::docker::daemon_json::render_overlay_default(&current, mtu) {
+        let registry = crate::docker::registry::address(self.settings.network.master);
+        let rendered =
+            crate::docker::daemon_json::render_overlay_default(&current, mtu).and_then(|f| {
+                crate::docker::daemon_json::render_insecure_registry(&f.contents, &registry)
+            });
+        let file = match rendered {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(error = %e, "overlay networks keep Docker's default MTU");
+                tracing::warn!(error = %e, "daemon.json left as it is: overlay networks keep Docker's default MTU and the cluster registry is not trusted");
                 return Ok(false);
             }
         };
@@ -325,31 +332,38 @@ impl Firstboot {
         .await;
         std::fs::remove_file(&candidate).ok();
         if let Err(e) = checked {
-            tracing::warn!(error = %e, "dockerd does not take default-network-opts; overlay networks keep Docker's default MTU");
+            tracing::warn!(error = %e, "dockerd does not take default-network-opts; daemon.json left as it is: overlay networks keep Docker's default MTU and the cluster registry is not trusted");
             return Ok(false);
         }
         let changed = self.install(&file)?;
         tracing::info!(
             option = mtu,
+            %registry,
             changed,
-            "overlay networks default to the VLAN's MTU"
+            "overlay networks default to the VLAN's MTU; the cluster registry is trusted"
         );
         Ok(changed)
     }
 
     /// Load the container images shipped in the image into dockerd. A failure is logged, not returned: the cluster
     /// forms without them.
-    async fn load_images(&self, docker: &crate::docker::swarm::Swarm) {
+    /// Load the images the card carries into dockerd; returns their tags (none when loading failed: the cluster
+    /// forms without them).
+    async fn load_images(&self, docker: &crate::docker::swarm::Swarm) -> Vec<String> {
         let dir = &self.env.images_dir;
         match crate::docker::images::load_preloaded(docker.docker(), dir).await {
-            Ok(r) => tracing::info!(
-                dir = %dir.display(),
-                loaded = r.loaded.len(),
-                skipped = r.skipped.len(),
-                "preloaded images"
-            ),
+            Ok(r) => {
+                tracing::info!(
+                    dir = %dir.display(),
+                    loaded = r.loaded.len(),
+                    skipped = r.skipped.len(),
+                    "preloaded images"
+                );
+                r.tags
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "preloaded images not loaded; the cluster forms without them")
+                tracing::warn!(error = %e, "preloaded images not loaded; the cluster forms without them");
+                Vec::new()
             }
         }
     }

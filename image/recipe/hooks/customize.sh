@@ -32,6 +32,8 @@ in_root systemctl enable systemd-networkd.service systemd-resolved.service syste
     ssh.service avahi-daemon.service docker.service \
     cluster-lab-growroot.service cluster-lab-ssh-hostkeys.service
 in_root systemctl mask systemd-networkd-wait-online.service
+# The registry runs on the master only: first boot writes its configuration there and enables it.
+in_root systemctl disable docker-registry.service
 echo cluster-lab > "$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tcluster-lab\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 

@@ -145,6 +145,7 @@ impl Test {
         let image = usecase::busybox_image(&lab, self.busybox_image.as_deref());
         report.add(usecase::overlay_by_name(&lab, &image));
         report.add(usecase::routing_mesh(&lab, &image));
+        report.add(usecase::registry(&lab));
         step("first boot left behind");
         report.add(checks::firstboot_disabled(&lab));
         report.add(checks::secret_off_the_card(&lab));

@@ -159,3 +159,66 @@ fn mesh_inner(lab: &Lab, image: &Result<String>, name: &str) -> Result<Check> {
     }
     Ok(Check::verdict(name, ok, ev))
 }
+
+/// The service of the registry check.
+const FROM_REGISTRY: &str = "cl-from-registry";
+
+/// The cluster registry on the master: the card's busybox image is in it (first boot pushed it), and a global
+/// service of it by the registry's name runs a task on every machine, each having pulled it from the master.
+pub fn registry(lab: &Lab) -> Check {
+    const NAME: &str = "registry on the master: the card's image was pushed into it at first boot, and a global \
+                        service of it by the registry's name runs on every machine, pulled from the master";
+    Check::from_result(NAME, registry_inner(lab, NAME))
+}
+
+fn registry_inner(lab: &Lab, name: &str) -> Result<Check> {
+    let net = cluster_lab_config::Settings::default().network;
+    let at = format!("{}:5000", net.master);
+    let image = format!("{at}/cluster-lab/busybox:latest");
+    let master = lab.master();
+    let n = lab.st.machines.len();
+    let mut ev = String::new();
+    let catalog = lab.sh(master, &format!("curl -sS http://{at}/v2/_catalog"))?;
+    ev.push_str(&format!(
+        "GET http://{at}/v2/_catalog: {}\n",
+        catalog.trim()
+    ));
+    lab.sh(
+        master,
+        &format!(
+            "docker service inspect {FROM_REGISTRY} >/dev/null 2>&1 || docker service create --detach \
+             --name {FROM_REGISTRY} --mode global {image} busybox sleep 86400"
+        ),
+    )?;
+    let running = lab.poll(Duration::from_secs(300), || {
+        let out = lab.sh(
+            master,
+            &format!(
+                "docker service ps {FROM_REGISTRY} --filter desired-state=running \
+                 --format '{{{{.Node}}}} {{{{.CurrentState}}}}'"
+            ),
+        )?;
+        let up = out.lines().filter(|l| l.contains(" Running ")).count();
+        Ok((up == n).then(|| out.trim().replace('\n', "; ")))
+    });
+    ev.push_str(&format!(
+        "tasks of {FROM_REGISTRY}: {}\n",
+        match &running {
+            Ok(t) => t.clone(),
+            Err(e) => format!("not all {n} running: {e:#}"),
+        }
+    ));
+    let mut pulled = true;
+    for m in &lab.st.machines {
+        let has = lab.sh(m, &format!("docker image ls -q {image}"));
+        let yes = has.as_ref().is_ok_and(|o| !o.trim().is_empty());
+        pulled &= yes;
+        ev.push_str(&format!(
+            "{}: {image} {}\n",
+            m.hostname,
+            if yes { "present" } else { "MISSING" }
+        ));
+    }
+    let ok = catalog.contains("\"cluster-lab/busybox\"") && running.is_ok() && pulled;
+    Ok(Check::verdict(name, ok, ev))
+}
