@@ -3,7 +3,8 @@
 //! dockerd, then run again to show a second run changes nothing.
 //!
 //! The one stand-in is the service manager (there is no systemd here): starting `consul.service` runs the Consul
-//! agent from the configuration first boot wrote, starting `cluster-lab-dhcpd@…` runs the real `cluster-lab dhcpd`,
+//! agent from the configuration first boot wrote, starting `docker-registry.service` runs the real registry from
+//! the configuration first boot wrote, starting `cluster-lab-dhcpd@…` runs the real `cluster-lab dhcpd`,
 //! reloading `docker.service` sends dockerd SIGHUP. networkd's part is played by the test: the master's static
 //! address is put on its link, and the node's lease comes from the master's dhcpd through busybox udhcpc. The VLAN itself and the election are covered
 //! by root_vlan and root_election; the whole boot by the QEMU cluster proof.
@@ -70,6 +71,17 @@ impl Services for TestServices {
                 *consul = Some(Daemon::spawn("consul", cmd, &self.root.join("consul.log")));
             }
         }
+        if unit == cluster_lab::docker::registry::UNIT {
+            // The package's unit with cluster-lab's drop-in: `docker-registry serve` of the written configuration,
+            // its data under this machine's root.
+            let mut cmd = self.ns.nsenter("docker-registry", ["serve"]);
+            cmd.arg(self.root.join("etc/cluster-lab/registry.yml")).env(
+                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+                self.root.join("registry-data"),
+            );
+            let daemon = Daemon::spawn("docker-registry", cmd, &self.root.join("registry.log"));
+            self.others.lock().unwrap().push(daemon);
+        }
         if let Some(interface) = unit
             .strip_prefix("cluster-lab-dhcpd@")
             .and_then(|u| u.strip_suffix(".service"))
@@ -118,7 +130,13 @@ impl Machine {
         let root = dir.join(name);
         let daemon_json = root.join("etc/docker/daemon.json");
         std::fs::create_dir_all(daemon_json.parent().unwrap()).unwrap();
-        std::fs::write(&daemon_json, "{}\n").unwrap();
+        // What the early step writes before dockerd starts: the master's registry trusted over plain HTTP.
+        let trusted = cluster_lab::docker::daemon_json::render_insecure_registry(
+            "{}",
+            &cluster_lab::docker::registry::address("192.168.200.1".parse().unwrap()),
+        )
+        .unwrap();
+        std::fs::write(&daemon_json, trusted.contents).unwrap();
         // The preloaded container image, as `cargo xtask image` ships it (from the host's busybox-static).
         let busybox =
             std::fs::read("/bin/busybox").expect("reading /bin/busybox: install busybox-static");
@@ -207,6 +225,10 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
         "run ci/install-consul.sh (Consul 1.8.7 from Debian bullseye)",
     );
     require_docker();
+    require_tool(
+        "docker-registry",
+        "install the Debian package docker-registry",
+    );
     let (m_ns, n_ns) = (lab.netns("master"), lab.netns("node"));
     lab.veth(&m_ns, "clfbm.200", &n_ns, "clfbn.200");
     m_ns.add_addr("clfbm.200", "192.168.200.1/24");
@@ -299,6 +321,17 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
         .services
         .calls()
         .contains(&"reload docker.service".to_string()));
+    // The master started its registry and pushed the card's image into it.
+    assert!(
+        master_calls.contains(&"start docker-registry.service restart=true".to_string()),
+        "{master_calls:?}"
+    );
+    let catalog = support::run(
+        &mut m
+            .ns
+            .nsenter("curl", ["-sS", "http://192.168.200.1:5000/v2/_catalog"]),
+    );
+    assert!(catalog.contains("\"cluster-lab/busybox\""), "{catalog}");
     // dockerd applies reloaded labels asynchronously.
     let info = wait_for(
         Duration::from_secs(10),

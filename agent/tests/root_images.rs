@@ -136,12 +136,8 @@ fn the_preloaded_image_is_pushed_into_the_cluster_registry_and_pulled_back() {
     std::fs::write(images_dir.join(container::ARCHIVE_NAME), &image.archive).unwrap();
 
     let ns = lab.netns("master");
-    ns.ip([
-        "link", "add", "clreg0", "type", "veth", "peer", "name", "clreg1",
-    ]);
-    ns.add_addr("clreg0", "192.0.2.1/24");
-    ns.ip(["link", "set", "clreg0", "up"]);
-    ns.ip(["link", "set", "clreg1", "up"]);
+    // The master's VLAN address stands in for the registry's.
+    ns.veth_within("clreg0", "clreg1", "192.0.2.1/24");
     let master: std::net::Ipv4Addr = "192.0.2.1".parse().unwrap();
     let at = registry::address(master);
 

@@ -155,13 +155,8 @@ fn ingress_gets_the_vlan_overlay_mtu_right_after_swarm_init_every_time() {
     require_docker();
     require_tool("nsenter", "install util-linux");
     let ns = lab.netns("engine");
-    // An address for swarm to advertise, on a veth pair whose both ends stay in the namespace: nothing leaves it.
-    ns.ip([
-        "link", "add", "clingr0", "type", "veth", "peer", "name", "clingr1",
-    ]);
-    ns.add_addr("clingr0", "192.0.2.1/24");
-    ns.ip(["link", "set", "clingr0", "up"]);
-    ns.ip(["link", "set", "clingr1", "up"]);
+    // An address for swarm to advertise.
+    ns.veth_within("clingr0", "clingr1", "192.0.2.1/24");
 
     let rounds: Vec<Round> = (0..ROUNDS)
         .map(|i| round(&ns, lab.dir(), &format!("round{i}")))

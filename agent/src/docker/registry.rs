@@ -2,10 +2,11 @@
 //! on the master's VLAN address only, over plain HTTP.
 //!
 //! Plain HTTP is trusted for that one address (`insecure-registries` in every engine's daemon.json), not for any
-//! other: the VLAN is the cluster's own wire, the firewall keeps the home LAN off VLAN addresses, and a laptop
-//! pushes through the master's engine over SSH (`docker context`), so nothing crosses the home LAN unencrypted.
+//! other: the firewall keeps the home LAN off VLAN addresses, and a laptop pushes through the master's engine over
+//! SSH (`docker context`), so nothing crosses the home LAN unencrypted. It asks for no login: whoever gets onto the
+//! VLAN (a device on the same switch that tags VLAN frames) can push to it too; docs/security.md says so.
 //! First boot of the master pushes the images the card carries into it, so every node can pull them by the
-//! registry's name (`192.168.200.1:5000/busybox:latest`). Its data lives in the package's
+//! registry's name (`192.168.200.1:5000/cluster-lab/busybox:latest`). Its data lives in the package's
 //! `/var/lib/docker-registry` and survives reboots.
 
 use std::net::Ipv4Addr;
@@ -131,22 +132,15 @@ mod tests {
     fn images_are_named_after_the_registry_on_the_vlan() {
         let reg = address("192.168.200.1".parse().unwrap());
         assert_eq!(reg, "192.168.200.1:5000");
-        assert_eq!(
-            name_in(&reg, "cluster-lab/busybox:latest"),
-            "192.168.200.1:5000/cluster-lab/busybox:latest"
-        );
-        assert_eq!(
-            name_in(&reg, "busybox"),
-            "192.168.200.1:5000/busybox:latest"
-        );
-        assert_eq!(
-            name_in(&reg, "registry.example:443/team/app:1.2"),
-            "192.168.200.1:5000/team/app:1.2"
-        );
-        assert_eq!(
-            name_in(&reg, "localhost:5000/app"),
-            "192.168.200.1:5000/app:latest"
-        );
+        for (image, named) in [
+            ("cluster-lab/busybox:latest", "cluster-lab/busybox:latest"),
+            ("busybox", "busybox:latest"),
+            // Another registry's name keeps its path.
+            ("registry.example:443/team/app:1.2", "team/app:1.2"),
+            ("localhost:5000/app", "app:latest"),
+        ] {
+            assert_eq!(name_in(&reg, image), format!("{reg}/{named}"), "{image}");
+        }
         assert_eq!(
             split_tag("192.168.200.1:5000/app"),
             ("192.168.200.1:5000/app", "latest")

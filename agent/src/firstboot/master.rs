@@ -77,7 +77,6 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
         }
     }
     publish_token(fb, &consul, &docker).await?;
-    push_preloaded(&docker, master, &preloaded).await;
 
     for service in services(master) {
         consul
@@ -86,6 +85,7 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
             .with_context(|| format!("registering service {} in consul", service.id))?;
     }
     tracing::info!(role = ?ClusterRole::Master, "consul services registered");
+    push_preloaded(&docker, master, &preloaded).await;
     Ok(master)
 }
 
@@ -111,13 +111,14 @@ async fn start_registry(fb: &Firstboot) -> anyhow::Result<()> {
 }
 
 /// Push the card's images into the cluster registry, so nodes pull them by its name. The registry may still be
-/// starting: each push is retried for a while. A failure is a warning; the cluster forms without them.
+/// starting: pushes are retried for [`PUSH_TIMEOUT`] in all. A failure is a warning; the cluster forms without them.
 async fn push_preloaded(docker: &Swarm, master: Ipv4Addr, tags: &[String]) {
     let at = registry::address(master);
+    let deadline = tokio::time::Instant::now() + PUSH_TIMEOUT;
     for image in tags {
         let pushed = wait::until(
             "pushing a preloaded image into the cluster registry",
-            Duration::from_secs(120),
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
             Duration::from_secs(3),
             || {
                 let at = at.clone();
@@ -131,6 +132,9 @@ async fn push_preloaded(docker: &Swarm, master: Ipv4Addr, tags: &[String]) {
         }
     }
 }
+
+/// How long pushing the preloaded images may take in all (the registry starts within seconds).
+const PUSH_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Wait until the local Consul server leads.
 async fn consul_leading(fb: &Firstboot) -> anyhow::Result<ConsulClient> {

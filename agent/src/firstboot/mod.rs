@@ -288,38 +288,66 @@ impl Firstboot {
         self.step_login()?;
         self.step_timezone();
         self.step_hostname()?;
-        self.step_overlay_default().await?;
+        self.step_daemon_json().await?;
         Ok(())
     }
 
     /// `default-network-opts` in daemon.json, so overlay networks users create fit the VLAN, and the cluster
     /// registry on the master among `insecure-registries`, so every engine pulls from it. Only when the installed
     /// dockerd accepts the file (`dockerd --validate`, Docker 23 and later; the option itself needs 24): a dockerd that
-    /// rejected its configuration would not start at all. Returns whether daemon.json changed.
-    async fn step_overlay_default(&self) -> anyhow::Result<bool> {
-        let path = crate::docker::daemon_json::path(&self.root);
+    /// rejected its configuration would not start at all. When it rejects both, the registry alone is tried.
+    /// Returns whether daemon.json changed.
+    async fn step_daemon_json(&self) -> anyhow::Result<bool> {
+        use crate::docker::daemon_json::{render_insecure_registry, render_overlay_default};
         let current = crate::docker::daemon_json::read(&self.root);
         let mtu = crate::docker::ingress::vlan_driver_mtu_option();
         let registry = crate::docker::registry::address(self.settings.network.master);
-        let rendered =
-            crate::docker::daemon_json::render_overlay_default(&current, mtu).and_then(|f| {
-                crate::docker::daemon_json::render_insecure_registry(&f.contents, &registry)
-            });
-        let file = match rendered {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(error = %e, "daemon.json left as it is: overlay networks keep Docker's default MTU and the cluster registry is not trusted");
+        let trusting = |text: &str| render_insecure_registry(text, &registry);
+        // Both; or, from a dockerd that rejects default-network-opts (older than 24), the registry alone.
+        let candidates = [
+            (
+                "the overlay MTU default and the cluster registry",
+                render_overlay_default(&current, mtu).and_then(|f| trusting(&f.contents)),
+            ),
+            ("the cluster registry", trusting(&current)),
+        ];
+        for (what, rendered) in candidates {
+            let file = match rendered {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(error = %e, what, "daemon.json cannot take it");
+                    continue;
+                }
+            };
+            if file.contents == current {
                 return Ok(false);
             }
-        };
-        if file.contents == current {
-            return Ok(false);
+            if let Err(e) = self.dockerd_accepts(&file.contents).await? {
+                tracing::warn!(error = %e, what, "dockerd rejects daemon.json with it");
+                continue;
+            }
+            let changed = self.install(&file)?;
+            tracing::info!(option = mtu, %registry, changed, what, "daemon.json");
+            return Ok(changed);
         }
+        tracing::warn!(
+            "daemon.json left as it is: overlay networks keep Docker's default MTU and the cluster registry is not trusted"
+        );
+        Ok(false)
+    }
+
+    /// Whether the installed dockerd accepts `contents` as its daemon.json (`dockerd --validate`); the outer error is
+    /// about the candidate file, the inner one is dockerd's refusal.
+    async fn dockerd_accepts(
+        &self,
+        contents: &str,
+    ) -> anyhow::Result<Result<(), crate::command::CommandError>> {
+        let path = crate::docker::daemon_json::path(&self.root);
         let candidate = path.with_file_name(".daemon.json.cluster-lab");
         if let Some(dir) = candidate.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        std::fs::write(&candidate, &file.contents)
+        std::fs::write(&candidate, contents)
             .with_context(|| format!("writing {}", candidate.display()))?;
         let checked = crate::command::run(
             "dockerd",
@@ -331,18 +359,7 @@ impl Firstboot {
         )
         .await;
         std::fs::remove_file(&candidate).ok();
-        if let Err(e) = checked {
-            tracing::warn!(error = %e, "dockerd does not take default-network-opts; daemon.json left as it is: overlay networks keep Docker's default MTU and the cluster registry is not trusted");
-            return Ok(false);
-        }
-        let changed = self.install(&file)?;
-        tracing::info!(
-            option = mtu,
-            %registry,
-            changed,
-            "overlay networks default to the VLAN's MTU; the cluster registry is trusted"
-        );
-        Ok(changed)
+        Ok(checked.map(drop))
     }
 
     /// Load the container images shipped in the image into dockerd. A failure is logged, not returned: the cluster

@@ -50,6 +50,15 @@ impl Netns {
         c
     }
 
+    /// An address `cidr` on `dev`, one end of a veth pair (`dev`, `peer`) whose both ends stay in this namespace and
+    /// are up: a local address to bind and advertise that nothing can leave the namespace through.
+    pub fn veth_within(&self, dev: &str, peer: &str, cidr: &str) {
+        self.ip(["link", "add", dev, "type", "veth", "peer", "name", peer]);
+        self.add_addr(dev, cidr);
+        self.ip(["link", "set", dev, "up"]);
+        self.ip(["link", "set", peer, "up"]);
+    }
+
     /// Add `cidr` to `dev`.
     pub fn add_addr(&self, dev: &str, cidr: &str) {
         self.ip(["addr", "add", cidr, "dev", dev]);
