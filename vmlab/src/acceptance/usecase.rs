@@ -208,15 +208,29 @@ fn registry_inner(lab: &Lab, name: &str) -> Result<Check> {
             Err(e) => format!("not all {n} running: {e:#}"),
         }
     ));
+    // Swarm pulls a task's image by digest (`name:tag@sha256:…`), which may leave it untagged: what shows that an
+    // engine pulled it from (or pushed it to) the registry is its repository digest under the registry's name.
+    let repo = image.trim_end_matches(":latest");
+    let digests = format!(
+        "docker image ls -q | sort -u | xargs -r docker image inspect \
+         --format '{{{{range .RepoDigests}}}}{{{{println .}}}}{{{{end}}}}' | grep '^{repo}@sha256:' || true"
+    );
     let mut pulled = true;
     for m in &lab.st.machines {
-        let has = lab.sh(m, &format!("docker image ls -q {image}"));
-        let yes = has.as_ref().is_ok_and(|o| !o.trim().is_empty());
-        pulled &= yes;
+        let has = lab.sh(m, &digests);
+        let digest = has
+            .as_ref()
+            .ok()
+            .and_then(|o| o.lines().next().map(str::to_string));
+        pulled &= digest.is_some();
         ev.push_str(&format!(
-            "{}: {image} {}\n",
+            "{}: {}\n",
             m.hostname,
-            if yes { "present" } else { "MISSING" }
+            match (&digest, &has) {
+                (Some(d), _) => d.clone(),
+                (None, Ok(_)) => format!("no {repo}@sha256:… on this engine"),
+                (None, Err(e)) => format!("{e:#}"),
+            }
         ));
     }
     let ok = catalog.contains("\"cluster-lab/busybox\"") && running.is_ok() && pulled;
