@@ -239,7 +239,7 @@ pub fn vlan_leases(lab: &Lab) -> Check {
     Check::verdict(NAME, ok, ev)
 }
 
-fn vlan_addresses(ip_o_addr: &str) -> Vec<Ipv4Addr> {
+pub(super) fn vlan_addresses(ip_o_addr: &str) -> Vec<Ipv4Addr> {
     ip_o_addr
         .lines()
         .filter_map(|l| {

@@ -159,8 +159,9 @@ pub fn firewall_keeps_the_home_lan_out(lab: &Lab) -> Check {
         let out = lab
             .sh(n, &format!("ip -4 -o addr show dev {vlan_if}"))
             .ok()?;
-        let word = out.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
-        Some(word.split('/').next()?.to_string())
+        super::checks::vlan_addresses(&out)
+            .first()
+            .map(|a| a.to_string())
     });
 
     let route = |verb: &str| {
