@@ -17,8 +17,12 @@ pub const CONFIG_PATH: &str = "/etc/consul.d/cluster-lab.json";
 pub const DATA_DIR: &str = "/var/lib/consul";
 /// Consul's HTTP API and UI (its default port, not set in the configuration).
 pub const HTTP_PORT: u16 = 8500;
-/// Server RPC, LAN gossip (TCP and UDP) and WAN gossip (TCP and UDP): Consul's defaults.
-pub const CLUSTER_PORTS: [u16; 3] = [8300, 8301, 8302];
+/// Server RPC (TCP), Consul's default.
+pub const SERVER_RPC_PORT: u16 = 8300;
+/// LAN gossip (TCP and UDP), Consul's default.
+pub const SERF_LAN_PORT: u16 = 8301;
+/// WAN gossip (TCP and UDP), Consul's default.
+pub const SERF_WAN_PORT: u16 = 8302;
 
 /// Address Consul binds to on the cluster VLAN.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,20 +36,25 @@ const DHCPV6_CLIENT_PORT: u16 = 546;
 
 /// TCP ports only the cluster may reach.
 pub fn cluster_tcp_ports() -> Vec<u16> {
+    use crate::consul::config::{SERF_LAN_PORT, SERF_WAN_PORT, SERVER_RPC_PORT};
     use crate::docker::swarm;
-    let mut ports = crate::consul::config::CLUSTER_PORTS.to_vec();
-    ports.extend([swarm::MANAGER_PORT, swarm::GOSSIP_PORT]);
-    ports
+    vec![
+        SERVER_RPC_PORT,
+        SERF_LAN_PORT,
+        SERF_WAN_PORT,
+        swarm::MANAGER_PORT,
+        swarm::GOSSIP_PORT,
+    ]
 }
 
 /// UDP ports only the cluster may reach.
 pub fn cluster_udp_ports() -> Vec<u16> {
+    use crate::consul::config::{SERF_LAN_PORT, SERF_WAN_PORT};
     use crate::docker::swarm;
-    let consul = crate::consul::config::CLUSTER_PORTS;
     let mut ports = vec![
         crate::dhcp::reply::SERVER_PORT,
-        consul[1],
-        consul[2],
+        SERF_LAN_PORT,
+        SERF_WAN_PORT,
         swarm::GOSSIP_PORT,
         swarm::VXLAN_PORT,
         crate::election::socket::PORT,
