@@ -7,8 +7,11 @@
 //! under `build/base/.work-*` and renamed into place at the end, so an interrupted build never leaves a
 //! file that looks finished.
 
+pub mod boards;
 pub mod bootcheck;
 pub mod consul;
+pub mod devicetree;
+pub mod kmod;
 pub mod manifest;
 mod output;
 pub mod recipe;
@@ -220,7 +223,7 @@ impl Base {
         .run(&tree, &work)?;
         let t_bootstrap = step.done();
 
-        let step = Step::start("checking the root tree (passwords, host keys, consul)");
+        let step = Step::start("checking the root tree (passwords, host keys, consul, every board's boot and network drivers)");
         rootfs::check(&tree, arch)?;
         let BootFiles {
             boot,
@@ -228,6 +231,9 @@ impl Base {
             cmdline,
         } = extract_boot_files(&tree, &work)?;
         let packages = manifest::installed_packages(&tree)?;
+        for report in boards::check(&tree, arch, &kernel_version)? {
+            eprintln!("base:   {}", boards::summary(&report));
+        }
         let root_used = manifest::tree_bytes(&tree)?;
         let boot_used = manifest::tree_bytes(&boot)?;
         step.done();

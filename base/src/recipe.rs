@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use cluster_lab_image::arch::Arch;
 
 /// Bump when `cargo xtask base` changes what it builds from the same recipe (the cache key covers it).
-pub const BASE_BUILDER_VERSION: u32 = 1;
+pub const BASE_BUILDER_VERSION: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct Recipe {

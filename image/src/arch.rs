@@ -5,9 +5,9 @@ use clap::ValueEnum;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum Arch {
-    /// 32-bit Raspberry Pi 2/3/4 (ARMv7 hard-float; the agent links against glibc).
+    /// 32-bit Raspberry Pi 2 and 3 (ARMv7 hard-float; the agent links against glibc).
     Armhf,
-    /// 64-bit Raspberry Pi 3/4/5 and other aarch64 boards (the agent is static, musl).
+    /// 64-bit Raspberry Pi 3, 4, 400, CM4, Zero 2 W and other aarch64 boards (the agent is static, musl).
     Arm64,
     /// PCs and QEMU (the agent is static, musl).
     Amd64,

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the whole suite, one visible step per tier.
 //!
 //! Tiers, in order: `lint` (fmt, clippy), `plain` (no root), `root` (root, inside network namespaces the tests
-//! create), `image` (root: builds the real amd64 base with mmdebstrap, boots it in QEMU, injects and flashes), `vm`
+//! create), `image` (root: builds the real amd64 base with mmdebstrap, boots it in QEMU, injects and flashes; builds
+//! the arm64 and armhf bases, which runs the board check), `vm`
 //! (root: the acceptance test of first boot, `cargo xtask cluster test`, on the amd64 image booting in QEMU),
 //! `vm-arm64` (the same on the arm64 image: arm64 base under qemu-user, the cross-compiled agent, TCG guests).
 //! Test binaries named `root_*` need root; `root_base` and `root_image` make up the image tier, the others the
@@ -19,7 +20,8 @@ pub enum Tier {
     Plain,
     /// Tests that need root, each in network namespaces it creates: real DHCP clients and servers, Consul, dockerd.
     Root,
-    /// Root: the real amd64 base (mmdebstrap, QEMU boot check, cache hit), the image built from it, flashing.
+    /// Root: the real amd64 base (mmdebstrap, QEMU boot check, cache hit), the image built from it, flashing; the
+    /// arm64 and armhf bases, whose build checks that every supported board finds its SD card and wired NIC.
     Image,
     /// Root: the amd64 image built and booted as a three-machine cluster in QEMU, the acceptance test of first boot
     /// (`cargo xtask cluster test --nodes 3`: formation, Consul UI in Chromium, overlay, routing mesh, reboot,
@@ -86,6 +88,12 @@ impl Test {
                     require_root("image")?;
                     // One at a time: the image test uses the base the base test builds.
                     cmd!(sh, "cargo nextest run --workspace --no-fail-fast --test-threads 1 -E {IMAGE_TESTS}").run()?;
+                    // The Raspberry Pi bases: building one runs the board check (every supported board's SD
+                    // controller and wired NIC, with their suppliers, against the kernel's modules and the
+                    // initramfs). The arm64 base is cached for tier 5.
+                    step("tier 3: the Raspberry Pi bases and their board check (arm64, armhf)");
+                    cmd!(sh, "cargo xtask base --arch arm64").run()?;
+                    cmd!(sh, "cargo xtask base --arch armhf").run()?;
                 }
                 Tier::Vm => {
                     step("tier 4: virtual cluster (amd64 image, 3 machines in QEMU, acceptance test)");

@@ -64,11 +64,24 @@ arm64 | armhf)
     # raspi-firmware's kernel hook copies the firmware, kernel, initrd and device trees here and writes
     # config.txt and cmdline.txt from /etc/default/raspi-firmware*. Configure it, then run it again, so a
     # kernel upgrade on the device later writes the same files.
+    # The serial console the header's UART really is: ttyS1 (the mini UART) on the 64-bit boards (Pi 3, 4, 400,
+    # CM4, Zero 2 W), where ttyAMA0 drives Bluetooth; ttyAMA0 on the Pi 2, which has no ttyS1. No cma=: the hook
+    # would put the build chroot's guess (64M) on every board, and the Pi 4 may not boot with it; a headless
+    # node needs no video memory.
+    case "$arch" in
+    arm64) consoles="tty0 ttyS1,115200" ;;
+    armhf) consoles="tty0 ttyAMA0,115200" ;;
+    esac
     sed -i -e "s|^#\?ROOTPART=.*|ROOTPART=LABEL=$root_label|" \
-        -e 's|^#\?CONSOLES=.*|CONSOLES="tty0 ttyAMA0,115200 ttyS1,115200"|' \
+        -e "s|^#\?CONSOLES=.*|CONSOLES=\"$consoles\"|" \
+        -e "s|^#\?CMA=.*|CMA=0|" \
         "$root/etc/default/raspi-firmware"
     grep -q "^ROOTPART=LABEL=$root_label\$" "$root/etc/default/raspi-firmware"
+    grep -q "^CMA=0\$" "$root/etc/default/raspi-firmware"
     cp "$recipe/boot/raspi-firmware-custom" "$root/etc/default/raspi-firmware-custom"
+    if [ "$arch" = arm64 ]; then
+        cat "$recipe/boot/raspi-firmware-custom-arm64" >> "$root/etc/default/raspi-firmware-custom"
+    fi
     # The hook acts on "configure" only, and needs /proc to see that it runs in a chroot.
     proc_mounted=
     if [ ! -e "$root/proc/self" ]; then
@@ -80,6 +93,18 @@ arm64 | armhf)
     echo "customize: $(cat "$fw/cmdline.txt")"
     grep -q "root=LABEL=$root_label " "$fw/cmdline.txt" || { echo "customize: cmdline.txt lacks root=LABEL=$root_label" >&2; exit 1; }
     grep -q "^kernel=vmlinuz-$kver\$" "$fw/config.txt" || { echo "customize: config.txt lacks kernel=vmlinuz-$kver" >&2; exit 1; }
+    # The wired NIC is eth0 (what cluster-lab.toml's default interface names) only because the hook adds
+    # net.ifnames=0: make sure it still does.
+    grep -q " net.ifnames=0 " "$fw/cmdline.txt" || { echo "customize: cmdline.txt lacks net.ifnames=0 (the NIC would not be eth0)" >&2; exit 1; }
+    for c in $consoles; do
+        grep -q "console=$c" "$fw/cmdline.txt" || { echo "customize: cmdline.txt lacks console=$c" >&2; exit 1; }
+    done
+    if grep -q "cma=" "$fw/cmdline.txt"; then echo "customize: cmdline.txt sets cma=" >&2; exit 1; fi
+    if [ "$arch" = arm64 ]; then
+        # config.txt sends the Compute Module 4 to its own device tree (raspi-firmware-custom's [cm4] section).
+        grep -q "^device_tree=bcm2711-rpi-cm4-io.dtb\$" "$fw/config.txt" && [ -f "$fw/bcm2711-rpi-cm4-io.dtb" ] ||
+            { echo "customize: config.txt or the boot partition lacks the CM4's device tree" >&2; exit 1; }
+    fi
     ;;
 esac
 
