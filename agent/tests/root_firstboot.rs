@@ -19,7 +19,7 @@ use std::time::Duration;
 use cluster_lab::config::Settings;
 use cluster_lab::consul::ConsulClient;
 use cluster_lab::docker::swarm::Swarm;
-use cluster_lab::firstboot::{master, node, Environment, Firstboot, Services};
+use cluster_lab::firstboot::{master, node, Clock, Environment, Firstboot, Services};
 use cluster_lab::host::hostname::Hostname;
 use futures_util::future::BoxFuture;
 use nix::unistd::Pid;
@@ -181,6 +181,8 @@ impl Machine {
                 consul_data_dir: root.join("consul-data").to_string_lossy().into_owned(),
                 images_dir: root.join("images"),
                 services: services.clone(),
+                // The namespaces share the host's clock: chrony would set the host's.
+                clock: Clock::Shared,
             },
         };
         Machine {

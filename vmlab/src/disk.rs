@@ -32,6 +32,18 @@ fn candidates(arch: Arch) -> (&'static [&'static str], &'static [&'static str]) 
     }
 }
 
+/// Copy one file of the image's boot partition (a device tree) to `dest`.
+pub fn extract_boot_file(image: &Path, name: &str, dest: &Path) -> Result<()> {
+    let located = disk::locate(image)
+        .with_context(|| format!("reading the partitions of {}", image.display()))?;
+    let vol = FatVolume::open(image, &located.boot, false)
+        .with_context(|| format!("opening the boot partition of {}", image.display()))?;
+    let Some(bytes) = vol.read(name)? else {
+        bail!("{}: no {name} on the boot partition", image.display());
+    };
+    std::fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))
+}
+
 /// Copy the kernel and initrd out of the image's boot partition into `dir`; read its `cmdline.txt`.
 pub fn extract_boot_files(image: &Path, arch: Arch, dir: &Path) -> Result<BootFiles> {
     std::fs::create_dir_all(dir)?;

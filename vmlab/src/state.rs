@@ -40,6 +40,9 @@ pub struct Machine {
     /// Flashed the way Raspberry Pi Imager does (user-data on the boot partition) instead of by cluster-lab.toml.
     #[serde(default)]
     pub imager: bool,
+    /// Booted as a Raspberry Pi 3B (QEMU's `raspi3b`) instead of the `virt` machine.
+    #[serde(default)]
+    pub raspi3b: bool,
 }
 
 /// The state directory of cluster `name`.

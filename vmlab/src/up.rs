@@ -41,6 +41,11 @@ pub struct Machines {
     /// Seconds to wait for each stage (master ready, nodes joined).
     #[arg(long, default_value_t = 1200)]
     pub timeout: u64,
+    /// Boot this machine (node1, …; arm64 only) as a Raspberry Pi 3B — QEMU's `raspi3b`: the Pi 3B device tree
+    /// from the card, the card on the Pi's SD controller, USB networking, 1 GiB and 4 cores — instead of the
+    /// `virt` machine. Repeat for more machines. The disk size must be a power of two (an SD card's).
+    #[arg(long, value_name = "HOSTNAME")]
+    pub raspi3b: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -159,6 +164,26 @@ impl Up {
                 names.join(", ")
             );
         }
+        if let Some(unknown) = self.machines.raspi3b.iter().find(|h| !names.contains(h)) {
+            bail!(
+                "--raspi3b {unknown}: no such machine; this cluster's are {}",
+                names.join(", ")
+            );
+        }
+        if !self.machines.raspi3b.is_empty() {
+            if self.machines.arch != Arch::Arm64 {
+                bail!(
+                    "--raspi3b: a Raspberry Pi 3B boots the arm64 image, not {}",
+                    self.machines.arch
+                );
+            }
+            if !self.disk_size.is_power_of_two() {
+                bail!(
+                    "--raspi3b: QEMU's SD card must be a power of two in size; --disk-size is {} bytes",
+                    self.disk_size
+                );
+            }
+        }
         if !(1..=9).contains(&self.machines.nodes) {
             bail!(
                 "--nodes {}: the virtual cluster runs 1 to 9 machines",
@@ -197,14 +222,21 @@ impl Up {
             .enumerate()
             .map(|(i, hostname)| {
                 let vdir = dir.join(&hostname);
+                let raspi3b = self.machines.raspi3b.contains(&hostname);
                 Machine {
                     index: i,
-                    mac: switch::mac(i),
+                    // What the home router's fixed lease and the checks see is the address on the wire.
+                    mac: if raspi3b {
+                        vm::raspi3b_wire_mac(&switch::mac(i))
+                    } else {
+                        switch::mac(i)
+                    },
                     tap: switch::tap(i),
                     lan_ip: switch::lan_ip(i),
                     disk: vdir.join("disk.img"),
                     files: vm::Files::new(&vdir),
                     imager: self.imager.contains(&hostname),
+                    raspi3b,
                     hostname,
                     powered_on_ms: None,
                 }
@@ -221,6 +253,9 @@ impl Up {
             rel(image).display()
         );
         let boot = disk::extract_boot_files(image, self.machines.arch, &st.dir().join("boot"))?;
+        if st.machines.iter().any(|m| m.raspi3b) {
+            disk::extract_boot_file(image, vm::RASPI3B_DTB, &self.raspi3b_dtb(st))?;
+        }
         for m in &st.machines {
             std::fs::create_dir_all(&m.files.dir)?;
             let how = if m.imager {
@@ -284,18 +319,31 @@ impl Up {
                 cmdline: cmdline.clone(),
                 memory_mib: self.machines.memory,
                 cpus: self.machines.cpus,
+                board: if m.raspi3b {
+                    vm::Board::Raspi3b {
+                        dtb: self.raspi3b_dtb(st),
+                    }
+                } else {
+                    vm::Board::Virtual
+                },
                 files: m.files.clone(),
             };
             let pid = vm::launch(&sw.netns, &spec)?;
             eprintln!(
-                "cluster: {:<8} QEMU pid {pid} (paused), MAC {}, LAN {}, console {}",
+                "cluster: {:<8} QEMU {} pid {pid} (paused), MAC {}, LAN {}, console {}",
                 m.hostname,
+                if m.raspi3b { "raspi3b" } else { "virt" },
                 m.mac,
                 m.lan_ip,
                 rel(&m.files.serial).display()
             );
         }
         Ok(())
+    }
+
+    /// Where the Pi 3B's device tree is copied from the card.
+    fn raspi3b_dtb(&self, st: &State) -> PathBuf {
+        st.dir().join("boot").join(vm::RASPI3B_DTB)
     }
 
     fn power_and_wait(&self, st: &mut State, ssh: Ssh) -> Result<Formation> {

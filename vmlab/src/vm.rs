@@ -1,6 +1,8 @@
 //! One virtual machine: a QEMU process (TCG) inside the cluster's network namespace, booting the image
 //! directly from the kernel and initrd of its boot partition, its NIC on a tap of the virtual switch,
-//! its serial console in a log file and a QMP socket for power control.
+//! its serial console in a log file and a QMP socket for power control. A VM is QEMU's `virt` (arm64) or `q35`
+//! (amd64) machine with virtio devices, or — for the arm64 image — a Raspberry Pi 3B (`raspi3b`): the Pi's own
+//! device tree from the card, the card on the Pi's SD controller, and a USB network adapter.
 //!
 //! Every VM starts paused (`-S`): "power on" is a QMP `cont`, so the time it is taken is exact and
 //! several VMs can be powered on at the same instant.
@@ -30,7 +32,37 @@ pub struct Spec {
     pub cmdline: String,
     pub memory_mib: u32,
     pub cpus: u32,
+    pub board: Board,
     pub files: Files,
+}
+
+/// Which machine QEMU emulates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Board {
+    /// `virt` (arm) or `q35` (amd64), with virtio disk, NIC and entropy.
+    Virtual,
+    /// A Raspberry Pi 3B: 1 GiB and four Cortex-A53 cores (fixed by the machine), the device tree the firmware
+    /// would load (from the card), the card on the SoC's SD host controller, and QEMU's `usb-net` on the Pi's
+    /// USB as its NIC.
+    Raspi3b { dtb: PathBuf },
+}
+
+/// The device tree a Pi 3B's firmware loads from the card.
+pub const RASPI3B_DTB: &str = "bcm2837-rpi-3-b.dtb";
+
+/// What a Pi 3B in QEMU adds to the image's kernel command line. QEMU's `usb-net` has the USB IDs of Linux's
+/// Ethernet gadget, which `cdc_subset` claims first and runs with a random MAC address under the name `usb0`;
+/// without it, `cdc_ether` drives the adapter as `eth0` with the address QEMU gives it (see
+/// [`raspi3b_wire_mac`]). A real Pi 3B's NIC (`smsc95xx`) is `eth0` with the MAC the firmware sets.
+pub const RASPI3B_CMDLINE: &str = "modprobe.blacklist=cdc_subset";
+
+/// The MAC address a Pi 3B VM's NIC has on the wire: QEMU's `usb-net` announces its configured address with
+/// the first byte replaced by 0x40 (`dev-network.c`), and the guest takes that one.
+pub fn raspi3b_wire_mac(mac: &str) -> String {
+    match mac.split_once(':') {
+        Some((_, rest)) => format!("40:{rest}"),
+        None => mac.to_string(),
+    }
 }
 
 /// A VM's files in the cluster's state directory.
@@ -102,17 +134,25 @@ pub fn qemu_args(spec: &Spec) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-name", &spec.hostname]);
-    match spec.arch {
-        Arch::Arm64 | Arch::Armhf => push(&["-machine", "virt", "-cpu", "cortex-a72"]),
-        Arch::Amd64 => push(&["-machine", "q35"]),
+    match (&spec.board, spec.arch) {
+        (Board::Raspi3b { .. }, _) => push(&["-machine", "raspi3b"]),
+        (Board::Virtual, Arch::Arm64 | Arch::Armhf) => {
+            push(&["-machine", "virt", "-cpu", "cortex-a72"])
+        }
+        (Board::Virtual, Arch::Amd64) => push(&["-machine", "q35"]),
     }
+    let (memory, cpus) = match spec.board {
+        // The machine has exactly this: QEMU refuses anything else.
+        Board::Raspi3b { .. } => (1024, 4),
+        Board::Virtual => (spec.memory_mib, spec.cpus),
+    };
     push(&[
         "-accel",
         "tcg,thread=multi",
         "-m",
-        &spec.memory_mib.to_string(),
+        &memory.to_string(),
         "-smp",
-        &spec.cpus.to_string(),
+        &cpus.to_string(),
         "-nodefaults",
         "-display",
         "none",
@@ -124,27 +164,46 @@ pub fn qemu_args(spec: &Spec) -> Vec<String> {
         "-initrd",
         &path(&spec.initrd),
     ]);
-    push(&["-append", &spec.cmdline]);
-    push(&[
-        "-drive",
-        &format!(
-            "file={},format=raw,if=virtio,cache=unsafe",
-            path(&spec.disk)
-        ),
-    ]);
-    push(&[
-        "-netdev",
-        &format!("tap,id=lan,ifname={},script=no,downscript=no", spec.tap),
-        "-device",
-        &format!("virtio-net-pci,netdev=lan,mac={}", spec.mac),
-    ]);
-    // Entropy from the host: sshd host keys, Consul and Docker do not wait for the guest's pool.
-    push(&[
-        "-object",
-        "rng-random,id=rng,filename=/dev/urandom",
-        "-device",
-        "virtio-rng-pci,rng=rng",
-    ]);
+    let netdev = format!("tap,id=lan,ifname={},script=no,downscript=no", spec.tap);
+    match &spec.board {
+        Board::Virtual => {
+            push(&["-append", &spec.cmdline]);
+            push(&[
+                "-drive",
+                &format!(
+                    "file={},format=raw,if=virtio,cache=unsafe",
+                    path(&spec.disk)
+                ),
+            ]);
+            push(&[
+                "-netdev",
+                &netdev,
+                "-device",
+                &format!("virtio-net-pci,netdev=lan,mac={}", spec.mac),
+            ]);
+            // Entropy from the host: sshd host keys, Consul and Docker do not wait for the guest's pool.
+            push(&[
+                "-object",
+                "rng-random,id=rng,filename=/dev/urandom",
+                "-device",
+                "virtio-rng-pci,rng=rng",
+            ]);
+        }
+        Board::Raspi3b { dtb } => {
+            push(&["-dtb", &path(dtb)]);
+            push(&["-append", &format!("{} {RASPI3B_CMDLINE}", spec.cmdline)]);
+            push(&[
+                "-drive",
+                &format!("file={},format=raw,if=sd,cache=unsafe", path(&spec.disk)),
+            ]);
+            push(&[
+                "-netdev",
+                &netdev,
+                "-device",
+                &format!("usb-net,netdev=lan,mac={}", spec.mac),
+            ]);
+        }
+    }
     push(&["-serial", &format!("file:{}", path(&f.serial))]);
     push(&["-qmp", &format!("unix:{},server=on,wait=off", path(&f.qmp))]);
     push(&["-D", &path(&f.qemu_log)]);
@@ -373,6 +432,7 @@ mod tests {
             cmdline: "root=LABEL=clroot console=ttyS0,115200".into(),
             memory_mib: 1024,
             cpus: 1,
+            board: Board::Virtual,
             files: Files::new(Path::new("/s/node1")),
         }
     }
@@ -409,6 +469,30 @@ mod tests {
         }
         let arm = qemu_args(&spec(Arch::Arm64)).join(" ");
         assert!(arm.contains("-machine virt -cpu cortex-a72"), "{arm}");
+    }
+
+    #[test]
+    fn a_raspberry_pi_3b_boots_its_card_on_the_sd_controller_with_usb_networking() {
+        let pi = Spec {
+            board: Board::Raspi3b {
+                dtb: "/s/boot/bcm2837-rpi-3-b.dtb".into(),
+            },
+            mac: "40:54:00:c1:00:11".into(),
+            memory_mib: 2048,
+            ..spec(Arch::Arm64)
+        };
+        let a = qemu_args(&pi).join(" ");
+        for want in [
+            "-machine raspi3b -accel tcg,thread=multi -m 1024 -smp 4 ",
+            "-dtb /s/boot/bcm2837-rpi-3-b.dtb",
+            "-append root=LABEL=clroot console=ttyS0,115200 modprobe.blacklist=cdc_subset",
+            "-drive file=/s/node1/disk.img,format=raw,if=sd,cache=unsafe",
+            "-device usb-net,netdev=lan,mac=40:54:00:c1:00:11",
+        ] {
+            assert!(a.contains(want), "missing {want:?} in {a}");
+        }
+        assert!(!a.contains("virtio"), "{a}");
+        assert_eq!(raspi3b_wire_mac("52:54:00:c1:00:11"), "40:54:00:c1:00:11");
     }
 
     #[test]

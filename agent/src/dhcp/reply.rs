@@ -20,6 +20,8 @@ pub struct ReplyOptions {
     pub router: Option<Ipv4Addr>,
     /// Option 6, only when configured.
     pub dns: Vec<Ipv4Addr>,
+    /// Option 42: the cluster's time source (the master runs chrony for the VLAN).
+    pub ntp: Vec<Ipv4Addr>,
     /// The cluster-lab master marker (vendor class + vendor-specific cluster name).
     pub marker: Vec<DhcpOption>,
     /// With the cluster's marker key, each reply's marker also carries its tag (see [`super::marker::sign`]).
@@ -108,6 +110,9 @@ fn config_options(opts: &mut DhcpOptions, cfg: &ReplyOptions) {
     }
     if !cfg.dns.is_empty() {
         opts.insert(DhcpOption::DomainNameServer(cfg.dns.clone()));
+    }
+    if !cfg.ntp.is_empty() {
+        opts.insert(DhcpOption::NtpServers(cfg.ntp.clone()));
     }
 }
 

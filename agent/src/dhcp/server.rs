@@ -95,6 +95,8 @@ impl Server {
             subnet_mask: subnet.mask(),
             router: cfg.router,
             dns: cfg.dns.clone(),
+            // The server is the master, which serves the cluster's clock.
+            ntp: vec![cfg.server_id],
             marker: super::marker::options(&cfg.cluster_name),
             signer: cfg
                 .marker_key

@@ -48,6 +48,7 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     tracing::debug!(added, "master address");
     wait_for_address(&vlan_if, Duration::from_secs(120), |a| a == master).await?;
     tracing::info!(interface = %vlan_if, address = %master, "master address up");
+    fb.serve_clock().await?;
 
     // Consul first: its start and leader election are the longest wait of the master's first boot, and dhcpd
     // comes up meanwhile.

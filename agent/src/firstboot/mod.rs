@@ -17,6 +17,7 @@ use anyhow::Context;
 
 use crate::config::{Role, Settings};
 use crate::election::{ClusterRole, Mac, Timing};
+use crate::host::clock;
 use crate::host::hostname::{self, Hostname};
 use crate::host::render::RenderedFile;
 use crate::plan::Plan;
@@ -26,7 +27,7 @@ use crate::{
 };
 
 pub use crate::election::runner::{announce_master, elect, ElectionError, ElectionSetup};
-pub use services::{Environment, Services, Systemd};
+pub use services::{Clock, Environment, Services, Systemd};
 
 /// Where the agent keeps the effective configuration for services that run after first boot (dhcpd).
 pub const ETC_CONFIG: &str = "/etc/cluster-lab/cluster-lab.toml";
@@ -121,6 +122,60 @@ impl Firstboot {
     }
 
     /// Install `file` (or, in a dry run, say whether it would change). Returns whether it changed.
+    /// The master: chrony serves the cluster's subnet (see [`crate::host::clock`]).
+    async fn serve_clock(&self) -> anyhow::Result<()> {
+        if self.env.clock == Clock::Shared {
+            return Ok(());
+        }
+        let file = clock::render_master(self.settings.network.subnet)
+            .context("rendering chrony's configuration")?;
+        let changed = self.install(&file)?;
+        if self.planning().is_some() {
+            return Ok(());
+        }
+        self.env
+            .services
+            .enable_and_start(clock::UNIT, changed)
+            .await?;
+        tracing::info!(subnet = %self.settings.network.subnet, "serving the cluster's clock (chrony)");
+        Ok(())
+    }
+
+    /// A node: take the time from the master and wait (bounded) until the clock is set, before Consul starts and
+    /// the Swarm is joined: a node whose clock is far behind (a Pi has no battery-backed clock) cannot validate the
+    /// Swarm's certificates.
+    async fn set_clock_from(&self, master: std::net::Ipv4Addr) -> anyhow::Result<()> {
+        if self.env.clock == Clock::Shared {
+            return Ok(());
+        }
+        let file = clock::render_node(master).context("rendering chrony's configuration")?;
+        let changed = self.install(&file)?;
+        if self.planning().is_some() {
+            return Ok(());
+        }
+        self.env
+            .services
+            .enable_and_start(clock::UNIT, changed)
+            .await?;
+        let timeout = std::time::Duration::from_secs(120);
+        tracing::info!(%master, "setting the clock from the master (chrony)");
+        clock::wait_synced(timeout, std::time::Duration::from_secs(2))
+            .await
+            .with_context(|| {
+                format!(
+                    "the clock could not be set from the master ({master}, NTP port {}) within {}s; is chrony \
+                     running on the master?",
+                    clock::NTP_PORT,
+                    timeout.as_secs()
+                )
+            })?;
+        match clock::tracking().await {
+            Ok(t) => tracing::info!(source = %t.source, offset_s = t.offset_s, "clock set"),
+            Err(e) => tracing::warn!(error = %e, "clock set, but chronyc tracking failed"),
+        }
+        Ok(())
+    }
+
     fn install(&self, file: &RenderedFile) -> anyhow::Result<bool> {
         let target = file.target(&self.root);
         if let Some(plan) = self.planning() {

@@ -54,6 +54,7 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
     .await
     .context("waiting for a lease from the master")?;
     tracing::info!(interface = %vlan_if, %address, "lease from the master");
+    fb.set_clock_from(net.master).await?;
 
     // Before this machine joins under its name: is another one alive under it? Asked of the master's API (it
     // serves the home LAN and the VLAN); an API that does not answer yet cannot tell, and the join goes on.

@@ -77,6 +77,16 @@ pub struct Environment {
     /// `docker save` archives loaded into dockerd once it answers ([`crate::docker::images::DIR`] on the target).
     pub images_dir: PathBuf,
     pub services: Arc<dyn Services>,
+    pub clock: Clock,
+}
+
+/// Whose clock first boot sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// This machine's, with chrony: the master serves the VLAN, a node steps to the master before it joins.
+    Chrony,
+    /// Machines that share one clock (the root tier's network namespaces share the host's): nothing to set.
+    Shared,
 }
 
 impl Environment {
@@ -88,6 +98,7 @@ impl Environment {
             consul_data_dir: crate::consul::config::DATA_DIR.into(),
             images_dir: PathBuf::from(crate::docker::images::DIR),
             services: Arc::new(Systemd),
+            clock: Clock::Chrony,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod boot_partition;
+pub mod clock;
 pub mod firewall;
 pub mod hostname;
 pub mod login;

@@ -28,7 +28,7 @@ install -d -m 0700 -o 1000 -g 1000 "$root/home/cluster/.ssh"
 in_root chown -R cluster:cluster /home/cluster
 
 # Services.
-in_root systemctl enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
+in_root systemctl enable systemd-networkd.service systemd-resolved.service chrony.service \
     ssh.service avahi-daemon.service docker.service \
     cluster-lab-growroot.service cluster-lab-ssh-hostkeys.service
 in_root systemctl mask systemd-networkd-wait-online.service

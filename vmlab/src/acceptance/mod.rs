@@ -55,6 +55,12 @@ impl Test {
         Up {
             machines: Machines {
                 nodes,
+                // The election cluster's machines are vm1, vm2, …: the Pi 3Bs named here are the main cluster's.
+                raspi3b: if simultaneous {
+                    Vec::new()
+                } else {
+                    self.machines.raspi3b.clone()
+                },
                 ..self.machines.clone()
             },
             name: name.to_string(),
@@ -137,6 +143,7 @@ impl Test {
         report.add(checks::vlan_leases(&lab));
         report.add(checks::consul_members(&lab));
         report.add(checks::swarm_nodes(&lab));
+        report.add(checks::clock_from_master(&lab));
         report.add(checks::docker_not_on_tcp(&lab));
         report.add(checks::no_dhcp_on_home_lan(&lab));
         report.add(home_lan::anonymous_is_read_only(&lab));
