@@ -316,7 +316,11 @@ impl Up {
                 disk: m.disk.clone(),
                 kernel: boot.kernel.clone(),
                 initrd: boot.initrd.clone(),
-                cmdline: cmdline.clone(),
+                cmdline: if m.raspi3b {
+                    vm::raspi3b_cmdline(&boot.cmdline)
+                } else {
+                    cmdline.clone()
+                },
                 memory_mib: self.machines.memory,
                 cpus: self.machines.cpus,
                 board: if m.raspi3b {

@@ -56,6 +56,13 @@ pub const RASPI3B_DTB: &str = "bcm2837-rpi-3-b.dtb";
 /// [`raspi3b_wire_mac`]). A real Pi 3B's NIC (`smsc95xx`) is `eth0` with the MAC the firmware sets.
 pub const RASPI3B_CMDLINE: &str = "modprobe.blacklist=cdc_subset";
 
+/// The command line a Pi 3B VM boots with: the card's own `cmdline.txt` as the firmware would pass it, consoles
+/// included (the image names `ttyS1`, the Pi 3B's header UART, which the serial log records), plus
+/// [`RASPI3B_CMDLINE`].
+pub fn raspi3b_cmdline(image_cmdline: &str) -> String {
+    format!("{} {RASPI3B_CMDLINE}", image_cmdline.trim())
+}
+
 /// The MAC address a Pi 3B VM's NIC has on the wire: QEMU's `usb-net` announces its configured address with
 /// the first byte replaced by 0x40 (`dev-network.c`), and the guest takes that one.
 pub fn raspi3b_wire_mac(mac: &str) -> String {
@@ -191,7 +198,7 @@ pub fn qemu_args(spec: &Spec) -> Vec<String> {
         }
         Board::Raspi3b { dtb } => {
             push(&["-dtb", &path(dtb)]);
-            push(&["-append", &format!("{} {RASPI3B_CMDLINE}", spec.cmdline)]);
+            push(&["-append", &spec.cmdline]);
             push(&[
                 "-drive",
                 &format!("file={},format=raw,if=sd,cache=unsafe", path(&spec.disk)),
@@ -203,6 +210,11 @@ pub fn qemu_args(spec: &Spec) -> Vec<String> {
                 &format!("usb-net,netdev=lan,mac={}", spec.mac),
             ]);
         }
+    }
+    // A Pi 3B's header UART is the mini UART, QEMU's second serial port (the first, the PL011, drives Bluetooth on
+    // a real Pi 3B): the log records the console the image itself names there (`ttyS1`).
+    if matches!(spec.board, Board::Raspi3b { .. }) {
+        push(&["-serial", "null"]);
     }
     push(&["-serial", &format!("file:{}", path(&f.serial))]);
     push(&["-qmp", &format!("unix:{},server=on,wait=off", path(&f.qmp))]);
@@ -478,6 +490,7 @@ mod tests {
                 dtb: "/s/boot/bcm2837-rpi-3-b.dtb".into(),
             },
             mac: "40:54:00:c1:00:11".into(),
+            cmdline: raspi3b_cmdline("console=tty0 console=ttyS1,115200 root=LABEL=clroot"),
             memory_mib: 2048,
             ..spec(Arch::Arm64)
         };
@@ -485,9 +498,10 @@ mod tests {
         for want in [
             "-machine raspi3b -accel tcg,thread=multi -m 1024 -smp 4 ",
             "-dtb /s/boot/bcm2837-rpi-3-b.dtb",
-            "-append root=LABEL=clroot console=ttyS0,115200 modprobe.blacklist=cdc_subset",
+            "-append console=tty0 console=ttyS1,115200 root=LABEL=clroot modprobe.blacklist=cdc_subset",
             "-drive file=/s/node1/disk.img,format=raw,if=sd,cache=unsafe",
             "-device usb-net,netdev=lan,mac=40:54:00:c1:00:11",
+            "-serial null -serial file:/s/node1/serial.log",
         ] {
             assert!(a.contains(want), "missing {want:?} in {a}");
         }

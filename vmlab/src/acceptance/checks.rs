@@ -354,8 +354,11 @@ pub fn clock_from_master(lab: &Lab) -> Check {
             Ok(o) => o,
             Err(e) => {
                 ok = false;
-                ev.push_str(&format!("{}: {e:#}
-", m.hostname));
+                ev.push_str(&format!(
+                    "{}: {e:#}
+",
+                    m.hostname
+                ));
                 continue;
             }
         };
