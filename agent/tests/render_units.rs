@@ -89,6 +89,32 @@ fn consul_drop_in_uses_only_known_keys() {
 }
 
 #[test]
+fn the_clock_is_saved_every_minute_where_systemd_reads_it_at_boot() {
+    let service = read("usr/lib/systemd/system/cluster-lab-clock-save.service");
+    let timer = read("usr/lib/systemd/system/cluster-lab-clock-save.timer");
+    verify("cluster-lab-clock-save.service", &service);
+    // A timer is verified beside the service it starts.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cluster-lab-clock-save.service"), &service).unwrap();
+    let path = dir.path().join("cluster-lab-clock-save.timer");
+    std::fs::write(&path, &timer).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("running systemd-analyze (Debian package systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("cluster-lab-clock-save"),
+        "systemd-analyze verify cluster-lab-clock-save.timer:\n{stderr}"
+    );
+    // PID 1 advances the clock to this file's modification time at boot.
+    assert!(service.contains("ExecStart=/usr/bin/touch /var/lib/systemd/timesync/clock"));
+    assert!(timer.contains("OnUnitActiveSec=1min"));
+    assert!(timer.contains("WantedBy=timers.target"));
+}
+
+#[test]
 fn a_unit_with_a_typo_is_caught() {
     // Guard for the check itself: systemd-analyze exits 0 on unknown keys, the warning is what fails.
     let result = std::panic::catch_unwind(|| {

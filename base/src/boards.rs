@@ -330,21 +330,18 @@ pub fn summary(report: &BoardReport) -> String {
         );
     }
     let count = |p: Presence| report.drivers.iter().filter(|(_, q)| *q == p).count();
+    let in_initramfs: Vec<&str> = report
+        .drivers
+        .iter()
+        .filter(|(_, p)| *p == Presence::Initramfs)
+        .map(|(d, _)| d.module.as_str())
+        .collect();
     format!(
-        "{}: {} modules ({} built in, {} in the initramfs: {}), {} more drivers built in by name, {} compatibles \
-         nothing claims",
+        "{}: {} drivers built in, {} in the initramfs ({}); {} compatible string(s) nothing claims",
         report.board.name,
-        report.drivers.len(),
-        count(Presence::BuiltIn),
-        count(Presence::Initramfs),
-        report
-            .drivers
-            .iter()
-            .filter(|(_, p)| *p == Presence::Initramfs)
-            .map(|(d, _)| d.module.as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
-        report.builtin_by_name.len(),
+        count(Presence::BuiltIn) + report.builtin_by_name.len(),
+        in_initramfs.len(),
+        in_initramfs.join(" "),
         report.unclaimed.len(),
     )
 }
@@ -450,7 +447,7 @@ mod tests {
         assert_eq!(firmware.1, Presence::BuiltIn);
         let line = summary(&r);
         assert!(
-            line.starts_with("Pi 4-like: 6 modules (1 built in, 5 in the initramfs: "),
+            line.starts_with("Pi 4-like: 5 drivers built in, 5 in the initramfs ("),
             "{line}"
         );
     }

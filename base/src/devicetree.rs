@@ -213,8 +213,8 @@ impl Tree {
         }
     }
 
-    /// Everything `start` needs, breadth first: its suppliers, its parents, and theirs. Each reached node
-    /// comes with the edge that reached it first.
+    /// Everything `start` needs, breadth first: its suppliers, its parents, and theirs (not through disabled
+    /// nodes). Each reached node comes with the edge that reached it first.
     pub fn needs(&self, start: usize) -> Vec<(usize, Option<Edge>)> {
         let mut seen: BTreeMap<usize, Option<Edge>> = BTreeMap::new();
         let mut order = Vec::new();
@@ -225,6 +225,10 @@ impl Tree {
             }
             seen.insert(index, edge.clone());
             order.push((index, edge));
+            // A disabled node gets no driver and waits for nothing: its own suppliers are not needed.
+            if index != start && !self.nodes[index].enabled() {
+                continue;
+            }
             if let Some(parent) = self.nodes[index].parent {
                 queue.push_back((
                     parent,

@@ -87,7 +87,9 @@ impl Modules {
             .split(|b| *b == 0)
             .filter_map(|rec| {
                 let rec = std::str::from_utf8(rec).ok()?;
-                let (module, value) = rec.split_once(".alias=")?;
+                // `module.key=value`: the module name ends at the first dot.
+                let (module, field) = rec.split_once('.')?;
+                let value = field.strip_prefix("alias=")?;
                 Some((value.to_string(), module_name(module)))
             })
             .collect();
@@ -126,14 +128,14 @@ impl Modules {
     }
 }
 
-/// The modalias the kernel gives a device-tree node (`of:N<name>T<type>C<compatible>…`, see
-/// `of_modalias()`), or for a USB device named by its IDs (`usbVVVV,PPPP`) the start of its USB modalias.
+/// The modalias the kernel gives a device-tree node (`of:N<name>T<type>C<compatible>…`, the type `(null)` when
+/// the node has no `device_type`; see `of_modalias()`), or for a USB device named by its IDs (`usbVVVV,PPPP`) the start of its USB modalias.
 pub fn modalias(node_name: &str, device_type: Option<&str>, compatible: &[&str]) -> String {
     if let Some(usb) = compatible.first().and_then(|c| usb_ids(c)) {
         return usb;
     }
     let name = node_name.split('@').next().unwrap_or(node_name);
-    let mut s = format!("of:N{name}T{}", device_type.unwrap_or("<NULL>"));
+    let mut s = format!("of:N{name}T{}", device_type.unwrap_or("(null)"));
     for c in compatible {
         s.push('C');
         s.push_str(c);
@@ -334,6 +336,9 @@ fn read_newc<'a>(mut data: &'a [u8], names: &mut Vec<String>) -> Result<&'a [u8]
         }
         let file_size = hex(&data[54..62])?;
         let name_size = hex(&data[94..102])?;
+        if name_size == 0 {
+            bail!("cpio entry without a name");
+        }
         let name_end = 110 + name_size;
         if data.len() < name_end {
             bail!("cpio archive cut short in a file name");
@@ -360,15 +365,15 @@ mod tests {
     fn globs_as_modprobe_does() {
         assert!(glob(
             b"of:N*T*Cbrcm,bcm2711-emmc2C*",
-            b"of:NmmcT<NULL>Cbrcm,bcm2711-emmc2Cfoo"
+            b"of:NmmcT(null)Cbrcm,bcm2711-emmc2Cfoo"
         ));
         assert!(glob(
             b"of:N*T*Cbrcm,bcm2711-emmc2",
-            b"of:NmmcT<NULL>Cbrcm,bcm2711-emmc2"
+            b"of:NmmcT(null)Cbrcm,bcm2711-emmc2"
         ));
         assert!(!glob(
             b"of:N*T*Cbrcm,bcm2711-emmc2",
-            b"of:NmmcT<NULL>Cbrcm,bcm2711-emmc2x"
+            b"of:NmmcT(null)Cbrcm,bcm2711-emmc2x"
         ));
         assert!(glob(b"usb:v0424pEC00d0[0-1]*", b"usb:v0424pEC00d01ab"));
         assert!(!glob(b"usb:v0424pEC00d0[0-1]*", b"usb:v0424pEC00d02ab"));
@@ -379,7 +384,7 @@ mod tests {
     fn modaliases_of_tree_nodes_and_usb_devices() {
         assert_eq!(
             modalias("mmc@7e340000", None, &["brcm,bcm2711-emmc2"]),
-            "of:NmmcT<NULL>Cbrcm,bcm2711-emmc2"
+            "of:NmmcT(null)Cbrcm,bcm2711-emmc2"
         );
         assert_eq!(
             modalias("ethernet@1", None, &["usb424,ec00"]),
@@ -405,7 +410,7 @@ mod tests {
     #[test]
     fn drivers_come_from_the_aliases_built_in_or_not() {
         let m = fixture();
-        let sd = m.drivers("of:NmmcT<NULL>Cbrcm,bcm2711-emmc2");
+        let sd = m.drivers("of:NmmcT(null)Cbrcm,bcm2711-emmc2");
         assert_eq!(
             sd,
             [Driver {
@@ -414,10 +419,10 @@ mod tests {
                 path: "kernel/drivers/mmc/host/sdhci-iproc.ko.xz".into()
             }]
         );
-        let reg = m.drivers("of:Nsd_vcc_regT<NULL>Cregulator-fixed");
+        let reg = m.drivers("of:Nsd_vcc_regT(null)Cregulator-fixed");
         assert!(reg.iter().all(|d| d.builtin), "{reg:?}");
         assert_eq!(m.drivers("usb:v0424pEC00d")[0].module, "smsc95xx");
-        assert!(m.drivers("of:NxT<NULL>Cnothing,claims-this").is_empty());
+        assert!(m.drivers("of:NxT(null)Cnothing,claims-this").is_empty());
         assert!(m.is_builtin("mmc-core"));
     }
 

@@ -36,7 +36,8 @@ pub struct OsEntry {
 }
 
 /// Imager's device tags and architecture name for the boards this image boots on; `None` for images no Raspberry
-/// Pi boots (amd64). The Pi 5 is not listed: its boot is not proven for this image.
+/// Pi boots (amd64). The Pi 5 is not listed: this image's kernel cannot boot it (the board check in
+/// `base/src/boards.rs` reports why).
 pub fn devices(arch: Arch) -> Option<(Vec<&'static str>, &'static str)> {
     match arch {
         Arch::Arm64 => Some((vec!["pi4-64bit", "pi3-64bit"], "armv8")),

@@ -121,23 +121,40 @@ impl Firstboot {
             .with_token(crate::secret::consul_management_token(self.secret.expose()))
     }
 
-    /// Install `file` (or, in a dry run, say whether it would change). Returns whether it changed.
-    /// The master: chrony serves the cluster's subnet (see [`crate::host::clock`]).
-    async fn serve_clock(&self) -> anyhow::Result<()> {
+    /// Install chrony's drop-in rendered by `render` and (re)start chrony. False when there is nothing to run here:
+    /// a shared clock, or a dry run (which only notes the file).
+    async fn configure_chrony(
+        &self,
+        render: impl FnOnce() -> Result<RenderedFile, crate::host::render::RenderError>,
+    ) -> anyhow::Result<bool> {
         if self.env.clock == Clock::Shared {
-            return Ok(());
+            return Ok(false);
         }
-        let file = clock::render_master(self.settings.network.subnet)
-            .context("rendering chrony's configuration")?;
+        let file = render().context("rendering chrony's configuration")?;
         let changed = self.install(&file)?;
         if self.planning().is_some() {
-            return Ok(());
+            return Ok(false);
         }
-        self.env
-            .services
-            .enable_and_start(clock::UNIT, changed)
-            .await?;
-        tracing::info!(subnet = %self.settings.network.subnet, "serving the cluster's clock (chrony)");
+        // Waiting for the restart: `chronyc waitsync` must talk to the daemon that read this file, not to the one
+        // it replaces. The target's systemd directly: a shared clock (the only other kind) never gets here.
+        crate::host::systemd::enable(clock::UNIT).await?;
+        if changed {
+            crate::host::systemd::restart(clock::UNIT).await?;
+        } else {
+            crate::host::systemd::start(clock::UNIT).await?;
+        }
+        Ok(true)
+    }
+
+    /// The master: chrony serves the cluster's subnet (see [`crate::host::clock`]).
+    async fn serve_clock(&self) -> anyhow::Result<()> {
+        let subnet = self.settings.network.subnet;
+        if self
+            .configure_chrony(|| clock::render_master(subnet))
+            .await?
+        {
+            tracing::info!(%subnet, "serving the cluster's clock (chrony)");
+        }
         Ok(())
     }
 
@@ -145,18 +162,9 @@ impl Firstboot {
     /// the Swarm is joined: a node whose clock is far behind (a Pi has no battery-backed clock) cannot validate the
     /// Swarm's certificates.
     async fn set_clock_from(&self, master: std::net::Ipv4Addr) -> anyhow::Result<()> {
-        if self.env.clock == Clock::Shared {
+        if !self.configure_chrony(|| clock::render_node(master)).await? {
             return Ok(());
         }
-        let file = clock::render_node(master).context("rendering chrony's configuration")?;
-        let changed = self.install(&file)?;
-        if self.planning().is_some() {
-            return Ok(());
-        }
-        self.env
-            .services
-            .enable_and_start(clock::UNIT, changed)
-            .await?;
         let timeout = std::time::Duration::from_secs(120);
         tracing::info!(%master, "setting the clock from the master (chrony)");
         clock::wait_synced(timeout, std::time::Duration::from_secs(2))
@@ -176,6 +184,7 @@ impl Firstboot {
         Ok(())
     }
 
+    /// Install `file` (or, in a dry run, say whether it would change). Returns whether it changed.
     fn install(&self, file: &RenderedFile) -> anyhow::Result<bool> {
         let target = file.target(&self.root);
         if let Some(plan) = self.planning() {

@@ -65,13 +65,18 @@ pub async fn wait_synced(timeout: Duration, interval: Duration) -> Result<(), Co
 }
 
 /// How far this machine's clock is from its time source, and which source (`chronyc -c tracking`).
-pub async fn tracking() -> Result<Tracking, CommandError> {
+pub async fn tracking() -> anyhow::Result<Tracking> {
     let out = command::run(CHRONYC, ["-c", "tracking"]).await?;
-    Ok(Tracking::parse(&out).unwrap_or_default())
+    Tracking::parse(&out).ok_or_else(|| {
+        anyhow::anyhow!(
+            "chronyc -c tracking printed what it never does: {:?}",
+            out.trim()
+        )
+    })
 }
 
 /// The fields of `chronyc -c tracking` first boot reports.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tracking {
     /// The source's address (`192.168.200.1`), or chrony's name for none (`0.0.0.0`, `127.127.1.1` for local).
     pub source: String,

@@ -36,6 +36,11 @@ pub async fn stop(unit: &str) -> Result<(), CommandError> {
     run("systemctl", ["stop", unit]).await.map(drop)
 }
 
+/// Restart `unit` and wait until it has started again.
+pub async fn restart(unit: &str) -> Result<(), CommandError> {
+    run("systemctl", ["restart", unit]).await.map(drop)
+}
+
 /// Start `unit` and wait until it has started.
 pub async fn start(unit: &str) -> Result<(), CommandError> {
     run("systemctl", ["start", unit]).await.map(drop)

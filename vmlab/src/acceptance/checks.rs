@@ -339,7 +339,10 @@ pub fn secret_off_the_card(lab: &Lab) -> Check {
 pub fn clock_from_master(lab: &Lab) -> Check {
     const NAME: &str = "every node's clock is set from the master (chrony tracks 192.168.200.1, within 1 s; a Pi 3B \
          without a real-time clock was stepped by more than a day)";
-    const MASTER: &str = "192.168.200.1";
+    let master = cluster_lab_config::Settings::default()
+        .network
+        .master
+        .to_string();
     let mut ok = true;
     let mut ev = String::new();
     for (i, m) in lab.st.machines.iter().enumerate() {
@@ -371,7 +374,7 @@ pub fn clock_from_master(lab: &Lab) -> Check {
             .split_whitespace()
             .find_map(|w| w.parse::<f64>().ok())
             .map(f64::abs);
-        let within = source == MASTER && offset.is_some_and(|o| o.abs() < 1.0);
+        let within = source == master && offset.is_some_and(|o| o.abs() < 1.0);
         let stepped = !m.raspi3b || stepped_s.is_some_and(|s| s > 86_400.0);
         ok &= within && stepped;
         ev.push_str(&format!(
