@@ -20,7 +20,15 @@ fn read(path: &str) -> String {
 
 /// Verify `text` as unit `name`, with the agent binary replaced by /bin/true (it is not installed here).
 fn verify(name: &str, text: &str) {
+    verify_beside(name, text, &[]);
+}
+
+/// [`verify`], with other units (`(name, text)`) in the same directory: a timer is verified beside its service.
+fn verify_beside(name: &str, text: &str, beside: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
+    for (other, other_text) in beside {
+        std::fs::write(dir.path().join(other), other_text).unwrap();
+    }
     let path = dir.path().join(name);
     std::fs::write(&path, text.replace("/usr/bin/cluster-lab", "/bin/true")).unwrap();
     let out = Command::new("systemd-analyze")
@@ -93,20 +101,10 @@ fn the_clock_is_saved_every_minute_where_systemd_reads_it_at_boot() {
     let service = read("usr/lib/systemd/system/cluster-lab-clock-save.service");
     let timer = read("usr/lib/systemd/system/cluster-lab-clock-save.timer");
     verify("cluster-lab-clock-save.service", &service);
-    // A timer is verified beside the service it starts.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("cluster-lab-clock-save.service"), &service).unwrap();
-    let path = dir.path().join("cluster-lab-clock-save.timer");
-    std::fs::write(&path, &timer).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("running systemd-analyze (Debian package systemd)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && !stderr.contains("cluster-lab-clock-save"),
-        "systemd-analyze verify cluster-lab-clock-save.timer:\n{stderr}"
+    verify_beside(
+        "cluster-lab-clock-save.timer",
+        &timer,
+        &[("cluster-lab-clock-save.service", &service)],
     );
     // PID 1 advances the clock to this file's modification time at boot.
     assert!(service.contains("ExecStart=/usr/bin/touch /var/lib/systemd/timesync/clock"));
