@@ -421,3 +421,49 @@ fn verify(
     }
     Ok(())
 }
+
+/// The blocks the filesystem does not use, as byte ranges in the image, read from its block bitmaps through
+/// `dumpe2fs` (each group's `Free blocks:` line).
+pub fn free_ranges(path: &Path, part: &Partition) -> Result<Vec<std::ops::Range<u64>>> {
+    let out = command::run("dumpe2fs", &[device_arg(path, part)])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_free_blocks(&text)
+        .map(|(block_size, free)| {
+            free.into_iter()
+                .map(|(a, b)| part.start + a * block_size..part.start + (b + 1) * block_size)
+                .collect()
+        })
+        .map_err(|reason| ext4_error(path, part, format!("reading dumpe2fs: {reason}")))
+}
+
+/// Block size and the inclusive free block runs from `dumpe2fs` output. The header's `Free blocks:` is a count;
+/// the groups' indented `Free blocks:` lines list runs (`12-40, 77, 90-99`).
+pub fn parse_free_blocks(text: &str) -> std::result::Result<(u64, Vec<(u64, u64)>), String> {
+    let block_size = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or("no \"Block size:\" line")?;
+    let mut free = Vec::new();
+    let mut groups = 0;
+    for line in text.lines() {
+        let Some(list) = line
+            .strip_prefix("  Free blocks:")
+            .or_else(|| line.strip_prefix("\tFree blocks:"))
+        else {
+            continue;
+        };
+        groups += 1;
+        for run in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            let (a, b) = run.split_once('-').unwrap_or((run, run));
+            match (a.trim().parse::<u64>(), b.trim().parse::<u64>()) {
+                (Ok(a), Ok(b)) if a <= b => free.push((a, b)),
+                _ => return Err(format!("bad free block run {run:?}")),
+            }
+        }
+    }
+    if groups == 0 {
+        return Err("no block group lists its free blocks".into());
+    }
+    Ok((block_size, free))
+}

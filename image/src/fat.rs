@@ -209,3 +209,75 @@ pub fn check(path: &Path, part: &Partition) -> Result<()> {
     )?;
     Ok(())
 }
+
+/// The clusters the FAT16/FAT32 filesystem does not use (and the slack after its last cluster), as byte ranges
+/// in the image, read from its first allocation table. `None` for FAT12 or an unreadable boot sector.
+pub fn free_ranges(path: &Path, part: &Partition) -> Result<Option<Vec<std::ops::Range<u64>>>> {
+    let file = File::open(path).at(path, "opening image")?;
+    let mut bs = [0u8; 512];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut bs, part.start)
+        .at(path, "reading the FAT boot sector")?;
+    let u16_at = |o: usize| u16::from_le_bytes([bs[o], bs[o + 1]]) as u64;
+    let u32_at = |o: usize| u32::from_le_bytes([bs[o], bs[o + 1], bs[o + 2], bs[o + 3]]) as u64;
+    let bytes_per_sector = u16_at(11);
+    let per_cluster = bs[13] as u64;
+    let reserved = u16_at(14);
+    let fats = bs[16] as u64;
+    let root_entries = u16_at(17);
+    let total = if u16_at(19) != 0 {
+        u16_at(19)
+    } else {
+        u32_at(32)
+    };
+    let fat_sectors = if u16_at(22) != 0 {
+        u16_at(22)
+    } else {
+        u32_at(36)
+    };
+    if ![512, 1024, 2048, 4096].contains(&bytes_per_sector) || per_cluster == 0 || fats == 0 {
+        return Ok(None);
+    }
+    let root_sectors = (root_entries * 32).div_ceil(bytes_per_sector);
+    let first_data = reserved + fats * fat_sectors + root_sectors;
+    if total <= first_data || (total * bytes_per_sector) > part.size {
+        return Ok(None);
+    }
+    let clusters = (total - first_data) / per_cluster;
+    let entry = match clusters {
+        0..4085 => return Ok(None),
+        4085..65525 => 2,
+        _ => 4,
+    };
+    let mut table = vec![0u8; ((clusters + 2) * entry) as usize];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &file,
+        &mut table,
+        part.start + reserved * bytes_per_sector,
+    )
+    .at(path, "reading the FAT allocation table")?;
+    let cluster_bytes = per_cluster * bytes_per_sector;
+    let data_start = part.start + first_data * bytes_per_sector;
+    let mut free: Vec<std::ops::Range<u64>> = Vec::new();
+    for c in 2..clusters + 2 {
+        let o = (c * entry) as usize;
+        let value = if entry == 2 {
+            u16::from_le_bytes([table[o], table[o + 1]]) as u64
+        } else {
+            u32::from_le_bytes([table[o], table[o + 1], table[o + 2], table[o + 3]]) as u64
+                & 0x0fff_ffff
+        };
+        if value != 0 {
+            continue;
+        }
+        let start = data_start + (c - 2) * cluster_bytes;
+        match free.last_mut() {
+            Some(last) if last.end == start => last.end += cluster_bytes,
+            _ => free.push(start..start + cluster_bytes),
+        }
+    }
+    let slack = data_start + clusters * cluster_bytes;
+    if slack < part.end() {
+        free.push(slack..part.end());
+    }
+    Ok(Some(free))
+}

@@ -1,13 +1,14 @@
-//! Writing an image to an SD card (or a file) safely: refuse disks in use, write, read back and compare,
-//! then personalise the card's `cluster-lab.toml`.
+//! Writing an image to an SD card (or a file) safely: refuse disks in use, write the blocks that hold data,
+//! read them back and compare, then personalise the card's `cluster-lab.toml`.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::blockmap::{skip, AlignedBuf, BlockMap};
 use crate::disk::{self, Packing};
 use crate::error::{ImageError, IoContext, Result};
 use crate::fat::FatVolume;
@@ -163,125 +164,213 @@ pub fn check_target(target: &Path, image: &Path) -> Result<Target> {
     }
 }
 
-/// Open `image` for reading its raw bytes: `.img` as is, `.img.xz`/`.img.zst` decompressed on the fly.
-/// Returns the reader and the size of the packed file (for the progress bar).
-fn open_image(image: &Path) -> Result<(Box<dyn Read>, u64)> {
-    let f = File::open(image).at(image, "opening image")?;
-    let len = f.metadata().at(image, "reading image size")?.len();
-    let reader: Box<dyn Read> = match Packing::detect(image)? {
-        Packing::Raw => Box::new(f),
-        Packing::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(BufReader::new(
-            f,
-        ))),
-        Packing::Zstd => Box::new(zstd::Decoder::new(f).at(image, "starting zstd")?),
-        Packing::Zip => {
-            return Err(ImageError::BadInput {
-                path: image.into(),
-                reason: "flash takes .img, .img.xz or .img.zst; unzip the archive first".into(),
-            })
-        }
-    };
-    Ok((reader, len))
-}
-
 /// What [`write`] did.
 #[derive(Debug, Clone)]
 pub struct Written {
-    pub bytes: u64,
-    pub sha256: String,
+    /// Size of the image.
+    pub image_bytes: u64,
+    /// Bytes written to the target (and read back): the mapped blocks.
+    pub data_bytes: u64,
+    /// Runs of blocks written.
+    pub ranges: usize,
+    /// Where the block map came from: a bmap file beside the image, or made from the image now.
+    pub map_source: String,
 }
 
-/// Write the image to the target, then read the same number of bytes back from the target (past the
-/// page cache for devices) and compare checksums.
+/// Write the blocks of the image a card needs (its [`BlockMap`]: the filesystems' used blocks and any other data,
+/// as bmaptool does), checking each run against the map's checksum as it is read, then read every written run
+/// back from the target (past the page cache) and check it again. The map is the `.bmap` file beside the image
+/// when there is one (needed for `.img.xz`/`.img.zst`), else it is made from the raw image. A file target is
+/// created sparse: blocks not written read as zeros.
 pub fn write(image: &Path, target: &Target) -> Result<Written> {
-    let (reader, packed_len) = open_image(image)?;
+    let packing = Packing::detect(image)?;
+    if packing == Packing::Zip {
+        return Err(ImageError::BadInput {
+            path: image.into(),
+            reason: "flash takes .img, .img.xz or .img.zst; unzip the archive first".into(),
+        });
+    }
+    let (map, map_source) = match BlockMap::beside(image)? {
+        Some((path, map)) => (map, path.display().to_string()),
+        None if packing == Packing::Raw => (
+            BlockMap::of_image(image)?,
+            "made from the image".to_string(),
+        ),
+        None => {
+            return Err(ImageError::BadInput {
+                path: image.into(),
+                reason: format!(
+                    "a compressed image needs its block map beside it ({}); `cargo xtask image` writes one",
+                    with_bmap_ext(image).display()
+                ),
+            })
+        }
+    };
+    write_mapped(image, &map, target)?;
+    Ok(Written {
+        image_bytes: map.image_size,
+        data_bytes: map.mapped_bytes(),
+        ranges: map.ranges.len(),
+        map_source,
+    })
+}
+
+/// `x.img.bmap` for `x.img`, `x.img.xz` and `x.img.zst`.
+pub fn with_bmap_ext(image: &Path) -> PathBuf {
+    let name = image.to_string_lossy();
+    let stem = name
+        .strip_suffix(".xz")
+        .or_else(|| name.strip_suffix(".zst"))
+        .unwrap_or(&name);
+    PathBuf::from(format!("{stem}.bmap"))
+}
+
+/// Write `map`'s ranges of `image` to `target`, then verify them; see [`write`].
+pub fn write_mapped(image: &Path, map: &BlockMap, target: &Target) -> Result<()> {
+    write_blocks(image, map, target)?;
+    let bar = progress::bytes(map.mapped_bytes(), "verifying");
+    map.verify(target.path(), direct_io(map, target), &|done| {
+        bar.set_position(done)
+    })?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Whether a card is written and read past the page cache (O_DIRECT): block devices, for images whose size is a
+/// whole number of 512-byte sectors.
+pub fn direct_io(map: &BlockMap, target: &Target) -> bool {
+    matches!(target, Target::BlockDevice { .. }) && map.image_size % 512 == 0
+}
+
+/// Write `map`'s ranges of `image` to `target`, each checked against the map as it is read, and sync; the
+/// first half of [`write_mapped`].
+pub fn write_blocks(image: &Path, map: &BlockMap, target: &Target) -> Result<()> {
     let tpath = target.path();
     if let Target::BlockDevice { size, .. } = target {
-        // A raw image's size is known up front: refuse before writing anything.
-        if Packing::detect(image)? == Packing::Raw && packed_len > *size {
+        if map.image_size > *size {
             return Err(ImageError::BadInput {
                 path: tpath.into(),
                 reason: format!(
-                    "the device holds {size} bytes, too small for the image ({packed_len} bytes); nothing was written"
+                    "the device holds {size} bytes, too small for the image ({} bytes); nothing was written",
+                    map.image_size
                 ),
             });
         }
     }
-    let mut out = match target {
-        Target::File { path } => File::create(path).at(path, "creating target file")?,
-        Target::BlockDevice { path, .. } => File::options()
-            .write(true)
-            .open(path)
-            .at(path, "opening target device for writing")?,
-    };
-    let bar = progress::bytes(packed_len, "writing");
-    let mut reader = bar.wrap_read(reader);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = reader.read(&mut buf).map_err(|e| ImageError::BadInput {
-            path: image.into(),
-            reason: format!("reading the image failed (corrupt or truncated?): {e}"),
-        })?;
-        if n == 0 {
-            break;
+    let block_device = matches!(target, Target::BlockDevice { .. });
+    // Past the page cache on a card, so the bar moves at the card's speed and nothing is left to sync.
+    let direct = direct_io(map, target);
+    let out = match target {
+        Target::File { path } => {
+            let f = File::create(path).at(path, "creating target file")?;
+            f.set_len(map.image_size).at(path, "sizing target file")?;
+            f
         }
-        if let Target::BlockDevice { size, .. } = target {
-            if bytes + n as u64 > *size {
-                return Err(ImageError::BadInput {
-                    path: tpath.into(),
-                    reason: format!("the device holds {size} bytes, too small for the image"),
-                });
+        Target::BlockDevice { path, .. } => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut o = File::options();
+            o.write(true);
+            if direct {
+                o.custom_flags(nix::fcntl::OFlag::O_DIRECT.bits());
             }
+            o.open(path).at(path, "opening target device for writing")?
         }
-        let block_device = matches!(target, Target::BlockDevice { .. });
-        if !block_device && buf[..n].iter().all(|&b| b == 0) {
-            // A file target stays sparse (it was just truncated, so holes read back as zeros).
-            out.seek(SeekFrom::Current(n as i64))
-                .at(tpath, "writing to target")?;
-        } else {
-            out.write_all(&buf[..n]).at(tpath, "writing to target")?;
+    };
+    let mut source = Source::open(image)?;
+    let bar = progress::bytes(map.mapped_bytes(), "writing data");
+    let mut buf = AlignedBuf::new();
+    let buf = buf.as_mut();
+    for r in &map.ranges {
+        let span = map.bytes(r);
+        let mut hasher = Sha256::new();
+        let mut pos = span.start;
+        while pos < span.end {
+            let n = ((span.end - pos) as usize).min(buf.len());
+            source.read_at(&mut buf[..n], pos)?;
+            hasher.update(&buf[..n]);
+            // A fresh file target reads zeros where nothing is written: it stays sparse.
+            if block_device || buf[..n].iter().any(|&b| b != 0) {
+                out.write_all_at(&buf[..n], pos)
+                    .at(tpath, "writing to target")?;
+            }
+            pos += n as u64;
+            bar.inc(n as u64);
         }
-        hasher.update(&buf[..n]);
-        bytes += n as u64;
-        // Flush a card every 64 MiB, so the progress bar shows the card's speed rather than the page
-        // cache's, and the final sync does not hang at 100 %.
-        if block_device && bytes % (64 << 20) < n as u64 {
-            out.sync_data().at(tpath, "syncing target")?;
+        let got = hex(&hasher.finalize());
+        if got != r.sha256 {
+            return Err(ImageError::BadInput {
+                path: image.into(),
+                reason: format!(
+                    "blocks {}-{} of the image do not match its block map (sha256 {got}, the map says {}): the image or its .bmap file is damaged or they do not belong together",
+                    r.first, r.last, r.sha256
+                ),
+            });
         }
-    }
-    if matches!(target, Target::File { .. }) {
-        out.set_len(bytes).at(tpath, "sizing target file")?;
     }
     out.sync_all().at(tpath, "syncing target")?;
     bar.finish_and_clear();
-    drop(out);
-    let sha256 = hex(&hasher.finalize());
+    Ok(())
+}
 
-    // Read back from the medium, not from the page cache.
-    let back = File::open(tpath).at(tpath, "opening target to verify")?;
-    let _ = nix::fcntl::posix_fadvise(
-        &back,
-        0,
-        0,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    );
-    let bar = progress::bytes(bytes, "verifying");
-    let mut back = bar.wrap_read(back.take(bytes));
-    let mut h = Sha256::new();
-    let read = std::io::copy(&mut back, &mut h).at(tpath, "reading back target")?;
-    bar.finish_and_clear();
-    let got = hex(&h.finalize());
-    if read != bytes || got != sha256 {
-        return Err(ImageError::BadInput {
-            path: tpath.into(),
-            reason: format!(
-                "verification failed: wrote {bytes} bytes with sha256 {sha256}, read back {read} bytes with sha256 {got}; the card may be faulty"
-            ),
-        });
+/// The image's bytes, by offset: positioned reads from a raw image, a forward-only stream from a compressed one
+/// (unmapped parts are decompressed and dropped).
+enum Source {
+    Raw {
+        file: File,
+        path: PathBuf,
+    },
+    Stream {
+        reader: Box<dyn Read>,
+        pos: u64,
+        path: PathBuf,
+    },
+}
+
+impl Source {
+    fn open(image: &Path) -> Result<Source> {
+        let f = File::open(image).at(image, "opening image")?;
+        let path = image.to_path_buf();
+        Ok(match Packing::detect(image)? {
+            Packing::Raw => Source::Raw { file: f, path },
+            Packing::Xz => Source::Stream {
+                reader: Box::new(liblzma::read::XzDecoder::new_multi_decoder(BufReader::new(
+                    f,
+                ))),
+                pos: 0,
+                path,
+            },
+            Packing::Zstd => Source::Stream {
+                reader: Box::new(zstd::Decoder::new(f).at(image, "starting zstd")?),
+                pos: 0,
+                path,
+            },
+            Packing::Zip => unreachable!("refused by write"),
+        })
     }
-    Ok(Written { bytes, sha256 })
+
+    fn read_at(&mut self, buf: &mut [u8], at: u64) -> Result<()> {
+        let truncated = |path: &Path, e: std::io::Error| ImageError::BadInput {
+            path: path.into(),
+            reason: format!("reading the image failed (corrupt or truncated?): {e}"),
+        };
+        match self {
+            Source::Raw { file, path } => {
+                file.read_exact_at(buf, at).map_err(|e| truncated(path, e))
+            }
+            Source::Stream { reader, pos, path } => {
+                if at < *pos {
+                    return Err(truncated(
+                        path,
+                        std::io::Error::other("ranges out of order"),
+                    ));
+                }
+                skip(reader.as_mut(), at - *pos).map_err(|e| truncated(path, e))?;
+                reader.read_exact(buf).map_err(|e| truncated(path, e))?;
+                *pos = at + buf.len() as u64;
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Set `[node] hostname` (and `ssh_authorized_keys` when given) in the `cluster-lab.toml` on the

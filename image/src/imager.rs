@@ -132,6 +132,8 @@ mod tests {
         Published {
             image: PathBuf::from("/tmp/out/lab.img"),
             compressed: compressed.then(|| PathBuf::from("/tmp/out/lab.img.zst")),
+            bmap: PathBuf::from("/tmp/out/lab.img.bmap"),
+            mapped_bytes: 900_000_000,
             checksums: PathBuf::from("/tmp/out/lab.sha256"),
             image_sha256: "aa".repeat(32),
             image_size: 2_000_000_000,

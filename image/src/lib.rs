@@ -16,6 +16,7 @@
 
 pub mod arch;
 pub mod assemble;
+pub mod blockmap;
 pub mod build;
 pub mod command;
 pub mod container;

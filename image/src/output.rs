@@ -36,6 +36,10 @@ impl Compression {
 pub struct Published {
     pub image: PathBuf,
     pub compressed: Option<PathBuf>,
+    /// `OUT.img.bmap`: the blocks a card needs, in bmaptool's format.
+    pub bmap: PathBuf,
+    /// Bytes the block map says to write.
+    pub mapped_bytes: u64,
     pub checksums: PathBuf,
     pub image_sha256: String,
     pub image_size: u64,
@@ -61,7 +65,14 @@ fn partial(path: &Path) -> PathBuf {
 /// its own result.
 pub fn remove_previous(out: &Path) -> Result<()> {
     let mut stale = Vec::new();
-    for ext in ["img", "img.zst", "img.xz", "sha256", "rpi-imager.json"] {
+    for ext in [
+        "img",
+        "img.zst",
+        "img.xz",
+        "img.bmap",
+        "sha256",
+        "rpi-imager.json",
+    ] {
         let p = with_ext(out, ext);
         // Leftovers of an interrupted build, too.
         stale.push(partial(&p));
@@ -79,10 +90,12 @@ pub fn remove_previous(out: &Path) -> Result<()> {
 }
 
 /// Hash the finished raw image `work` (and compress it, unless `Compression::None`), then rename
-/// everything into place: `OUT.img`, `OUT.img.zst|xz`, and last `OUT.sha256` (sha256sum format).
+/// everything into place: `OUT.img`, `OUT.img.zst|xz`, `OUT.img.bmap` (its block map, for `cargo xtask flash` and
+/// `bmaptool copy`), and last `OUT.sha256` (sha256sum format).
 pub fn publish(work: &Path, out: &Path, compression: Compression) -> Result<Published> {
     let partials = [
         compression.extension().map(|e| partial(&with_ext(out, e))),
+        Some(partial(&with_ext(out, "img.bmap"))),
         Some(partial(&with_ext(out, "sha256"))),
     ];
     let result = publish_inner(work, out, compression);
@@ -188,6 +201,10 @@ fn publish_inner(work: &Path, out: &Path, compression: Compression) -> Result<Pu
     if let (Some(c), Some(h)) = (&compressed, &compressed_hash) {
         lines.push_str(&format!("{h}  {}\n", file_name(c)));
     }
+    let bmap = with_ext(out, "img.bmap");
+    let bmap_tmp = partial(&bmap);
+    let map = crate::blockmap::BlockMap::of_image(work)?;
+    std::fs::write(&bmap_tmp, map.to_bmap()).at(&bmap_tmp, "writing block map")?;
     let sums_tmp = partial(&checksums);
     std::fs::write(&sums_tmp, lines).at(&sums_tmp, "writing checksums")?;
 
@@ -200,9 +217,12 @@ fn publish_inner(work: &Path, out: &Path, compression: Compression) -> Result<Pu
     if let Some(c) = &compressed {
         std::fs::rename(partial(c), c).at(c, "renaming compressed image")?;
     }
+    std::fs::rename(&bmap_tmp, &bmap).at(&bmap, "renaming block map")?;
     std::fs::rename(&sums_tmp, &checksums).at(&checksums, "renaming checksums")?;
     Ok(Published {
         image,
+        bmap,
+        mapped_bytes: map.mapped_bytes(),
         compressed,
         checksums,
         image_sha256,

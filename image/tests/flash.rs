@@ -6,6 +6,7 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 
 use cluster_lab_config::edit;
+use cluster_lab_image::blockmap::BlockMap;
 use cluster_lab_image::flash::{self, Target};
 use cluster_lab_image::inject::{self, Payload};
 use cluster_lab_image::output::sha256_file;
@@ -42,8 +43,17 @@ fn flash_to_file_sets_hostname_and_keys() {
         }
     );
     let written = flash::write(&fx.image, &target).unwrap();
-    assert_eq!(written.bytes, fx.layout.size);
-    assert_eq!(written.sha256, sha256_file(&fx.image).unwrap());
+    assert_eq!(written.image_bytes, fx.layout.size);
+    assert!(
+        written.data_bytes < written.image_bytes / 2,
+        "only the blocks that hold data are written: {written:?}"
+    );
+    assert_eq!(written.map_source, "made from the image");
+    // Unwritten blocks of a fresh file read as zeros, as they do in this image.
+    assert_eq!(
+        sha256_file(&target_path).unwrap(),
+        sha256_file(&fx.image).unwrap()
+    );
     let meta = std::fs::metadata(&target_path).unwrap();
     assert_eq!(meta.len(), fx.layout.size);
     assert!(
@@ -96,8 +106,105 @@ fn flash_from_zstd_image() {
     let zst = fx.dir.path().join("x.img.zst");
     std::fs::write(&zst, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
     let t = fx.dir.path().join("card.img");
+    // A stream cannot be mapped as it is read: the block map must be beside it.
+    let e = flash::write(&zst, &flash::check_target(&t, &zst).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("needs its block map") && e.contains("x.img.bmap"),
+        "{e}"
+    );
+    let map = BlockMap::of_image(&fx.image).unwrap();
+    std::fs::write(fx.dir.path().join("x.img.bmap"), map.to_bmap()).unwrap();
     let w = flash::write(&zst, &flash::check_target(&t, &zst).unwrap()).unwrap();
-    assert_eq!(w.sha256, sha256_file(&fx.image).unwrap());
+    assert!(w.map_source.ends_with("x.img.bmap"), "{w:?}");
+    assert_eq!(w.data_bytes, map.mapped_bytes());
+    assert_eq!(sha256_file(&t).unwrap(), sha256_file(&fx.image).unwrap());
+}
+
+#[test]
+fn blocks_a_filesystem_does_not_use_are_not_written_even_when_the_image_holds_data_there() {
+    let fx = small_disk();
+    image_with_config(&fx);
+    let located = disk::locate(&fx.image).unwrap();
+    let map = BlockMap::of_image(&fx.image).unwrap();
+    // A block inside the ext4 partition that the map leaves out, filled with stale data in the image.
+    let stale = (located.root.start / 4096 + 1..located.root.end() / 4096)
+        .find(|b| !map.ranges.iter().any(|r| (r.first..=r.last).contains(b)))
+        .expect("a free block in the root filesystem");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fx.image)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0xa5; 4096], stale * 4096).unwrap();
+    drop(f);
+    assert_eq!(
+        BlockMap::of_image(&fx.image).unwrap().ranges,
+        map.ranges,
+        "free in ext4, so still unmapped"
+    );
+    let t = fx.dir.path().join("card.img");
+    flash::write(&fx.image, &flash::check_target(&t, &fx.image).unwrap()).unwrap();
+    let card = std::fs::read(&t).unwrap();
+    let at = (stale * 4096) as usize;
+    assert!(card[at..at + 4096].iter().all(|&b| b == 0), "not written");
+    ext4::check(&t, &located.root).unwrap();
+    fat::check(&t, &located.boot).unwrap();
+}
+
+#[test]
+fn bmaptool_copies_with_our_block_map_and_we_read_its_own() {
+    let fx = small_disk();
+    image_with_config(&fx);
+    let map = BlockMap::of_image(&fx.image).unwrap();
+    let ours = fx.dir.path().join("disk.img.bmap");
+    std::fs::write(&ours, map.to_bmap()).unwrap();
+    let card = fx.dir.path().join("bmaptool-card.img");
+    run_ok(
+        "bmaptool",
+        &[
+            "copy".as_ref(),
+            "--bmap".as_ref(),
+            ours.as_os_str(),
+            fx.image.as_os_str(),
+            card.as_os_str(),
+        ],
+    );
+    map.verify(&card, false, &|_| {}).unwrap();
+    let located = disk::locate(&card).unwrap();
+    ext4::check(&card, &located.root).unwrap();
+    fat::check(&card, &located.boot).unwrap();
+
+    // bmaptool's own map (data extents only) parses, and a card we flashed passes it.
+    let theirs = fx.dir.path().join("theirs.bmap");
+    run_ok(
+        "bmaptool",
+        &[
+            "create".as_ref(),
+            "-o".as_ref(),
+            theirs.as_os_str(),
+            fx.image.as_os_str(),
+        ],
+    );
+    let text = std::fs::read_to_string(&theirs).unwrap();
+    let their_map = BlockMap::parse_bmap(&text, &theirs).unwrap();
+    assert_eq!(their_map.image_size, map.image_size);
+    let t = fx.dir.path().join("card.img");
+    flash::write(&fx.image, &flash::check_target(&t, &fx.image).unwrap()).unwrap();
+    their_map.verify(&t, false, &|_| {}).unwrap();
+}
+
+fn run_ok(program: &str, args: &[&std::ffi::OsStr]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (install the Debian package bmap-tools)"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

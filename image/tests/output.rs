@@ -1,10 +1,11 @@
-//! Publishing: OUT.img, the compressed copy and OUT.sha256 appear together, with correct checksums,
+//! Publishing: OUT.img, the compressed copy, the block map and OUT.sha256 appear together, with correct checksums,
 //! and no `.partial` file is left behind.
 
 mod common;
 
 use std::io::Read;
 
+use cluster_lab_image::blockmap::BlockMap;
 use cluster_lab_image::output::{self, Compression};
 use common::*;
 
@@ -38,11 +39,18 @@ fn zstd_and_xz_outputs_with_checksums() {
         let mut want = vec![
             format!("cluster-lab-arm64.{ext}"),
             "cluster-lab-arm64.img".into(),
+            "cluster-lab-arm64.img.bmap".into(),
             "cluster-lab-arm64.sha256".into(),
         ];
         want.sort();
         assert_eq!(names(&sub), want);
         assert_eq!(std::fs::read(&p.image).unwrap(), data);
+        // No partition table: the block map is the image's data (the first MiB here, the rest a hole or zeros
+        // written as data, as the file holds it).
+        let bmap = std::fs::read_to_string(&p.bmap).unwrap();
+        let map = BlockMap::parse_bmap(&bmap, &p.bmap).unwrap();
+        assert_eq!(map, BlockMap::of_image(&p.image).unwrap());
+        assert_eq!(p.mapped_bytes, map.mapped_bytes());
         let c = p.compressed.clone().unwrap();
         let mut back = Vec::new();
         match comp {
@@ -89,7 +97,7 @@ fn zstd_and_xz_outputs_with_checksums() {
 fn previous_outputs_are_removed_and_none_is_uncompressed_only() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x");
-    for ext in ["img", "img.zst", "sha256", "img.zst.partial"] {
+    for ext in ["img", "img.zst", "img.bmap", "sha256", "img.zst.partial"] {
         std::fs::write(output::with_ext(&out, ext), b"old").unwrap();
     }
     std::fs::write(
@@ -105,7 +113,7 @@ fn previous_outputs_are_removed_and_none_is_uncompressed_only() {
     assert!(p.compressed.is_none());
     assert_eq!(
         names(dir.path()),
-        vec!["x.img".to_string(), "x.sha256".into()]
+        vec!["x.img".to_string(), "x.img.bmap".into(), "x.sha256".into()]
     );
 }
 

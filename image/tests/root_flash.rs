@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cluster_lab_config::edit;
+use cluster_lab_image::blockmap::BlockMap;
 use cluster_lab_image::flash::{self, Target};
 use cluster_lab_image::inject::{self, Payload};
 use cluster_lab_image::{disk, ext4, fat};
@@ -85,10 +86,8 @@ fn flash_a_block_device_and_personalise_it() {
     let fx = small_disk();
     prepared_image(&fx);
     let card = fx.dir.path().join("card");
-    std::fs::File::create(&card)
-        .unwrap()
-        .set_len(96 * MIB)
-        .unwrap();
+    // A used card: whatever it held stays where the image needs nothing, and must not matter.
+    std::fs::write(&card, vec![0xa5u8; (96 * MIB) as usize]).unwrap();
     let lo = Loop::new(&card);
 
     let target = flash::check_target(&lo.dev, &fx.image).unwrap();
@@ -97,7 +96,12 @@ fn flash_a_block_device_and_personalise_it() {
         "{target:?}"
     );
     let w = flash::write(&fx.image, &target).unwrap();
-    assert_eq!(w.bytes, fx.layout.size);
+    assert_eq!(w.image_bytes, fx.layout.size);
+    let map = BlockMap::of_image(&fx.image).unwrap();
+    assert_eq!(w.data_bytes, map.mapped_bytes());
+    let old = std::fs::read(&card).unwrap();
+    let gap = map.ranges[0].last as usize + 1;
+    assert_eq!(old[gap * 4096], 0xa5, "an unmapped block is not written");
     flash::personalise(&lo.dev, "node3", None).unwrap();
     flash::reread_partitions(&lo.dev).unwrap();
 
@@ -191,7 +195,12 @@ fn a_device_too_small_for_the_image_is_refused() {
         std::fs::read(&card).unwrap().iter().all(|&b| b == 0),
         "the device was touched"
     );
-    // A compressed image's size shows only while writing: refused when the device is full.
+    // A compressed image is sized by its block map: refused before anything is written, too.
+    std::fs::write(
+        fx.dir.path().join("i.img.bmap"),
+        BlockMap::of_image(&fx.image).unwrap().to_bmap(),
+    )
+    .unwrap();
     let zst = fx.dir.path().join("i.img.zst");
     std::fs::write(
         &zst,

@@ -21,7 +21,8 @@ pub struct Flash {
     /// Do not ask for confirmation before overwriting TARGET.
     #[arg(long)]
     pub yes: bool,
-    /// The image: OUT.img from `cargo xtask image` (or .img.xz / .img.zst).
+    /// The image: OUT.img from `cargo xtask image` (or .img.xz / .img.zst, which need OUT.img.bmap beside them).
+    /// Only the blocks its block map (OUT.img.bmap, or made from a raw image) names are written and read back.
     pub image: PathBuf,
     /// Block device of the SD card (e.g. /dev/sdb, /dev/mmcblk0) or a file to write.
     pub target: PathBuf,
@@ -66,9 +67,11 @@ impl Flash {
         eprintln!("==> writing {} to {what}", self.image.display());
         let written = flash::write(&self.image, &target).context("writing the image")?;
         eprintln!(
-            "    {} MiB written, read back and verified (sha256 {})",
-            written.bytes >> 20,
-            written.sha256
+            "    {} MiB of data in {} runs written, read back and verified (the image is {} MiB; block map {})",
+            written.data_bytes >> 20,
+            written.ranges,
+            written.image_bytes >> 20,
+            written.map_source
         );
 
         eprintln!(

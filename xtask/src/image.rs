@@ -120,6 +120,11 @@ impl Image {
         if let (Some(c), Some(s)) = (&published.compressed, published.compressed_size) {
             eprintln!("    {}  ({} MiB)", c.display(), s >> 20);
         }
+        eprintln!(
+            "    {}  (block map: {} MiB of data to write)",
+            published.bmap.display(),
+            published.mapped_bytes >> 20
+        );
         eprintln!("    {}", published.checksums.display());
         eprintln!(
             "    flash with: cargo xtask flash --hostname node1 --ssh-key ~/.ssh/id_ed25519.pub {} /dev/sdX",

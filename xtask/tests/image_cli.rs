@@ -133,6 +133,7 @@ fn image_then_flash_a_file() {
         names,
         [
             "lab.img",
+            "lab.img.bmap",
             "lab.img.zst",
             "lab.rpi-imager.json",
             "lab.sha256"
@@ -263,6 +264,11 @@ fn image_then_flash_a_file() {
     ]);
     assert!(ok, "{log}");
     assert!(log.contains("verified"), "{log}");
+    // The compressed image is written by the block map the build put beside it.
+    assert!(
+        log.contains("MiB of data in") && log.contains("block map") && log.contains("lab.img.bmap"),
+        "{log}"
+    );
     let text = toml_on_card(&card);
     assert!(text.contains("hostname = \"node1\""), "{text}");
     assert!(

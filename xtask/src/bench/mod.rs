@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use xshell::Shell;
 
 mod dhcp;
+mod flash;
 mod machine;
 mod netns;
 mod perfdhcp;
@@ -24,12 +25,18 @@ enum What {
     /// dnsmasq, measured with perfdhcp in network namespaces (needs root). Takes a few minutes; writes the
     /// "DHCP server" section of docs/benchmarks.md.
     Dhcp(dhcp::Dhcp),
+    /// The same image written to a file and to a throttled "SD card" (a loop device at a card's speed) by
+    /// `dd`, bmaptool and cluster-lab's flash, each write and its read-back check timed (needs root,
+    /// bmap-tools, qemu-storage-daemon). Takes a few minutes; writes the "Flashing" section of
+    /// docs/benchmarks.md.
+    Flash(flash::Flash),
 }
 
 impl Bench {
     pub fn run(self, sh: &Shell) -> Result<()> {
         match self.what {
             What::Dhcp(d) => d.run(sh),
+            What::Flash(f) => f.run(sh),
         }
     }
 }

@@ -178,10 +178,12 @@ pub fn write_section(doc: &Path, section: &str) -> Result<()> {
     std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))
 }
 
+/// The section is everything from its heading (its first line) to the next `## ` heading.
 fn replace_section(text: &str, section: &str) -> String {
     let section = section.trim_end();
+    let heading = section.lines().next().unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    let Some(start) = lines.iter().position(|l| l.starts_with("## DHCP server")) else {
+    let Some(start) = lines.iter().position(|l| *l == heading) else {
         return format!("{}\n\n{section}\n", text.trim_end());
     };
     let end = lines[start + 1..]
@@ -218,10 +220,15 @@ mod tests {
 
     #[test]
     fn replaces_a_last_section_and_appends_a_missing_one() {
-        let doc = "# B\n\n## DHCP server (`cargo xtask bench dhcp`)\n\n(old)\n";
+        let doc = "# B\n\n## DHCP server x\n\n(old)\n";
         assert_eq!(
             replace_section(doc, "## DHCP server x\n\nnew"),
             "# B\n\n## DHCP server x\n\nnew\n"
+        );
+        // Another bench's section is its own: the DHCP one stays.
+        assert_eq!(
+            replace_section(doc, "## Flashing y\n\nnew"),
+            "# B\n\n## DHCP server x\n\n(old)\n\n## Flashing y\n\nnew\n"
         );
         assert_eq!(
             replace_section("# B\n", "## DHCP server x\n\nnew\n"),
