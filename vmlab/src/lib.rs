@@ -11,6 +11,7 @@
 pub mod acceptance;
 pub mod disk;
 pub mod down;
+pub mod fault;
 pub mod host;
 pub mod http;
 pub mod imager;
@@ -39,8 +40,13 @@ enum Action {
     Up(up::Up),
     /// Power off the VMs and delete the virtual switch (safe to run any time).
     Down(down::Down),
-    /// Machines, their QEMU processes and home-LAN leases, and the Consul members the master sees.
+    /// Machines: power, cable, QEMU process, home-LAN lease; and the Consul members the master sees.
     Status(status::Status),
+    /// Pull a machine's plug, or the power strip's (`all`): `power node1 off|on|cycle`, `power all off`. Off is
+    /// hard (QEMU stops at once, no shutdown); on boots the card again; `all` acts on every machine at one instant.
+    Power(fault::Power),
+    /// Pull a machine's network cable from the virtual switch, or plug it back in: `cable node1 unplug|plug`.
+    Cable(fault::Cable),
     /// SSH into a machine with the cluster's test key (from the home LAN side): `cluster ssh node1 -- uptime`.
     Ssh(status::SshArgs),
     /// The acceptance test: boot a cluster, assert that first boot forms the cluster (PASS/FAIL with evidence),
@@ -55,6 +61,8 @@ impl Cluster {
             Action::Down(a) => a.run(),
             Action::Status(a) => a.run(),
             Action::Ssh(a) => a.run(),
+            Action::Power(a) => a.run(),
+            Action::Cable(a) => a.run(),
             Action::Test(a) => a.run(),
         }
     }

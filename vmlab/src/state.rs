@@ -22,6 +22,20 @@ pub struct State {
     pub ssh_user: String,
     pub router_pid: Option<u32>,
     pub machines: Vec<Machine>,
+    /// How the machines boot, so that `cluster power` can power one on again.
+    #[serde(default)]
+    pub boot: Option<Boot>,
+}
+
+/// What every machine boots (the files extracted from the card) and the size of the `virt` machines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Boot {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// The image's own `cmdline.txt`.
+    pub cmdline: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
 }
 
 /// One VM of the cluster.
@@ -43,6 +57,9 @@ pub struct Machine {
     /// Booted as a Raspberry Pi 3B (QEMU's `raspi3b`) instead of the `virt` machine.
     #[serde(default)]
     pub raspi3b: bool,
+    /// Its network cable is pulled (`cluster cable NAME unplug`).
+    #[serde(default)]
+    pub cable_unplugged: bool,
 }
 
 /// The state directory of cluster `name`.
@@ -141,6 +158,53 @@ impl State {
         }
     }
 
+    /// The Pi 3B's device tree, copied from the card.
+    pub fn raspi3b_dtb(&self) -> PathBuf {
+        self.dir().join("boot").join(vm::RASPI3B_DTB)
+    }
+
+    /// What QEMU needs to boot machine `m`.
+    pub fn spec(&self, m: &Machine) -> Result<vm::Spec> {
+        let boot = self.boot.as_ref().with_context(|| {
+            format!(
+                "{}: written by an older `cluster up` without the boot files; bring the cluster down and up again",
+                State::path(&self.name).display()
+            )
+        })?;
+        let arch: cluster_lab_image::arch::Arch = clap::ValueEnum::from_str(&self.arch, true)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: arch {:?}: {e}",
+                    State::path(&self.name).display(),
+                    self.arch
+                )
+            })?;
+        Ok(vm::Spec {
+            arch,
+            hostname: m.hostname.clone(),
+            mac: m.mac.clone(),
+            tap: m.tap.clone(),
+            disk: m.disk.clone(),
+            kernel: boot.kernel.clone(),
+            initrd: boot.initrd.clone(),
+            cmdline: if m.raspi3b {
+                vm::raspi3b_cmdline(&boot.cmdline)
+            } else {
+                vm::kernel_cmdline(&boot.cmdline, arch)
+            },
+            memory_mib: boot.memory_mib,
+            cpus: boot.cpus,
+            board: if m.raspi3b {
+                vm::Board::Raspi3b {
+                    dtb: self.raspi3b_dtb(),
+                }
+            } else {
+                vm::Board::Virtual
+            },
+            files: m.files.clone(),
+        })
+    }
+
     pub fn router_files(&self) -> super::switch::RouterFiles {
         super::switch::RouterFiles::new(&self.dir())
     }
@@ -182,6 +246,78 @@ pub fn rel(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(boot: Option<Boot>) -> State {
+        let m = |i: usize, host: &str, raspi3b: bool| Machine {
+            index: i,
+            hostname: host.into(),
+            mac: format!("52:54:00:c1:00:1{i}"),
+            tap: format!("tap{i}"),
+            lan_ip: Ipv4Addr::new(192, 0, 2, 11 + i as u8),
+            disk: PathBuf::from(format!("/s/{host}/disk.img")),
+            files: vm::Files::new(Path::new(&format!("/s/{host}"))),
+            powered_on_ms: None,
+            imager: false,
+            raspi3b,
+            cable_unplugged: false,
+        };
+        State {
+            name: "lab".into(),
+            netns: "clvm-lab".into(),
+            arch: "arm64".into(),
+            image: "/i.img".into(),
+            ssh_key: "/k".into(),
+            ssh_user: "cluster".into(),
+            router_pid: None,
+            machines: vec![m(0, "master", false), m(1, "node1", true)],
+            boot,
+        }
+    }
+
+    #[test]
+    fn a_machine_powers_on_again_from_the_state_alone() {
+        let st = sample(Some(Boot {
+            kernel: "/s/boot/kernel8.img".into(),
+            initrd: "/s/boot/initrd.img".into(),
+            cmdline: "console=serial0,115200 console=tty1 root=LABEL=clroot".into(),
+            memory_mib: 1024,
+            cpus: 1,
+        }));
+        // What state.json holds is enough: the spec is the same after a round trip.
+        let back: State = serde_json::from_slice(&serde_json::to_vec(&st).unwrap()).unwrap();
+        let master = back.spec(&back.machines[0]).unwrap();
+        assert_eq!(master.board, vm::Board::Virtual);
+        assert!(
+            master.cmdline.contains("console=ttyAMA0"),
+            "{}",
+            master.cmdline
+        );
+        assert_eq!((master.memory_mib, master.cpus), (1024, 1));
+        let pi = back.spec(&back.machines[1]).unwrap();
+        assert!(
+            matches!(pi.board, vm::Board::Raspi3b { .. }),
+            "{:?}",
+            pi.board
+        );
+        assert!(
+            pi.cmdline.starts_with("console=serial0,115200"),
+            "{}",
+            pi.cmdline
+        );
+    }
+
+    #[test]
+    fn a_state_from_an_older_cluster_up_says_what_to_do() {
+        let text = serde_json::to_string(&sample(None)).unwrap();
+        // Older state files have neither key.
+        let text = text
+            .replace(",\"boot\":null", "")
+            .replace(",\"cable_unplugged\":false", "");
+        let st: State = serde_json::from_str(&text).unwrap();
+        assert!(!st.machines[0].cable_unplugged);
+        let e = st.spec(&st.machines[0]).unwrap_err().to_string();
+        assert!(e.contains("bring the cluster down and up again"), "{e}");
+    }
 
     #[test]
     fn names_fit_a_namespace() {

@@ -5,8 +5,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::http;
 use super::state::{rel, State};
+use super::{fault, http};
 
 #[derive(Debug, Clone, Args)]
 pub struct Status {
@@ -27,25 +27,23 @@ impl Status {
             st.netns
         );
         println!(
-            "{:<8} {:<8} {:<18} {:<12} {:<6} console",
-            "machine", "qemu", "mac", "lan", "lease"
+            "{:<8} {:<13} {:<7} {:<18} {:<12} {:<6} console",
+            "machine", "power (qemu)", "cable", "mac", "lan", "lease"
         );
         for m in &st.machines {
-            let qemu = match m.pid() {
-                Some(p) if m.running() => p.to_string(),
-                _ => "off".to_string(),
-            };
+            let (power, cable) = fault::describe(m);
             let leased = leases
                 .iter()
                 .any(|(mac, ip, _)| *mac == m.mac && *ip == m.lan_ip);
             println!(
-                "{:<8} {:<8} {:<18} {:<12} {:<6} {}",
+                "{:<8} {:<13} {:<7} {:<18} {:<12} {:<6} {}",
                 m.hostname,
-                qemu,
+                power,
+                cable,
                 m.mac,
                 m.lan_ip.to_string(),
                 if leased { "yes" } else { "no" },
-                rel(&m.files.serial).display()
+                fault::console_logs(m)
             );
         }
         let mut found = false;

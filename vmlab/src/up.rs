@@ -138,12 +138,13 @@ impl Up {
             ssh_user: self.ssh_user.clone(),
             router_pid: None,
             machines: self.plan_machines(&dir),
+            boot: None,
         };
         st.save()?;
 
         let boot = self.flash_disks(&st, &pubkey)?;
         self.start_switch(&sw, &mut st)?;
-        self.launch_vms(&sw, &st, &boot)?;
+        self.launch_vms(&sw, &mut st, &boot)?;
 
         let ssh = st.ssh();
         let formation = self.power_and_wait(&mut st, ssh)?;
@@ -239,6 +240,7 @@ impl Up {
                     raspi3b,
                     hostname,
                     powered_on_ms: None,
+                    cable_unplugged: false,
                 }
             })
             .collect()
@@ -254,7 +256,7 @@ impl Up {
         );
         let boot = disk::extract_boot_files(image, self.machines.arch, &st.dir().join("boot"))?;
         if st.machines.iter().any(|m| m.raspi3b) {
-            disk::extract_boot_file(image, vm::RASPI3B_DTB, &self.raspi3b_dtb(st))?;
+            disk::extract_boot_file(image, vm::RASPI3B_DTB, &st.raspi3b_dtb())?;
         }
         for m in &st.machines {
             std::fs::create_dir_all(&m.files.dir)?;
@@ -305,33 +307,17 @@ impl Up {
     }
 
     /// One paused QEMU process per machine; `power_and_wait` powers them on.
-    fn launch_vms(&self, sw: &Switch, st: &State, boot: &disk::BootFiles) -> Result<()> {
-        let cmdline = vm::kernel_cmdline(&boot.cmdline, self.machines.arch);
+    fn launch_vms(&self, sw: &Switch, st: &mut State, boot: &disk::BootFiles) -> Result<()> {
+        st.boot = Some(state::Boot {
+            kernel: boot.kernel.clone(),
+            initrd: boot.initrd.clone(),
+            cmdline: boot.cmdline.clone(),
+            memory_mib: self.machines.memory,
+            cpus: self.machines.cpus,
+        });
+        st.save()?;
         for m in &st.machines {
-            let spec = vm::Spec {
-                arch: self.machines.arch,
-                hostname: m.hostname.clone(),
-                mac: m.mac.clone(),
-                tap: m.tap.clone(),
-                disk: m.disk.clone(),
-                kernel: boot.kernel.clone(),
-                initrd: boot.initrd.clone(),
-                cmdline: if m.raspi3b {
-                    vm::raspi3b_cmdline(&boot.cmdline)
-                } else {
-                    cmdline.clone()
-                },
-                memory_mib: self.machines.memory,
-                cpus: self.machines.cpus,
-                board: if m.raspi3b {
-                    vm::Board::Raspi3b {
-                        dtb: self.raspi3b_dtb(st),
-                    }
-                } else {
-                    vm::Board::Virtual
-                },
-                files: m.files.clone(),
-            };
+            let spec = st.spec(m)?;
             let pid = vm::launch(&sw.netns, &spec)?;
             eprintln!(
                 "cluster: {:<8} QEMU {} pid {pid} (paused), MAC {}, LAN {}, console {}",
@@ -343,11 +329,6 @@ impl Up {
             );
         }
         Ok(())
-    }
-
-    /// Where the Pi 3B's device tree is copied from the card.
-    fn raspi3b_dtb(&self, st: &State) -> PathBuf {
-        st.dir().join("boot").join(vm::RASPI3B_DTB)
     }
 
     fn power_and_wait(&self, st: &mut State, ssh: Ssh) -> Result<Formation> {

@@ -72,6 +72,17 @@ pub fn raspi3b_wire_mac(mac: &str) -> String {
     }
 }
 
+/// The QEMU id of every VM's NIC backend (`-netdev tap,id=lan`): what `set_link` takes to pull its cable.
+pub const NETDEV: &str = "lan";
+
+/// Pull (`up = false`) or plug in a VM's network cable: the link goes down on both sides, as a cable pulled from the
+/// switch port; the guest sees its carrier go.
+pub fn set_link(files: &Files, up: bool) -> Result<()> {
+    let mut q = Qmp::connect(&files.qmp)?;
+    q.execute_with("set_link", serde_json::json!({ "name": NETDEV, "up": up }))?;
+    Ok(())
+}
+
 /// A VM's files in the cluster's state directory.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Files {
@@ -171,7 +182,10 @@ pub fn qemu_args(spec: &Spec) -> Vec<String> {
         "-initrd",
         &path(&spec.initrd),
     ]);
-    let netdev = format!("tap,id=lan,ifname={},script=no,downscript=no", spec.tap);
+    let netdev = format!(
+        "tap,id={NETDEV},ifname={},script=no,downscript=no",
+        spec.tap
+    );
     match &spec.board {
         Board::Virtual => {
             push(&["-append", &spec.cmdline]);
@@ -186,7 +200,7 @@ pub fn qemu_args(spec: &Spec) -> Vec<String> {
                 "-netdev",
                 &netdev,
                 "-device",
-                &format!("virtio-net-pci,netdev=lan,mac={}", spec.mac),
+                &format!("virtio-net-pci,netdev={NETDEV},mac={}", spec.mac),
             ]);
             // Entropy from the host: sshd host keys, Consul and Docker do not wait for the guest's pool.
             push(&[
@@ -207,7 +221,7 @@ pub fn qemu_args(spec: &Spec) -> Vec<String> {
                 "-netdev",
                 &netdev,
                 "-device",
-                &format!("usb-net,netdev=lan,mac={}", spec.mac),
+                &format!("usb-net,netdev={NETDEV},mac={}", spec.mac),
             ]);
         }
     }
@@ -227,10 +241,19 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Start QEMU (paused) inside the namespace; returns its pid once it has daemonized.
+/// Start QEMU (paused) inside the namespace; returns its pid once it has daemonized. The serial log of an earlier
+/// boot of the same machine is kept as `serial.log.1`, `.2`, … (oldest first).
 pub fn launch(netns: &str, spec: &Spec) -> Result<u32> {
     let tool = qemu_tool(spec.arch)?;
     std::fs::create_dir_all(&spec.files.dir)?;
+    if std::fs::metadata(&spec.files.serial).is_ok_and(|m| m.len() > 0) {
+        let kept = (1..)
+            .map(|n| PathBuf::from(format!("{}.{n}", spec.files.serial.display())))
+            .find(|p| !p.exists())
+            .expect("a free name");
+        std::fs::rename(&spec.files.serial, &kept)
+            .with_context(|| format!("keeping {}", spec.files.serial.display()))?;
+    }
     for p in [&spec.files.serial, &spec.files.qmp, &spec.files.pid] {
         std::fs::remove_file(p).ok();
     }
@@ -317,6 +340,25 @@ impl Qmp {
     }
 
     /// Send a command whose answer may never come because QEMU exits (`quit`).
+    /// Run `command` with `arguments` and return its result.
+    pub fn execute_with(&mut self, command: &str, arguments: Value) -> Result<Value> {
+        writeln!(
+            self.writer,
+            "{}",
+            serde_json::json!({ "execute": command, "arguments": arguments })
+        )
+        .with_context(|| format!("writing to QMP socket {}", self.what))?;
+        loop {
+            let v = self.read()?;
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                bail!("QMP {command} on {}: {e}", self.what);
+            }
+        }
+    }
+
     pub fn send(&mut self, command: &str) -> Result<()> {
         writeln!(self.writer, "{}", serde_json::json!({ "execute": command }))
             .with_context(|| format!("writing to QMP socket {}", self.what))

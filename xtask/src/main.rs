@@ -34,7 +34,7 @@ enum Task {
     Flash(flash::Flash),
     /// Boot the image as a virtual cluster in QEMU (up, down, status, ssh) and run its acceptance test.
     Cluster(vmlab::Cluster),
-    /// Benchmarks that print numbers and record them in docs/benchmarks.md (`bench dhcp`, `bench flash`).
+    /// Benchmarks that print numbers and record them in docs/benchmarks.md (`bench dhcp`, `bench flash`, `bench election`).
     Bench(bench::Bench),
 }
 

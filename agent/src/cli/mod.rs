@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 pub mod config;
 pub mod consul_token;
 pub mod dhcpd;
+pub mod elect;
 pub mod firstboot;
 pub mod node;
 pub mod probe;
@@ -33,6 +34,9 @@ pub enum Command {
     ConsulToken(consul_token::ConsulTokenArgs),
     /// Serve DHCP to the cluster's nodes on the VLAN interface only (runs on the master).
     Dhcpd(dhcpd::DhcpdArgs),
+    /// Run the master election alone and print the role (benchmarks, diagnosis; changes nothing).
+    #[command(hide = true)]
+    Elect(elect::ElectArgs),
     /// Set up this machine as master or node of the cluster (run once by cluster-lab-firstboot.service).
     Firstboot(firstboot::FirstbootArgs),
     /// Machines of the cluster: `node remove NAME` takes one out for good (run on the master).
@@ -51,6 +55,7 @@ impl Command {
             Command::Config(cmd) => cmd.run(),
             Command::ConsulToken(args) => args.run(),
             Command::Dhcpd(args) => args.run(),
+            Command::Elect(args) => args.run(),
             Command::Firstboot(args) => args.run(),
             Command::Node(cmd) => cmd.run(),
             Command::Probe(args) => args.run(),

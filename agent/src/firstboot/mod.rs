@@ -589,40 +589,50 @@ impl Firstboot {
             arp_count: 2,
             give_up_after: Duration::from_secs(600),
         };
-        let key = crate::election::claim::ClaimKey::from_secret(self.secret.expose());
-        let socket = socket::ClaimSocket::bind(&vlan_if, socket::PORT, key)
-            .context("opening the claim socket")?;
-        let cluster = setup.cluster.clone();
-        let marker_key = crate::dhcp::marker::MarkerKey::from_secret(self.secret.expose());
-        let probe_if = vlan_if.clone();
-        let role = elect(&setup, &socket, move || {
-            let (interface, cluster) = (probe_if.clone(), cluster.clone());
-            // Only the master that holds this cluster's secret counts, not a server copying its marker.
-            let check = (cluster.clone(), marker_key.clone());
-            async move {
-                let offers = tokio::task::spawn_blocking(move || {
-                    let offers = crate::dhcp::probe::collect_offers(
-                        &interface,
-                        Duration::from_secs(3),
-                        Some(&check),
-                    )?;
-                    Ok::<_, anyhow::Error>(
-                        crate::dhcp::probe::Report::new(
-                            &interface,
-                            &cluster,
-                            Duration::from_secs(3),
-                            &offers,
-                        )
-                        .master_found,
-                    )
-                })
-                .await??;
-                Ok(offers)
-            }
-        })
-        .await?;
-        Ok((role, socket))
+        elect_on_vlan(&setup, self.secret.expose()).await
     }
+}
+
+/// The election as first boot runs it on the VLAN: the claim socket keyed by the secret, and a DHCP probe that counts
+/// only a master holding this cluster's secret. Returns the role and the socket (a master keeps announcing on it).
+pub async fn elect_on_vlan(
+    setup: &ElectionSetup,
+    secret: &str,
+) -> anyhow::Result<(ClusterRole, socket::ClaimSocket)> {
+    let vlan_if = setup.interface.clone();
+    let key = crate::election::claim::ClaimKey::from_secret(secret);
+    let socket = socket::ClaimSocket::bind(&vlan_if, socket::PORT, key)
+        .context("opening the claim socket")?;
+    let cluster = setup.cluster.clone();
+    let marker_key = crate::dhcp::marker::MarkerKey::from_secret(secret);
+    let probe_if = vlan_if.clone();
+    let role = elect(setup, &socket, move || {
+        let (interface, cluster) = (probe_if.clone(), cluster.clone());
+        // Only the master that holds this cluster's secret counts, not a server copying its marker.
+        let check = (cluster.clone(), marker_key.clone());
+        async move {
+            let offers = tokio::task::spawn_blocking(move || {
+                let offers = crate::dhcp::probe::collect_offers(
+                    &interface,
+                    Duration::from_secs(3),
+                    Some(&check),
+                )?;
+                Ok::<_, anyhow::Error>(
+                    crate::dhcp::probe::Report::new(
+                        &interface,
+                        &cluster,
+                        Duration::from_secs(3),
+                        &offers,
+                    )
+                    .master_found,
+                )
+            })
+            .await??;
+            Ok(offers)
+        }
+    })
+    .await?;
+    Ok((role, socket))
 }
 
 /// The first IPv4 address of `interface`, if any.

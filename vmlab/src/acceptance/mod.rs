@@ -9,6 +9,7 @@ mod browser;
 mod checks;
 mod home_lan;
 mod lab;
+mod power;
 mod reboot;
 mod report;
 mod timing;
@@ -42,6 +43,9 @@ pub struct Test {
     /// agent not alive again within 10 minutes after the master came back (Swarm was Ready); not yet explained.
     #[arg(long)]
     pub skip_master_reboot: bool,
+    /// Skip the whole-cluster power loss (the power strip off, then every machine on at one instant).
+    #[arg(long)]
+    pub skip_power_loss: bool,
     /// Leave the cluster running afterwards (for `cluster ssh`, `cluster status`).
     #[arg(long)]
     pub keep: bool,
@@ -164,6 +168,13 @@ impl Test {
             step("rebooting the master while the nodes run");
             report.add(reboot::reboot_master(&lab));
         }
+        let mut power_times = power::PowerLossTimes::default();
+        if !self.skip_power_loss {
+            step("power loss: the power strip off, then every machine on at one instant");
+            let (c, t) = power::power_loss(&lab);
+            power_times = t;
+            report.add(c);
+        }
 
         if !self.keep {
             self.down(&self.name);
@@ -188,6 +199,7 @@ impl Test {
             times: &times,
             whole_cluster: formation.as_ref().and_then(|f| f.whole_cluster),
             reboot_ready: reboot_times.ready_after,
+            power_loss_recovered: power_times.recovered_after,
             election_master,
             image: rel(&lab.st.image).display().to_string(),
             vm: format!("{} MiB, {} vCPU", self.machines.memory, self.machines.cpus),

@@ -186,6 +186,7 @@ pub struct Section<'a> {
     pub times: &'a [MachineTimes],
     pub whole_cluster: Option<f64>,
     pub reboot_ready: Option<f64>,
+    pub power_loss_recovered: Option<f64>,
     pub election_master: Option<f64>,
     pub image: String,
     pub vm: String,
@@ -209,6 +210,8 @@ impl Section<'_> {
             out,
             "\n- Whole cluster (first power-on → every machine alive in Consul and Ready in Swarm): {}\n\
              - Rebooted node back Ready in Swarm (from `systemctl reboot`): {}\n\
+             - Whole-cluster power loss (every machine off, then on at one instant) → all alive in Consul and Ready \
+             in Swarm again: {}\n\
              - Simultaneous power-on of 3 VMs → one master serving the Consul UI: {}\n\n\
              How: each VM boots the image's own kernel and initrd directly (`-kernel`/`-initrd`), paused until a QMP \
              `cont` = power-on. Login prompt = first `login:` on the serial console. dockerd start = its unit's \
@@ -221,6 +224,7 @@ impl Section<'_> {
              The old lab needed about 2 minutes for the master and 2 more for nodes on a Raspberry Pi.\n",
             s(self.whole_cluster),
             s(self.reboot_ready),
+            s(self.power_loss_recovered),
             s(self.election_master),
         );
         out

@@ -13,7 +13,7 @@ use super::report::Check;
 const NET: &str = "clvm-accept";
 const WEB: &str = "clvm-web";
 const MESH: &str = "clvm-mesh";
-const MESH_PORT: u16 = 8080;
+pub const MESH_PORT: u16 = 8080;
 /// Overlay interfaces on the 1496-byte VLAN: 1496 − 50 (VXLAN).
 const OVERLAY_MTU: u32 = 1446;
 

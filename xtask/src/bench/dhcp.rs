@@ -415,7 +415,7 @@ fn on_path(prog: &str) -> bool {
         .any(|d| d.join(prog).is_file())
 }
 
-fn target_dir(sh: &Shell) -> PathBuf {
+pub(super) fn target_dir(sh: &Shell) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|p| {

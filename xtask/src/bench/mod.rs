@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use xshell::Shell;
 
 mod dhcp;
+mod election;
 mod flash;
 mod machine;
 mod netns;
@@ -30,6 +31,10 @@ enum What {
     /// bmap-tools, qemu-storage-daemon). Takes a few minutes; writes the "Flashing" section of
     /// docs/benchmarks.md.
     Flash(flash::Flash),
+    /// N candidates powered on at one instant (the real `cluster-lab elect` in network namespaces on one bridge),
+    /// 30 trials for each of 3, 5 and 10: exactly one master every time, and the time to the decision (needs
+    /// root). Takes about 20 minutes; writes the "Election at scale" section of docs/benchmarks.md.
+    Election(election::Election),
 }
 
 impl Bench {
@@ -37,6 +42,7 @@ impl Bench {
         match self.what {
             What::Dhcp(d) => d.run(sh),
             What::Flash(f) => f.run(sh),
+            What::Election(e) => e.run(sh),
         }
     }
 }

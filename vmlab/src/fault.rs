@@ -1,0 +1,199 @@
+//! Fault controls for a running virtual cluster: `cluster power` pulls a machine's plug (or the power strip's) and
+//! puts it back, `cluster cable` pulls its network cable from the switch. What a real cluster on one power strip
+//! and one switch lives through, to try by hand and in the acceptance test.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+
+use super::state::{self, rel, Machine, State};
+use super::vm;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PowerAction {
+    /// Cut the power: QEMU stops at once, no shutdown; what the machine had not written to its card is lost.
+    Off,
+    /// Power on: the card boots again (a machine already on is left as it is).
+    On,
+    /// Off, then on after --wait seconds.
+    Cycle,
+}
+
+/// `cargo xtask cluster power MACHINE|all off|on|cycle`.
+#[derive(Debug, Clone, Args)]
+pub struct Power {
+    /// Name of the cluster.
+    #[arg(long, default_value = "lab")]
+    pub name: String,
+    /// Machine: hostname (master, node1, …) or index (0, 1, …); `all` is the power strip: every machine at the
+    /// same instant.
+    pub machine: String,
+    pub action: PowerAction,
+    /// Seconds without power in a cycle.
+    #[arg(long, default_value_t = 2)]
+    pub wait: u64,
+}
+
+impl Power {
+    pub fn run(self) -> Result<()> {
+        let mut st = State::require(&self.name)?;
+        let which = select(&st, &self.machine)?;
+        if matches!(self.action, PowerAction::Off | PowerAction::Cycle) {
+            power_off(&st, &which)?;
+        }
+        if self.action == PowerAction::Cycle {
+            std::thread::sleep(Duration::from_secs(self.wait));
+        }
+        if matches!(self.action, PowerAction::On | PowerAction::Cycle) {
+            power_on(&mut st, &which)?;
+        }
+        Ok(())
+    }
+}
+
+/// The machines `which` names: one, or `all`.
+pub fn select(st: &State, which: &str) -> Result<Vec<usize>> {
+    if which == "all" {
+        return Ok((0..st.machines.len()).collect());
+    }
+    Ok(vec![st.machine(which)?.index])
+}
+
+/// Cut the power of `which`, all at once.
+pub fn power_off(st: &State, which: &[usize]) -> Result<()> {
+    let mut names = Vec::new();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = which
+            .iter()
+            .map(|&i| {
+                let m = &st.machines[i];
+                s.spawn(move || (m.hostname.clone(), vm::power_off(&m.files)))
+            })
+            .collect();
+        for h in handles {
+            let (name, r) = h.join().expect("power-off thread");
+            r.map_err(|e| e.context(format!("cutting the power of {name}")))?;
+            names.push(name);
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    eprintln!("cluster: power cut: {}", names.join(", "));
+    Ok(())
+}
+
+/// Power on the machines of `which` that are off, at one instant: each QEMU starts paused, its cable as the state
+/// says, then all are let run together. Returns the wall-clock power-on instant.
+pub fn power_on(st: &mut State, which: &[usize]) -> Result<Option<SystemTime>> {
+    let off: Vec<usize> = which
+        .iter()
+        .copied()
+        .filter(|&i| !st.machines[i].running())
+        .collect();
+    for &i in which {
+        if !off.contains(&i) {
+            eprintln!("cluster: {} is already on", st.machines[i].hostname);
+        }
+    }
+    if off.is_empty() {
+        return Ok(None);
+    }
+    for &i in &off {
+        let m = &st.machines[i];
+        let spec = st.spec(m)?;
+        vm::launch(&st.netns, &spec)?;
+        if m.cable_unplugged {
+            vm::set_link(&m.files, false)?;
+        }
+    }
+    let sockets: Vec<&std::path::Path> = off
+        .iter()
+        .map(|&i| st.machines[i].files.qmp.as_path())
+        .collect();
+    let (_, wall) = vm::power_on(&sockets)?;
+    for &i in &off {
+        st.machines[i].powered_on_ms = Some(state::unix_ms(wall));
+    }
+    st.save()?;
+    let names: Vec<&str> = off
+        .iter()
+        .map(|&i| st.machines[i].hostname.as_str())
+        .collect();
+    eprintln!("cluster: powered on {}", names.join(", "));
+    Ok(Some(wall))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CableAction {
+    /// Pull the cable: the machine's link goes down on both sides, as a cable pulled from the switch.
+    Unplug,
+    /// Plug it back in.
+    Plug,
+}
+
+/// `cargo xtask cluster cable MACHINE unplug|plug`.
+#[derive(Debug, Clone, Args)]
+pub struct Cable {
+    /// Name of the cluster.
+    #[arg(long, default_value = "lab")]
+    pub name: String,
+    /// Machine: hostname (master, node1, …) or index (0, 1, …).
+    pub machine: String,
+    pub action: CableAction,
+}
+
+impl Cable {
+    pub fn run(self) -> Result<()> {
+        let mut st = State::require(&self.name)?;
+        let i = st.machine(&self.machine)?.index;
+        set_cable(&mut st, i, self.action == CableAction::Plug)
+    }
+}
+
+/// Plug in (`plugged`) or pull machine `i`'s cable; remembered in the state, so a power-on keeps it.
+pub fn set_cable(st: &mut State, i: usize, plugged: bool) -> Result<()> {
+    let m = &st.machines[i];
+    if m.running() {
+        vm::set_link(&m.files, plugged)?;
+    } else if plugged != m.cable_unplugged {
+        bail!(
+            "{} is off and its cable already {}",
+            m.hostname,
+            if plugged { "plugged in" } else { "pulled" }
+        );
+    }
+    st.machines[i].cable_unplugged = !plugged;
+    st.save()?;
+    eprintln!(
+        "cluster: {}'s cable {}",
+        st.machines[i].hostname,
+        if plugged { "plugged in" } else { "pulled" }
+    );
+    Ok(())
+}
+
+/// `on`/`off` and the cable, as `cluster status` shows them.
+pub fn describe(m: &Machine) -> (String, &'static str) {
+    let power = match m.pid() {
+        Some(p) if m.running() => format!("on ({p})"),
+        _ => "off".to_string(),
+    };
+    let cable = if m.cable_unplugged { "pulled" } else { "in" };
+    (power, cable)
+}
+
+/// For messages: where a machine's console log of this boot is, and the earlier ones.
+pub fn console_logs(m: &Machine) -> String {
+    let earlier = (1..)
+        .map(|n| format!("{}.{n}", m.files.serial.display()))
+        .take_while(|p| std::path::Path::new(p).exists())
+        .count();
+    if earlier == 0 {
+        rel(&m.files.serial).display().to_string()
+    } else {
+        format!(
+            "{} (+{earlier} earlier boot(s): .1 …)",
+            rel(&m.files.serial).display()
+        )
+    }
+}
