@@ -197,3 +197,66 @@ pub fn console_logs(m: &Machine) -> String {
         )
     }
 }
+
+/// `cargo xtask cluster reflash MACHINE [--hostname H]`.
+#[derive(Debug, Clone, Args)]
+pub struct Reflash {
+    /// Name of the cluster.
+    #[arg(long, default_value = "lab")]
+    pub name: String,
+    /// Machine: hostname (master, node1, …) or index (0, 1, …).
+    pub machine: String,
+    /// Hostname on the new card (default: the machine's current one, as when a card is re-flashed for the same
+    /// board). Another machine's hostname is allowed: that is a mistake worth trying.
+    #[arg(long)]
+    pub hostname: Option<String>,
+}
+
+impl Reflash {
+    pub fn run(self) -> Result<()> {
+        let mut st = State::require(&self.name)?;
+        let i = st.machine(&self.machine)?.index;
+        let hostname = self
+            .hostname
+            .clone()
+            .unwrap_or_else(|| st.machines[i].hostname.clone());
+        cluster_lab_config::edit::validate_hostname(&hostname)?;
+        if let Some(other) = st
+            .machines
+            .iter()
+            .find(|m| m.index != i && m.hostname == hostname)
+        {
+            eprintln!(
+                "cluster: note: machine {} already has hostname {hostname}; the new card claims it too",
+                other.index
+            );
+        }
+        reflash(&mut st, i, &hostname)
+    }
+}
+
+/// Power machine `i` off, flash its card again from the cluster's image with `hostname` (a new card: nothing of the
+/// old one is kept), and power it on.
+pub fn reflash(st: &mut State, i: usize, hostname: &str) -> Result<()> {
+    power_off(st, &[i])?;
+    let m = st.machines[i].clone();
+    let size = std::fs::metadata(&m.disk)
+        .map(|d| d.len())
+        .unwrap_or(4 << 30);
+    let pubkey = super::ssh::public_key(&st.ssh_key)?;
+    std::fs::remove_file(&m.disk).ok();
+    if m.imager {
+        super::disk::prepare_imager(&st.image, &m.disk, hostname, &pubkey, size)?;
+    } else {
+        super::disk::prepare(&st.image, &m.disk, hostname, &pubkey, size)?;
+    }
+    eprintln!(
+        "cluster: {} re-flashed from {} as {hostname}",
+        m.hostname,
+        rel(&st.image).display()
+    );
+    st.machines[i].hostname = hostname.to_string();
+    st.save()?;
+    power_on(st, &[i])?;
+    Ok(())
+}

@@ -47,6 +47,9 @@ enum Action {
     Power(fault::Power),
     /// Pull a machine's network cable from the virtual switch, or plug it back in: `cable node1 unplug|plug`.
     Cable(fault::Cable),
+    /// Re-flash a machine's card (power off, a fresh copy of the image as a new card, power on):
+    /// `reflash node1`, or `reflash node1 --hostname node7` for a replacement card with a new name.
+    Reflash(fault::Reflash),
     /// SSH into a machine with the cluster's test key (from the home LAN side): `cluster ssh node1 -- uptime`.
     Ssh(status::SshArgs),
     /// The acceptance test: boot a cluster, assert that first boot forms the cluster (PASS/FAIL with evidence),
@@ -63,6 +66,7 @@ impl Cluster {
             Action::Ssh(a) => a.run(),
             Action::Power(a) => a.run(),
             Action::Cable(a) => a.run(),
+            Action::Reflash(a) => a.run(),
             Action::Test(a) => a.run(),
         }
     }

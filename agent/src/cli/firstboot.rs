@@ -76,7 +76,13 @@ impl FirstbootArgs {
             }
         };
         match finished {
-            Finished::Done(summary) => println!("{}", summary.console_line()),
+            Finished::Done(summary) => {
+                println!("{}", summary.console_line());
+                // What first boot cost in memory, for the footprint on a 1 GiB Pi (the acceptance test reads it).
+                if let Some(kib) = peak_rss_kib() {
+                    tracing::info!("first boot done: peak resident memory {kib} KiB");
+                }
+            }
             Finished::Planned(lines) => {
                 for line in lines {
                     println!("{line}");
@@ -235,4 +241,17 @@ mod tests {
             Some("0123456789abcdef0123456789abcdef".to_string())
         );
     }
+}
+
+/// This process's peak resident memory (`VmHWM` in `/proc/self/status`), KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
 }

@@ -28,6 +28,8 @@ pub struct MachineTimes {
     pub dockerd_active: Option<f64>,
     /// cluster-lab-firstboot.service: ExecMainStart → exit.
     pub agent: Option<f64>,
+    /// `cluster-lab firstboot`'s peak resident memory (VmHWM, as it logs at the end), KiB.
+    pub agent_peak_kib: Option<u64>,
     /// Power-on → Consul UI serving (master) or → Ready in Swarm (node).
     pub formed: Option<f64>,
     pub error: Option<String>,
@@ -52,6 +54,8 @@ impl MachineTimes {
 
 /// Consul's journal line that marks it started: the node is registered with a leader.
 const CONSUL_READY_LINE: &str = "Synced node info";
+/// The agent's last journal line of first boot, before its peak resident memory in KiB.
+const PEAK_LINE: &str = "first boot done: peak resident memory";
 /// `sed -E` program turning a short-monotonic journal line (`[   79.577484] host consul[…]: …`) into µs.
 const SED_MONO_US: &str = r"s/^\[ *([0-9]+)\.([0-9]{6})\].*/\1\2/";
 
@@ -63,7 +67,9 @@ fn probe_script(arch: cluster_lab_image::arch::Arch) -> String {
            for p in InactiveExitTimestampMonotonic ActiveEnterTimestampMonotonic ExecMainStartTimestampMonotonic ExecMainExitTimestampMonotonic; do \
              echo \"$u $p $(systemctl show -p $p --value $u)\"; done; done; \
          echo \"consul.service SyncedMonotonic $(journalctl -b -q -u consul.service -o short-monotonic --no-pager \
-           | grep -m1 '{CONSUL_READY_LINE}' | sed -E '{SED_MONO_US}')\"",
+           | grep -m1 '{CONSUL_READY_LINE}' | sed -E '{SED_MONO_US}')\"; \
+         echo \"cluster-lab-firstboot.service PeakKiB $(journalctl -b -q -u cluster-lab-firstboot.service -o cat --no-pager \
+           | sed -nE 's/.*{PEAK_LINE} ([0-9]+) KiB.*/\\1/p' | tail -n 1)\"",
         vm::serial_console(arch)
     )
 }
@@ -121,6 +127,12 @@ pub fn measure(
                         "ExecMainStartTimestampMonotonic",
                         "SyncedMonotonic",
                     );
+                    t.agent_peak_kib = out.lines().find_map(|l| {
+                        l.strip_prefix("cluster-lab-firstboot.service PeakKiB ")?
+                            .trim()
+                            .parse()
+                            .ok()
+                    });
                     t.agent = span(
                         &out,
                         "cluster-lab-firstboot.",
@@ -152,13 +164,13 @@ fn s(v: Option<f64>) -> String {
 /// The table (Markdown), also printed.
 pub fn table(times: &[MachineTimes]) -> String {
     let mut t = String::from(
-        "| Machine | Role | Power-on → login prompt | dockerd start | Consul start | Floor | Power-on → formed | Agent ran | Over floor |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| Machine | Role | Power-on → login prompt | dockerd start | Consul start | Floor | Power-on → formed | Agent ran | Agent peak RSS | Over floor |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for m in times {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} |",
             m.hostname,
             if m.master { "master" } else { "node" },
             s(m.login),
@@ -172,6 +184,8 @@ pub fn table(times: &[MachineTimes]) -> String {
                 "Ready in Swarm"
             },
             s(m.agent),
+            m.agent_peak_kib
+                .map_or("—".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
             m.over_floor()
                 .map(|o| format!("{:+.0} %", o * 100.0))
                 .unwrap_or_else(|| "—".into()),

@@ -90,6 +90,7 @@ pub struct Outcome {
     pub lease_bytes: Option<u64>,
     /// The server's peak resident memory over the whole run (VmHWM), KiB.
     pub peak_rss_kib: Option<u64>,
+    pub footprint: Option<Footprint>,
     pub error: Option<String>,
 }
 
@@ -160,8 +161,19 @@ impl Dhcp {
                 points: Vec::new(),
                 lease_bytes: None,
                 peak_rss_kib: None,
+                footprint: None,
                 error: None,
             };
+            match footprint(sh, server, &dir.join("100-leases"), cluster_lab.as_deref()) {
+                Ok(f) => {
+                    eprintln!(
+                        "  100 leases: resident {} KiB (peak {} KiB), lease file {} bytes",
+                        f.rss_kib, f.peak_rss_kib, f.lease_bytes
+                    );
+                    outcome.footprint = Some(f);
+                }
+                Err(e) => eprintln!("bench: {} with 100 leases: {e:#}", server.label()),
+            }
             let result = measure(
                 sh,
                 server,
@@ -212,6 +224,49 @@ impl Dhcp {
     }
 }
 
+/// Number of clients of the footprint phase: the cluster's default range.
+pub const FOOTPRINT_LEASES: u32 = 100;
+
+/// A server holding [`FOOTPRINT_LEASES`] leases, as a master does with 100 machines.
+#[derive(Debug, Clone, Copy)]
+pub struct Footprint {
+    /// Resident memory once every client holds a lease and the server is idle.
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+    pub lease_bytes: u64,
+}
+
+/// A fresh server, [`FOOTPRINT_LEASES`] clients each leased twice at 50 DORA/s, then 2 s idle: its resident memory.
+fn footprint(
+    sh: &Shell,
+    server: Server,
+    dir: &Path,
+    cluster_lab: Option<&Path>,
+) -> Result<Footprint> {
+    let mut daemon = server.start(dir, cluster_lab)?;
+    perfdhcp::wait_until_serving(sh, Duration::from_secs(20), FOOTPRINT_LEASES, || {
+        daemon.alive()
+    })?;
+    let report = perfdhcp::run_clients(sh, FOOTPRINT_LEASES, 50, Duration::from_secs(4))?;
+    if report.request_ack.received < u64::from(FOOTPRINT_LEASES) {
+        bail!(
+            "only {} DHCPACKs for {FOOTPRINT_LEASES} clients",
+            report.request_ack.received
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    daemon.alive()?;
+    let rss_kib = daemon.rss_kib().context("reading the server's VmRSS")?;
+    let peak_rss_kib = daemon.peak_rss_kib().unwrap_or(rss_kib);
+    daemon.stop()?;
+    let lease_bytes = std::fs::metadata(servers::lease_file(dir)).map_or(0, |m| m.len());
+    Ok(Footprint {
+        rss_kib,
+        peak_rss_kib,
+        lease_bytes,
+    })
+}
+
 /// Start `server`, wait until it answers, run the rate points, stop it, and check that it kept its leases on disk
 /// (returns the lease file's size). On failure the end of the server's log goes to stderr.
 fn measure(
@@ -254,8 +309,10 @@ fn drive(
     quick: bool,
     points: &mut Vec<Point>,
 ) -> Result<()> {
-    perfdhcp::wait_until_serving(sh, Duration::from_secs(20), || daemon.alive())
-        .context("waiting for the first DHCPACK")?;
+    perfdhcp::wait_until_serving(sh, Duration::from_secs(20), perfdhcp::CLIENTS, || {
+        daemon.alive()
+    })
+    .context("waiting for the first DHCPACK")?;
     std::thread::sleep(SETTLE);
     let mut probe = |rate: u32| -> Result<Point> {
         daemon.alive()?;
@@ -454,6 +511,7 @@ mod tests {
             points,
             lease_bytes: None,
             peak_rss_kib: None,
+            footprint: None,
             error: None,
         }
     }

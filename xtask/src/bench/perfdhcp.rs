@@ -102,11 +102,16 @@ impl Report {
     }
 }
 
-/// Run perfdhcp at `rate` DORA/s for `period` from the client namespace.
+/// Run perfdhcp at `rate` DORA/s for `period` from the client namespace, with [`CLIENTS`] simulated clients.
 pub fn run(sh: &Shell, rate: u32, period: Duration) -> Result<Report> {
+    run_clients(sh, CLIENTS, rate, period)
+}
+
+/// Run perfdhcp at `rate` DORA/s for `period` with `clients` simulated clients, taken in turn from the first.
+pub fn run_clients(sh: &Shell, clients: u32, rate: u32, period: Duration) -> Result<Report> {
     let (rate_s, period_s) = (rate.to_string(), period.as_secs().max(1).to_string());
     let limit = (period.as_secs() + 30).to_string();
-    let (clients, wait) = (CLIENTS.to_string(), EXIT_WAIT_US.to_string());
+    let (clients, wait) = (clients.to_string(), EXIT_WAIT_US.to_string());
     let cmd = cmd!(
         sh,
         "timeout -k 5 {limit} ip netns exec {CLIENT_NS} perfdhcp -4 -l {CLIENT_IF} -R {clients} -r {rate_s} -p {period_s} -W {wait}"
@@ -130,16 +135,18 @@ pub fn run(sh: &Shell, rate: u32, period: Duration) -> Result<Report> {
         .with_context(|| format!("reading the report of {shown}"))
 }
 
-/// Wait until the server completes at least one DORA exchange, or `deadline` passes.
+/// Wait until the server completes at least one DORA exchange (clients taken from the first of `clients`), or
+/// `deadline` passes.
 pub fn wait_until_serving(
     sh: &Shell,
     deadline: Duration,
+    clients: u32,
     mut alive: impl FnMut() -> Result<()>,
 ) -> Result<()> {
     let start = std::time::Instant::now();
     loop {
         alive()?;
-        let report = run(sh, 10, Duration::from_secs(1))?;
+        let report = run_clients(sh, clients, 10, Duration::from_secs(1))?;
         if report.request_ack.received > 0 {
             return Ok(());
         }

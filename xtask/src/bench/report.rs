@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::dhcp::{Outcome, Point, BISECT_STEPS, MAX_DROP, START_RATE};
+use super::dhcp::{Outcome, Point, BISECT_STEPS, FOOTPRINT_LEASES, MAX_DROP, START_RATE};
 use super::machine::Machine;
 use super::netns::{CLIENT_NS, SERVER_NS};
 use super::perfdhcp::CLIENTS;
@@ -116,6 +116,41 @@ pub fn render(run: &Run<'_>) -> String {
             o.server.label(),
             o.server.storage()
         );
+    }
+    let _ = writeln!(
+        s,
+        "\nWith {FOOTPRINT_LEASES} leases, what a master with the default range full holds (a fresh server, {FOOTPRINT_LEASES} \
+         clients each leased twice at 50 DORA/s, then 2 s idle; resident memory is VmRSS then, peak is VmHWM):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| Server | Resident | Peak | Lease file | Resident vs Kea |\n|---|---:|---:|---:|---:|"
+    );
+    let kea_rss = run
+        .outcomes
+        .iter()
+        .find(|o| o.server == Server::Kea)
+        .and_then(|o| o.footprint)
+        .map(|f| f.rss_kib);
+    for o in run.outcomes {
+        match o.footprint {
+            Some(f) => {
+                let vs = kea_rss.map_or("n/a".into(), |k| {
+                    format!("{:.2}×", f.rss_kib as f64 / k.max(1) as f64)
+                });
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.1} MiB | {:.1} MiB | {} | {vs} |",
+                    o.server.label(),
+                    f.rss_kib as f64 / 1024.0,
+                    f.peak_rss_kib as f64 / 1024.0,
+                    bytes(f.lease_bytes)
+                );
+            }
+            None => {
+                let _ = writeln!(s, "| {} | not measured | | | |", o.server.label());
+            }
+        }
     }
     s
 }
@@ -255,6 +290,11 @@ mod tests {
                 points: vec![point(100, 100.0), point(200, 200.0), point(400, 300.0)],
                 lease_bytes: Some(2_500_000),
                 peak_rss_kib: Some(3_584),
+                footprint: Some(super::super::dhcp::Footprint {
+                    rss_kib: 5_120,
+                    peak_rss_kib: 6_144,
+                    lease_bytes: 12_000,
+                }),
                 error: None,
             },
             Outcome {
@@ -263,6 +303,11 @@ mod tests {
                 points: vec![point(100, 100.0), point(200, 100.0)],
                 lease_bytes: None,
                 peak_rss_kib: None,
+                footprint: Some(super::super::dhcp::Footprint {
+                    rss_kib: 20_480,
+                    peak_rss_kib: 20_480,
+                    lease_bytes: 30_000,
+                }),
                 error: None,
             },
             Outcome {
@@ -271,6 +316,7 @@ mod tests {
                 points: vec![],
                 lease_bytes: None,
                 peak_rss_kib: None,
+                footprint: None,
                 error: Some("dnsmasq exited (exit status: 2)\nlog".into()),
             },
         ];
@@ -283,6 +329,11 @@ mod tests {
             quick: false,
             outcomes: &outcomes,
         });
+        assert!(
+            text.contains("| cluster-lab dhcpd | 5.0 MiB | 6.0 MiB | 12 kB | 0.25× |"),
+            "{text}"
+        );
+        assert!(text.contains("| dnsmasq | not measured | | | |"), "{text}");
         assert!(text.starts_with(HEADING), "{text}");
         assert!(
             text.contains(

@@ -240,6 +240,12 @@ impl Daemon {
         vm_hwm_kib(&status)
     }
 
+    /// The server's resident memory now (`VmRSS`), KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status_kib(&status, "VmRSS:")
+    }
+
     /// Kill the server and reap it.
     pub fn stop(mut self) -> Result<()> {
         self.kill()
@@ -258,9 +264,14 @@ impl Daemon {
 
 /// `VmHWM` (peak resident set) of a `/proc/<pid>/status` text, KiB.
 pub fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status_kib(status, "VmHWM:")
+}
+
+/// A `Key:   1234 kB` line of a `/proc/<pid>/status` text, KiB.
+fn status_kib(status: &str, key: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .trim()
         .strip_suffix("kB")?
         .trim()
