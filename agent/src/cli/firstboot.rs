@@ -221,6 +221,19 @@ fn kept_secret(root: &Path) -> Option<config::Secret> {
     Settings::parse(&text, &path).ok()?.cluster.secret
 }
 
+/// This process's peak resident memory (`VmHWM` in `/proc/self/status`), KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,17 +254,4 @@ mod tests {
             Some("0123456789abcdef0123456789abcdef".to_string())
         );
     }
-}
-
-/// This process's peak resident memory (`VmHWM` in `/proc/self/status`), KiB.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()
 }
