@@ -86,11 +86,12 @@ where
                 }
                 Output::Probe => {
                     tracing::info!(interface = %setup.interface, "probing for a cluster-lab master");
-                    let found =
-                        with_claims(socket, &mut election, &mut pending, now, probe()).await;
-                    if matches!(election.state(), crate::election::State::Decided(_)) {
+                    // A master's claim heard meanwhile decides at once: the probe is dropped.
+                    let Some(found) =
+                        with_claims(socket, &mut election, &mut pending, now, probe()).await
+                    else {
                         continue;
-                    }
+                    };
                     Some(Input::ProbeResult {
                         master_found: found.map_err(net_err)?,
                     })
@@ -98,10 +99,11 @@ where
                 Output::ArpProbe => {
                     tracing::info!(address = %setup.master, "checking that nobody holds the master address");
                     let probe = arp::probe(&setup.interface, setup.master, setup.arp_count);
-                    let result = with_claims(socket, &mut election, &mut pending, now, probe).await;
-                    if matches!(election.state(), crate::election::State::Decided(_)) {
+                    let Some(result) =
+                        with_claims(socket, &mut election, &mut pending, now, probe).await
+                    else {
                         continue;
-                    }
+                    };
                     let taken = result.map_err(|e| net_err(e.into()))? == ArpProbe::Taken;
                     Some(Input::ArpResult { taken })
                 }
@@ -133,21 +135,26 @@ where
     }
 }
 
-/// Await `work` while still listening to claims (a master's claim during a probe ends the election at once).
+/// Await `work` while still listening to claims. A master's claim heard meanwhile ends the election at once: `work`
+/// is dropped unfinished and `None` returned (the decision is in `pending`). Without this a node would hear the
+/// master only when its 3 s DHCP probe ended.
 async fn with_claims<T>(
     socket: &ClaimSocket,
     election: &mut Election,
     pending: &mut Vec<Output>,
     now: impl Fn() -> u64,
     work: impl Future<Output = T>,
-) -> T {
+) -> Option<T> {
     tokio::pin!(work);
     loop {
         tokio::select! {
-            result = &mut work => return result,
+            result = &mut work => return Some(result),
             claim = socket.receive() => {
                 if let Ok(claim) = claim {
                     pending.extend(election.handle(now(), Input::Claim(claim)));
+                    if matches!(election.state(), crate::election::State::Decided(_)) {
+                        return None;
+                    }
                 }
             }
         }
