@@ -10,7 +10,7 @@ use anyhow::Context;
 use crate::consul::ConsulClient;
 use crate::dhcp::leases::{LeaseLog, Record};
 use crate::dhcp::server::{Server, ServerConfig};
-use crate::docker::swarm::Swarm;
+use crate::docker::swarm::{NodeSummary, Swarm};
 use crate::host::hostname::Hostname;
 
 /// What a removal did.
@@ -32,6 +32,35 @@ pub struct Removed {
 )]
 pub struct StillReady {
     pub name: String,
+}
+
+/// Swarm nodes a re-flashed card left behind: a worker not Ready under a hostname another node holds Ready (the
+/// card joined afresh under its old name; the old node can never come back, since its key was on the old card).
+pub fn superseded(nodes: &[NodeSummary]) -> Vec<&NodeSummary> {
+    nodes
+        .iter()
+        .filter(|n| {
+            n.role == "worker"
+                && n.state != "ready"
+                && nodes
+                    .iter()
+                    .any(|o| o.id != n.id && o.hostname == n.hostname && o.state == "ready")
+        })
+        .collect()
+}
+
+/// Remove the [`superseded`] nodes from the Swarm (on the manager). Returns `(hostname, id)` of each removed.
+pub async fn tidy_swarm(swarm: &Swarm) -> anyhow::Result<Vec<(String, String)>> {
+    let nodes = swarm.nodes().await.context("listing swarm nodes")?;
+    let mut removed = Vec::new();
+    for n in superseded(&nodes) {
+        swarm
+            .remove_node(&n.id)
+            .await
+            .with_context(|| format!("removing swarm node {} ({})", n.id, n.hostname))?;
+        removed.push((n.hostname.clone(), n.id.clone()));
+    }
+    Ok(removed)
 }
 
 /// Remove `name` from Consul (through `consul`, the master's agent) and the Swarm (`swarm`, the manager).
@@ -117,6 +146,36 @@ mod tests {
     fn server() -> ServerConfig {
         let settings = crate::config::Settings::default();
         ServerConfig::from_settings(&settings, settings.network.master)
+    }
+
+    fn node(id: &str, hostname: &str, role: &str, state: &str) -> NodeSummary {
+        NodeSummary {
+            id: id.into(),
+            hostname: hostname.into(),
+            role: role.into(),
+            state: state.into(),
+            availability: "active".into(),
+            addr: String::new(),
+            labels: Default::default(),
+        }
+    }
+
+    #[test]
+    fn only_a_down_twin_of_a_ready_worker_is_superseded() {
+        let nodes = [
+            node("m", "master", "manager", "ready"),
+            node("old", "node2", "worker", "down"),
+            node("new", "node2", "worker", "ready"),
+            // Down with no Ready namesake: a machine that is off, not replaced.
+            node("off", "node3", "worker", "down"),
+            // Two Down namesakes, none Ready: nothing to tell which is current.
+            node("a", "node4", "worker", "down"),
+            node("b", "node4", "worker", "unknown"),
+            // A manager is never removed this way.
+            node("mold", "master", "manager", "down"),
+        ];
+        let ids: Vec<&str> = superseded(&nodes).iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["old"]);
     }
 
     #[test]

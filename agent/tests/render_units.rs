@@ -97,6 +97,25 @@ fn consul_drop_in_uses_only_known_keys() {
 }
 
 #[test]
+fn the_master_tidies_re_flashed_cards_swarm_nodes_every_minute_after_first_boot() {
+    let service = read("usr/lib/systemd/system/cluster-lab-node-tidy.service");
+    let timer = read("usr/lib/systemd/system/cluster-lab-node-tidy.timer");
+    verify("cluster-lab-node-tidy.service", &service);
+    verify_beside(
+        "cluster-lab-node-tidy.timer",
+        &timer,
+        &[("cluster-lab-node-tidy.service", &service)],
+    );
+    assert!(service.contains("ExecStart=/usr/bin/cluster-lab node tidy"));
+    assert!(service.contains(&format!(
+        "ConditionPathExists={}",
+        cluster_lab::host::stamp::DONE
+    )));
+    assert!(timer.contains("OnUnitActiveSec=1min"));
+    assert!(timer.contains("WantedBy=timers.target"));
+}
+
+#[test]
 fn the_clock_is_saved_every_minute_where_systemd_reads_it_at_boot() {
     let service = read("usr/lib/systemd/system/cluster-lab-clock-save.service");
     let timer = read("usr/lib/systemd/system/cluster-lab-clock-save.timer");

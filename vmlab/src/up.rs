@@ -260,6 +260,7 @@ impl Up {
         }
         for m in &st.machines {
             std::fs::create_dir_all(&m.files.dir)?;
+            vm::clear_serial_logs(&m.files);
             let how = if m.imager {
                 disk::prepare_imager(image, &m.disk, &m.hostname, pubkey, self.disk_size)?;
                 "the Imager way: user-data with hostname, user pi, test key"

@@ -241,6 +241,18 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// Remove the console logs a machine of an earlier cluster of the same name left (`serial.log`, `serial.log.N`), so
+/// that a new cluster's machines start with their own.
+pub fn clear_serial_logs(files: &Files) {
+    std::fs::remove_file(&files.serial).ok();
+    for n in 1.. {
+        let p = PathBuf::from(format!("{}.{n}", files.serial.display()));
+        if std::fs::remove_file(&p).is_err() {
+            break;
+        }
+    }
+}
+
 /// Start QEMU (paused) inside the namespace; returns its pid once it has daemonized. The serial log of an earlier
 /// boot of the same machine is kept as `serial.log.1`, `.2`, … (oldest first).
 pub fn launch(netns: &str, spec: &Spec) -> Result<u32> {
@@ -326,7 +338,19 @@ impl Qmp {
 
     /// Run a QMP command and return its `return` value (events in between are skipped).
     pub fn execute(&mut self, command: &str) -> Result<Value> {
-        writeln!(self.writer, "{}", serde_json::json!({ "execute": command }))
+        self.exchange(command, serde_json::json!({ "execute": command }))
+    }
+
+    /// Run `command` with `arguments` and return its `return` value.
+    pub fn execute_with(&mut self, command: &str, arguments: Value) -> Result<Value> {
+        self.exchange(
+            command,
+            serde_json::json!({ "execute": command, "arguments": arguments }),
+        )
+    }
+
+    fn exchange(&mut self, command: &str, message: Value) -> Result<Value> {
+        writeln!(self.writer, "{message}")
             .with_context(|| format!("writing to QMP socket {}", self.what))?;
         loop {
             let v = self.read()?;
@@ -340,25 +364,6 @@ impl Qmp {
     }
 
     /// Send a command whose answer may never come because QEMU exits (`quit`).
-    /// Run `command` with `arguments` and return its result.
-    pub fn execute_with(&mut self, command: &str, arguments: Value) -> Result<Value> {
-        writeln!(
-            self.writer,
-            "{}",
-            serde_json::json!({ "execute": command, "arguments": arguments })
-        )
-        .with_context(|| format!("writing to QMP socket {}", self.what))?;
-        loop {
-            let v = self.read()?;
-            if let Some(r) = v.get("return") {
-                return Ok(r.clone());
-            }
-            if let Some(e) = v.get("error") {
-                bail!("QMP {command} on {}: {e}", self.what);
-            }
-        }
-    }
-
     pub fn send(&mut self, command: &str) -> Result<()> {
         writeln!(self.writer, "{}", serde_json::json!({ "execute": command }))
             .with_context(|| format!("writing to QMP socket {}", self.what))

@@ -24,6 +24,9 @@ pub enum NodeCommand {
     /// Consul forgets it (force-leave), the Swarm removes its node, and its DHCP lease is released (dhcpd is
     /// stopped for the moment it takes). A machine still Ready in the Swarm is refused unless --force.
     Remove(RemoveArgs),
+    /// Remove the Swarm nodes re-flashed cards left behind: a worker Down under a hostname that another node holds
+    /// Ready. Run every minute by cluster-lab-node-tidy.timer; does nothing on a machine that is not the master.
+    Tidy,
 }
 
 #[derive(Debug, Args)]
@@ -42,8 +45,27 @@ impl NodeCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             NodeCommand::Remove(args) => args.run(),
+            NodeCommand::Tidy => tidy(),
         }
     }
+}
+
+fn tidy() -> anyhow::Result<ExitCode> {
+    if stamp::read_role(Path::new("/"))? != Some(ClusterRole::Master) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let removed = runtime.block_on(async {
+        let swarm = Swarm::connect(crate::status::docker_socket(), Duration::from_secs(10)).await?;
+        membership::tidy_swarm(&swarm).await
+    })?;
+    for (hostname, id) in removed {
+        println!("{hostname}: removed swarm node {id}, left behind when its card was re-flashed");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 impl RemoveArgs {

@@ -11,6 +11,7 @@ mod home_lan;
 mod lab;
 mod power;
 mod reboot;
+mod reflash;
 mod report;
 mod timing;
 mod usecase;
@@ -46,6 +47,9 @@ pub struct Test {
     /// Skip the whole-cluster power loss (the power strip off, then every machine on at one instant).
     #[arg(long)]
     pub skip_power_loss: bool,
+    /// Skip re-flashing node 1's card with its hostname.
+    #[arg(long)]
+    pub skip_reflash: bool,
     /// Leave the cluster running afterwards (for `cluster ssh`, `cluster status`).
     #[arg(long)]
     pub keep: bool,
@@ -174,6 +178,10 @@ impl Test {
             let (c, t) = power::power_loss(&lab);
             power_times = t;
             report.add(c);
+        }
+        if !self.skip_reflash {
+            step("re-flashing node 1's card with its hostname");
+            report.add(reflash::reflash_node(&lab));
         }
 
         if !self.keep {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::lab::Lab;
+use super::reboot::{firstboot_not_rerun, master_role, show};
 use super::report::Check;
 use super::usecase::MESH_PORT;
 use crate::{fault, http};
@@ -83,18 +84,7 @@ fn inner(lab: &Lab, times: &mut PowerLossTimes) -> Result<Check> {
         ));
     }
     let master = lab.master();
-    let role = lab.poll(Duration::from_secs(300), || {
-        let out = lab.sh(
-            master,
-            "ip -4 -o addr show dev eth0.200 | awk '{print $4}'; \
-             systemctl is-active cluster-lab-dhcpd@eth0.200.service",
-        )?;
-        Ok(out
-            .lines()
-            .map(str::trim)
-            .eq(["192.168.200.1/24", "active"])
-            .then(|| out.trim().replace('\n', ", ")))
-    });
+    let role = master_role(lab, master);
     ok &= role.is_ok();
     let alive = lab.poll(Duration::from_secs(600), || {
         let m = http::consul_members(&lab.st.netns, &lab.master_ip())?;
@@ -120,15 +110,7 @@ fn inner(lab: &Lab, times: &mut PowerLossTimes) -> Result<Check> {
     ok &= mesh.is_ok();
     let mut firstboot = Vec::new();
     for m in &lab.st.machines {
-        let fb = lab.sh(
-            m,
-            "systemctl show cluster-lab-firstboot.service -p ExecMainStartTimestampMonotonic; \
-             journalctl -b -q --no-pager -u cluster-lab-firstboot.service | wc -l",
-        );
-        let not_rerun = fb.as_ref().is_ok_and(|o| {
-            o.contains("ExecMainStartTimestampMonotonic=0")
-                && o.lines().last().map(str::trim) == Some("0")
-        });
+        let (not_rerun, _) = firstboot_not_rerun(lab, m);
         ok &= not_rerun;
         firstboot.push(format!(
             "{} {}",
@@ -152,11 +134,4 @@ fn inner(lab: &Lab, times: &mut PowerLossTimes) -> Result<Check> {
         firstboot.join(", "),
     ));
     Ok(Check::verdict(NAME, ok, ev))
-}
-
-fn show(r: &Result<String>) -> String {
-    match r {
-        Ok(s) => s.clone(),
-        Err(e) => format!("no: {e:#}"),
-    }
 }

@@ -66,15 +66,7 @@ fn inner(lab: &Lab, times: &mut RebootTimes) -> Result<Check> {
     if ready.is_ok() {
         times.ready_after = Some(start.elapsed().as_secs_f64());
     }
-    let fb = lab.sh(
-        node,
-        "systemctl show cluster-lab-firstboot.service -p ExecMainStartTimestampMonotonic -p ActiveState; \
-         journalctl -b -q --no-pager -u cluster-lab-firstboot.service | wc -l",
-    );
-    let not_rerun = fb.as_ref().is_ok_and(|o| {
-        o.contains("ExecMainStartTimestampMonotonic=0")
-            && o.lines().last().map(str::trim) == Some("0")
-    });
+    let (not_rerun, fb) = firstboot_not_rerun(lab, node);
     let same = after_addr.as_ref().is_ok_and(|a| *a == before_addr);
     let ok = same && alive.is_ok() && ready.is_ok() && not_rerun;
     Ok(Check::verdict(
@@ -84,7 +76,7 @@ fn inner(lab: &Lab, times: &mut RebootTimes) -> Result<Check> {
             "{}: rebooted (boot id {} → {}), SSH back after {up_after:.1} s\n\
              eth0.200 before {before_addr}, after {}\n\
              alive in Consul: {}\nReady in Swarm: {}{}\n\
-             firstboot this boot (ExecMainStart, state, journal lines): {}",
+             firstboot this boot (ExecMainStart, journal lines): {}",
             node.hostname,
             short(&before_boot),
             short(&boot),
@@ -95,7 +87,7 @@ fn inner(lab: &Lab, times: &mut RebootTimes) -> Result<Check> {
                 .ready_after
                 .map(|s| format!(" ({s:.1} s after the reboot command)"))
                 .unwrap_or_default(),
-            show(&fb.map(|o| o.trim().replace('\n', ", "))),
+            show(&fb),
         ),
     ))
 }
@@ -120,11 +112,42 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
 
-fn show(r: &Result<String>) -> String {
+/// Evidence text of a result: the value, or `no: ` and the error.
+pub(super) fn show(r: &Result<String>) -> String {
     match r {
         Ok(s) => s.clone(),
         Err(e) => format!("no: {e:#}"),
     }
+}
+
+/// Wait until `master` holds 192.168.200.1 on the VLAN with its dhcpd active (a master back from a reboot).
+pub(super) fn master_role(lab: &Lab, master: &crate::state::Machine) -> Result<String> {
+    lab.poll(Duration::from_secs(300), || {
+        let out = lab.sh(
+            master,
+            "ip -4 -o addr show dev eth0.200 | awk '{print $4}'; \
+             systemctl is-active cluster-lab-dhcpd@eth0.200.service",
+        )?;
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .eq(["192.168.200.1/24", "active"])
+            .then(|| out.trim().replace('\n', ", ")))
+    })
+}
+
+/// Whether first boot ran in `m`'s current boot (it must not after the first), and the evidence.
+pub(super) fn firstboot_not_rerun(lab: &Lab, m: &crate::state::Machine) -> (bool, Result<String>) {
+    let fb = lab.sh(
+        m,
+        "systemctl show cluster-lab-firstboot.service -p ExecMainStartTimestampMonotonic; \
+         journalctl -b -q --no-pager -u cluster-lab-firstboot.service | wc -l",
+    );
+    let not_rerun = fb.as_ref().is_ok_and(|o| {
+        o.contains("ExecMainStartTimestampMonotonic=0")
+            && o.lines().last().map(str::trim) == Some("0")
+    });
+    (not_rerun, fb.map(|o| o.trim().replace('\n', ", ")))
 }
 
 const MASTER_NAME: &str = "reboot the master: it comes back as master (192.168.200.1, dhcpd active), every machine \
@@ -157,18 +180,7 @@ fn master_inner(lab: &Lab) -> Result<Check> {
     let start = Instant::now();
     let (before_boot, boot) = reboot_and_wait(lab, master)?;
     let up_after = start.elapsed().as_secs_f64();
-    let role = lab.poll(Duration::from_secs(300), || {
-        let out = lab.sh(
-            master,
-            "ip -4 -o addr show dev eth0.200 | awk '{print $4}'; \
-             systemctl is-active cluster-lab-dhcpd@eth0.200.service",
-        )?;
-        Ok(out
-            .lines()
-            .map(str::trim)
-            .eq(["192.168.200.1/24", "active"])
-            .then(|| out.trim().replace('\n', ", ")))
-    });
+    let role = master_role(lab, master);
     // The members as the master last listed them, `name addr status` (1 alive, 2 leaving, 3 left, 4 failed).
     let mut listed = String::new();
     let alive = lab.poll(Duration::from_secs(600), || {
@@ -201,15 +213,7 @@ fn master_inner(lab: &Lab) -> Result<Check> {
     });
     let back_after = (alive.is_ok() && ready.is_ok()).then(|| start.elapsed().as_secs_f64());
     let kept = lab.sh(master, &kv("GET")).map(|v| v.trim().to_string());
-    let fb = lab.sh(
-        master,
-        "systemctl show cluster-lab-firstboot.service -p ExecMainStartTimestampMonotonic; \
-         journalctl -b -q --no-pager -u cluster-lab-firstboot.service | wc -l",
-    );
-    let not_rerun = fb.as_ref().is_ok_and(|o| {
-        o.contains("ExecMainStartTimestampMonotonic=0")
-            && o.lines().last().map(str::trim) == Some("0")
-    });
+    let (not_rerun, fb) = firstboot_not_rerun(lab, master);
     let ok = role.is_ok()
         && alive.is_ok()
         && ready.is_ok()
@@ -233,7 +237,7 @@ fn master_inner(lab: &Lab) -> Result<Check> {
                 .map(|s| format!(" ({s:.1} s after the reboot command)"))
                 .unwrap_or_default(),
             show(&kept),
-            show(&fb.map(|o| o.trim().replace('\n', ", "))),
+            show(&fb),
         ),
     ))
 }
