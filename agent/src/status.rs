@@ -72,12 +72,7 @@ impl Status {
         if consul_leader.is_none() && !consul_members.is_empty() {
             problems.push("consul has no leader".into());
         }
-        for m in consul_members.iter().filter(|m| !m.is_alive()) {
-            problems.push(format!(
-                "consul member {} ({}) is not alive",
-                m.name, m.addr
-            ));
-        }
+        problems.extend(member_problems(&consul_members));
         let (swarm, swarm_nodes) = match Swarm::connect(docker_socket, Duration::from_secs(2)).await
         {
             Err(e) => {
@@ -169,7 +164,13 @@ impl Status {
         );
         for m in &self.consul_members {
             let kind = if m.is_server() { "server" } else { "client" };
-            let state = if m.is_alive() { "alive" } else { "not alive" };
+            let state = if m.is_alive() {
+                "alive"
+            } else if m.has_left() {
+                "left"
+            } else {
+                "not alive"
+            };
             out += &format!("  consul {:<20} {:<15} {kind:<6} {state}\n", m.name, m.addr);
         }
         if let Some(s) = &self.swarm {
@@ -223,6 +224,16 @@ impl Lease {
     }
 }
 
+/// A member that is neither alive nor gone on purpose (`left`: removed with `cluster-lab node remove`, which
+/// Consul keeps listing for 72 hours) is a problem.
+fn member_problems(members: &[crate::consul::api::Member]) -> Vec<String> {
+    members
+        .iter()
+        .filter(|m| !m.is_alive() && !m.has_left())
+        .map(|m| format!("consul member {} ({}) is not alive", m.name, m.addr))
+        .collect()
+}
+
 /// Defaults for the target.
 pub fn docker_socket() -> &'static Path {
     Path::new(swarm::SOCKET)
@@ -260,6 +271,21 @@ mod tests {
             Path::new("/nonexistent/docker.sock"),
         )
         .await
+    }
+
+    #[test]
+    fn a_member_that_left_is_history_not_a_problem() {
+        let member = |name: &str, status: u8| crate::consul::api::Member {
+            name: name.into(),
+            addr: "192.168.200.126".into(),
+            status,
+            tags: Default::default(),
+        };
+        let members = [member("node7", 1), member("node1", 3), member("node2", 4)];
+        assert_eq!(
+            member_problems(&members),
+            ["consul member node2 (192.168.200.126) is not alive"]
+        );
     }
 
     #[tokio::test]

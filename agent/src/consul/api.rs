@@ -24,6 +24,9 @@ pub enum ConsulError {
 
 /// Serf's member status: 1 is alive.
 pub const STATUS_ALIVE: u8 = 1;
+/// Serf's member status 3: the member left, or was made to (`force-leave`, `cluster-lab node remove`); Consul
+/// lists it for 72 hours more.
+pub const STATUS_LEFT: u8 = 3;
 
 /// One entry of `/v1/agent/members`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -39,6 +42,10 @@ pub struct Member {
 impl Member {
     pub fn is_alive(&self) -> bool {
         self.status == STATUS_ALIVE
+    }
+    /// Gone on purpose: not a problem, only history.
+    pub fn has_left(&self) -> bool {
+        self.status == STATUS_LEFT
     }
     /// Consul tags servers with `role=consul` and clients with `role=node`.
     pub fn is_server(&self) -> bool {
