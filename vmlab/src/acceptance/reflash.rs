@@ -35,7 +35,8 @@ fn inner(lab: &Lab) -> Result<Check> {
                 "test -e /var/lib/cluster-lab/firstboot.done && echo done",
             )
             .ok()
-            .filter(|o| o.trim() == "done"))
+            .map(|o| o.trim().to_string())
+            .filter(|o| o == "done"))
     });
     let joined_after = start.elapsed().as_secs_f64();
     let after = lab.sh(node, vlan).map(|a| a.trim().to_string());
@@ -74,7 +75,7 @@ fn inner(lab: &Lab) -> Result<Check> {
         NAME,
         ok,
         format!(
-            "{}: re-flashed and powered on; first boot done: {} ({joined_after:.1} s)\n\
+            "{}: re-flashed and powered on; first boot done: {} ({joined_after:.1} s after the power cut)\n\
              eth0.200 before {before}, after {}\nalive in Consul: {}\n\
              swarm nodes named {}: {listed} ({})\ncluster-lab status on the master: {}",
             node.hostname,
