@@ -34,17 +34,22 @@ pub struct StillReady {
     pub name: String,
 }
 
-/// Swarm nodes a re-flashed card left behind: a worker not Ready under a hostname another node holds Ready (the
-/// card joined afresh under its old name; the old node can never come back, since its key was on the old card).
+/// Swarm nodes a re-flashed card left behind: a worker Down under a hostname another node holds Ready at the same
+/// address (the card joined afresh under its old name, and took its old lease by MAC; the old node can never come
+/// back, since its key was on the old card). A second machine that claims the name has another address: a
+/// Down namesake there is a machine that is off, not replaced, and stays.
 pub fn superseded(nodes: &[NodeSummary]) -> Vec<&NodeSummary> {
     nodes
         .iter()
         .filter(|n| {
             n.role == "worker"
-                && n.state != "ready"
-                && nodes
-                    .iter()
-                    .any(|o| o.id != n.id && o.hostname == n.hostname && o.state == "ready")
+                && n.state == "down"
+                && nodes.iter().any(|o| {
+                    o.id != n.id
+                        && o.hostname == n.hostname
+                        && o.addr == n.addr
+                        && o.state == "ready"
+                })
         })
         .collect()
 }
@@ -155,7 +160,7 @@ mod tests {
             role: role.into(),
             state: state.into(),
             availability: "active".into(),
-            addr: String::new(),
+            addr: "192.168.200.126".into(),
             labels: Default::default(),
         }
     }
@@ -173,6 +178,12 @@ mod tests {
             node("b", "node4", "worker", "unknown"),
             // A manager is never removed this way.
             node("mold", "master", "manager", "down"),
+            // Another machine that took the name (another address): the Down one is off, not replaced.
+            NodeSummary {
+                addr: "192.168.200.140".into(),
+                ..node("twin", "node5", "worker", "ready")
+            },
+            node("node5", "node5", "worker", "down"),
         ];
         let ids: Vec<&str> = superseded(&nodes).iter().map(|n| n.id.as_str()).collect();
         assert_eq!(ids, ["old"]);

@@ -243,11 +243,19 @@ pub fn free_ranges(path: &Path, part: &Partition) -> Result<Option<Vec<std::ops:
         return Ok(None);
     }
     let clusters = (total - first_data) / per_cluster;
-    let entry = match clusters {
-        0..4085 => return Ok(None),
-        4085..65525 => 2,
-        _ => 4,
+    // The boot sector says which FAT it is: FAT32 has no 16-bit table size (and no fixed root directory). Going by
+    // the cluster count alone would read a small FAT32 (mkfs.vfat makes them under 65525 clusters) as FAT16 and
+    // take every other cluster of a file for free. When the two disagree, or the table is too small for the count,
+    // the volume is not mapped (its data extents are written instead).
+    let entry = match (u16_at(22) == 0, clusters) {
+        (_, 0..4085) => return Ok(None),
+        (true, _) => 4,
+        (false, 4085..65525) => 2,
+        (false, _) => return Ok(None),
     };
+    if (clusters + 2) * entry > fat_sectors * bytes_per_sector {
+        return Ok(None);
+    }
     let mut table = vec![0u8; ((clusters + 2) * entry) as usize];
     std::os::unix::fs::FileExt::read_exact_at(
         &file,

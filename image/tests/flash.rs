@@ -293,3 +293,80 @@ fn the_image_itself_and_odd_targets_are_refused() {
     .to_string();
     assert!(e.contains("no such device"), "{e}");
 }
+
+/// A FAT32 volume with fewer than 65525 clusters (mkfs.vfat makes one with big clusters): its table has 4-byte
+/// entries all the same. Read as 2-byte ones (going by the cluster count), a file's clusters would look free and
+/// not be written. Here a file's chain is written into the table by hand, at clusters 1000–1010.
+#[test]
+fn a_small_fat32_volume_is_mapped_by_its_own_table() {
+    use cluster_lab_image::mbr::Partition;
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("fat32.img");
+    let size: u64 = 256 << 20;
+    std::fs::File::create(&img).unwrap().set_len(size).unwrap();
+    // 8 KiB clusters: about 32,700 of them, far under the 65,525 a FAT16 has at most.
+    run_ok(
+        "mkfs.vfat",
+        &[
+            "-F".as_ref(),
+            "32".as_ref(),
+            "-s".as_ref(),
+            "16".as_ref(),
+            img.as_os_str(),
+        ],
+    );
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    let mut bs = [0u8; 512];
+    f.read_exact_at(&mut bs, 0).unwrap();
+    let u16_at = |o: usize| u16::from_le_bytes([bs[o], bs[o + 1]]) as u64;
+    let u32_at = |o: usize| u32::from_le_bytes([bs[o], bs[o + 1], bs[o + 2], bs[o + 3]]) as u64;
+    let (sector, per_cluster, reserved, fats, fat_sectors) = (
+        u16_at(11),
+        bs[13] as u64,
+        u16_at(14),
+        bs[16] as u64,
+        u32_at(36),
+    );
+    assert_eq!(u16_at(22), 0, "a FAT32 boot sector");
+    for fat in 0..fats {
+        let table = (reserved + fat * fat_sectors) * sector;
+        for c in 1000u64..=1010 {
+            let next: u32 = if c == 1010 { 0x0fff_ffff } else { c as u32 + 1 };
+            f.write_all_at(&next.to_le_bytes(), table + c * 4).unwrap();
+        }
+    }
+    let data_start = (reserved + fats * fat_sectors) * sector;
+    let cluster = per_cluster * sector;
+    let file_bytes = data_start + (1000 - 2) * cluster..data_start + (1011 - 2) * cluster;
+    f.write_all_at(
+        &vec![0x5a; (file_bytes.end - file_bytes.start) as usize],
+        file_bytes.start,
+    )
+    .unwrap();
+    drop(f);
+    let part = Partition {
+        index: 1,
+        kind: 0x0c,
+        bootable: false,
+        start: 0,
+        size,
+    };
+    let free = fat::free_ranges(&img, &part)
+        .unwrap()
+        .expect("a FAT32 volume is mapped");
+    assert!(
+        !free
+            .iter()
+            .any(|r| r.start < file_bytes.end && file_bytes.start < r.end),
+        "the file's clusters {file_bytes:?} are used, not free: {free:?}"
+    );
+    assert!(
+        free.iter().any(|r| r.start >= file_bytes.end),
+        "clusters after the file are free"
+    );
+}

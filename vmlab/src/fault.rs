@@ -98,12 +98,21 @@ pub fn power_on(st: &mut State, which: &[usize]) -> Result<Option<SystemTime>> {
     if off.is_empty() {
         return Ok(None);
     }
+    let mut launched = Vec::new();
     for &i in &off {
         let m = &st.machines[i];
-        let spec = st.spec(m)?;
-        vm::launch(&st.netns, &spec)?;
-        if m.cable_unplugged {
-            vm::set_link(&m.files, false)?;
+        let started = st.spec(m).and_then(|spec| {
+            vm::launch(&st.netns, &spec)?;
+            launched.push(i);
+            if m.cable_unplugged {
+                vm::set_link(&m.files, false)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = started {
+            // Not half on: the machines started paused so far are stopped again.
+            let _ = power_off(st, &launched);
+            return Err(e.context(format!("powering on {}", m.hostname)));
         }
     }
     let sockets: Vec<&std::path::Path> = off

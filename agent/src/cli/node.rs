@@ -25,7 +25,7 @@ pub enum NodeCommand {
     /// stopped for the moment it takes). A machine still Ready in the Swarm is refused unless --force.
     Remove(RemoveArgs),
     /// Remove the Swarm nodes re-flashed cards left behind: a worker Down under a hostname that another node holds
-    /// Ready. Run every minute by cluster-lab-node-tidy.timer; does nothing on a machine that is not the master.
+    /// Ready at the same address. Run every minute by cluster-lab-node-tidy.timer; does nothing on a machine that is not the master.
     Tidy,
 }
 
