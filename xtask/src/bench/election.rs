@@ -109,6 +109,7 @@ impl Election {
 /// The candidates' namespaces and the switch.
 struct Net {
     size: usize,
+    torn_down: bool,
 }
 
 fn ns_name(i: usize) -> String {
@@ -118,7 +119,10 @@ fn ns_name(i: usize) -> String {
 impl Net {
     fn create(sh: &Shell, size: usize) -> Result<Net> {
         clean(sh, 64);
-        let net = Net { size };
+        let net = Net {
+            size,
+            torn_down: false,
+        };
         run(cmd!(sh, "ip netns add {SWITCH_NS}"))?;
         run(cmd!(
             sh,
@@ -188,12 +192,24 @@ impl Net {
         Ok(judge(&macs, &decisions))
     }
 
-    fn teardown(self, sh: &Shell) -> Result<()> {
+    fn teardown(mut self, sh: &Shell) -> Result<()> {
+        self.torn_down = true;
         let errors = clean(sh, self.size.max(64));
         if !errors.is_empty() {
             bail!("tearing down the bench network:\n  {}", errors.join("\n  "));
         }
         Ok(())
+    }
+}
+
+/// A bench that stopped on an error still removes its namespaces and whatever runs in them.
+impl Drop for Net {
+    fn drop(&mut self) {
+        if !self.torn_down {
+            for e in clean(&Shell::new().expect("a shell"), self.size.max(64)) {
+                eprintln!("bench: teardown: {e}");
+            }
+        }
     }
 }
 

@@ -316,9 +316,13 @@ impl Card {
     fn start(work: &Path, size: u64, write_mbps: u64, read_mbps: u64) -> Result<Card> {
         let backing = work.join("card.img");
         let mountpoint = work.join("card-export.img");
-        if !backing.exists() {
-            std::fs::File::create(&backing)?.set_len(size)?;
-        }
+        // Sized to this image every time (an earlier run's card may be another size); its contents are kept.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&backing)?
+            .set_len(size)?;
         std::fs::File::create(&mountpoint)?;
         let (w, r) = (write_mbps * 1_000_000, read_mbps * 1_000_000);
         let daemon = Command::new("qemu-storage-daemon")
