@@ -15,7 +15,6 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{lseek64, Whence};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ImageError, IoContext, Result};
@@ -66,7 +65,7 @@ impl BlockMap {
         let image_size = file.metadata().at(path, "reading image size")?.len();
         let blocks = image_size.div_ceil(BLOCK_SIZE) as usize;
         let mut mapped = vec![false; blocks];
-        for extent in data_extents(&file, path, image_size)? {
+        for extent in crate::disk::data_extents(&file, image_size) {
             mark(&mut mapped, &extent, true);
         }
         // An image without a partition table is mapped by its data extents alone.
@@ -251,12 +250,10 @@ impl BlockMap {
     /// The bmap file next to `image`, as bmaptool looks for it: `IMAGE.bmap`, then with the compression
     /// suffix removed (`x.img.xz` → `x.img.bmap`).
     pub fn beside(image: &Path) -> Result<Option<(PathBuf, BlockMap)>> {
-        let name = image.to_string_lossy();
-        let mut candidates = vec![PathBuf::from(format!("{name}.bmap"))];
-        for ext in [".xz", ".zst"] {
-            if let Some(stem) = name.strip_suffix(ext) {
-                candidates.push(PathBuf::from(format!("{stem}.bmap")));
-            }
+        let mut candidates = vec![PathBuf::from(format!("{}.bmap", image.display()))];
+        let stripped = crate::flash::with_bmap_ext(image);
+        if !candidates.contains(&stripped) {
+            candidates.push(stripped);
         }
         for c in candidates {
             match std::fs::read_to_string(&c) {
@@ -361,28 +358,6 @@ fn mark(mapped: &mut [bool], bytes: &Range<u64>, value: bool) {
     for m in &mut mapped[first.min(last)..last] {
         *m = value;
     }
-}
-
-/// The file's data extents (everything that is not a hole).
-fn data_extents(file: &File, path: &Path, size: u64) -> Result<Vec<Range<u64>>> {
-    let mut out = Vec::new();
-    let mut pos: i64 = 0;
-    let end = size as i64;
-    while pos < end {
-        let data = match lseek64(file, pos, Whence::SeekData) {
-            Ok(d) => d,
-            Err(nix::errno::Errno::ENXIO) => break,
-            Err(e) => {
-                return Err(std::io::Error::from(e)).at(path, "finding the image's data extents")
-            }
-        };
-        let hole = lseek64(file, data, Whence::SeekHole)
-            .unwrap_or(end)
-            .min(end);
-        out.push(data as u64..hole as u64);
-        pos = hole;
-    }
-    Ok(out)
 }
 
 /// The free byte ranges (in image offsets) of the filesystem on `part`, or `None` when it is not one we read.

@@ -148,8 +148,29 @@ fn copy_sparse(src: &mut dyn Read, dst: &mut File, dst_path: &Path) -> Result<u6
     Ok(total)
 }
 
-/// Copy a raw image: only its data extents (SEEK_DATA/SEEK_HOLE), each sparsely; holes stay holes.
-/// Falls back to reading everything where the filesystem does not report extents.
+/// The data extents of the first `len` bytes of `file` (everything but its holes, by SEEK_DATA/SEEK_HOLE). Where the
+/// filesystem does not report extents, the rest of the file counts as data.
+pub fn data_extents(file: &File, len: u64) -> Vec<std::ops::Range<u64>> {
+    use nix::unistd::{lseek64, Whence};
+    let end = len as i64;
+    let mut out = Vec::new();
+    let mut pos: i64 = 0;
+    while pos < end {
+        let data = match lseek64(file, pos, Whence::SeekData) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
+            Err(_) => pos,                          // no extent support: the rest is data
+        };
+        let hole = lseek64(file, data, Whence::SeekHole)
+            .unwrap_or(end)
+            .min(end);
+        out.push(data as u64..hole as u64);
+        pos = hole;
+    }
+    out
+}
+
+/// Copy a raw image: only its data extents, each sparsely; holes stay holes.
 fn copy_raw(
     src: &File,
     len: u64,
@@ -157,30 +178,20 @@ fn copy_raw(
     dst_path: &Path,
     bar: &indicatif::ProgressBar,
 ) -> Result<u64, CopyError> {
-    use nix::unistd::{lseek64, Whence};
-    let end = len as i64;
-    let mut pos: i64 = 0;
-    while pos < end {
-        let data = match lseek64(src, pos, Whence::SeekData) {
-            Ok(d) => d,
-            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
-            Err(_) => pos,                          // no extent support: copy the rest
-        };
-        let hole = lseek64(src, data, Whence::SeekHole).unwrap_or(end).min(end);
+    for extent in data_extents(src, len) {
         let mut reader = src;
         reader
-            .seek(SeekFrom::Start(data as u64))
+            .seek(SeekFrom::Start(extent.start))
             .map_err(CopyError::Read)?;
-        dst.seek(SeekFrom::Start(data as u64))
+        dst.seek(SeekFrom::Start(extent.start))
             .at(dst_path, "writing working image")
             .map_err(CopyError::Write)?;
-        bar.set_position(data as u64);
+        bar.set_position(extent.start);
         copy_sparse(
-            &mut bar.wrap_read(reader.take((hole - data) as u64)),
+            &mut bar.wrap_read(reader.take(extent.end - extent.start)),
             dst,
             dst_path,
         )?;
-        pos = hole;
     }
     bar.set_position(len);
     Ok(len)

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::lab::Lab;
-use super::reboot::{firstboot_not_rerun, master_role, show};
+use super::reboot::{firstboot_not_rerun, master_role, show, VLAN_ADDR};
 use super::report::Check;
 use super::usecase::MESH_PORT;
 use crate::{fault, http};
@@ -27,8 +27,6 @@ pub fn power_loss(lab: &Lab) -> (Check, PowerLossTimes) {
     let c = Check::from_result(NAME, inner(lab, &mut times));
     (c, times)
 }
-
-const VLAN_ADDR: &str = "ip -4 -o addr show dev eth0.200 | awk '{print $4}'";
 
 fn kv(method: &str) -> String {
     format!(

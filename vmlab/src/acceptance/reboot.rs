@@ -12,6 +12,9 @@ use crate::http;
 const NAME: &str =
     "reboot node 1: same VLAN address, alive in Consul, Ready in Swarm, firstboot not re-run";
 
+/// A machine's address on the cluster VLAN, as `ADDR/PREFIX` (empty without one).
+pub(super) const VLAN_ADDR: &str = "ip -4 -o addr show dev eth0.200 | awk '{print $4}'";
+
 /// What the reboot measured, for the timings table.
 #[derive(Debug, Clone, Default)]
 pub struct RebootTimes {
@@ -29,7 +32,7 @@ fn inner(lab: &Lab, times: &mut RebootTimes) -> Result<Check> {
     let Some(node) = lab.nodes().first().copied() else {
         bail!("needs a node besides the master");
     };
-    let vlan = "ip -4 -o addr show dev eth0.200 | awk '{print $4}'";
+    let vlan = VLAN_ADDR;
     let before_addr = lab.sh(node, vlan)?.trim().to_string();
     if before_addr.is_empty() {
         bail!(
@@ -125,8 +128,7 @@ pub(super) fn master_role(lab: &Lab, master: &crate::state::Machine) -> Result<S
     lab.poll(Duration::from_secs(300), || {
         let out = lab.sh(
             master,
-            "ip -4 -o addr show dev eth0.200 | awk '{print $4}'; \
-             systemctl is-active cluster-lab-dhcpd@eth0.200.service",
+            &format!("{VLAN_ADDR}; systemctl is-active cluster-lab-dhcpd@eth0.200.service"),
         )?;
         Ok(out
             .lines()

@@ -22,7 +22,7 @@ fn inner(lab: &Lab) -> Result<Check> {
     let Some(node) = lab.nodes().first().copied() else {
         bail!("needs a node besides the master");
     };
-    let vlan = "ip -4 -o addr show dev eth0.200 | awk '{print $4}'";
+    let vlan = super::reboot::VLAN_ADDR;
     let before = lab.sh(node, vlan)?.trim().to_string();
     let mut st = lab.st.clone();
     let start = Instant::now();
