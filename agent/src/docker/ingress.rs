@@ -31,8 +31,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bollard::models::{Network, NetworkCreateRequest};
-use bollard::query_parameters::{InspectNetworkOptions, ListNetworksOptions, UpdateNodeOptions};
+use bollard::models::{Network, NetworkCreateRequest, NodeSpec};
+use bollard::query_parameters::{InspectNetworkOptions, ListNetworksOptions};
 
 use crate::docker::swarm::{Outcome, Swarm, SwarmError};
 
@@ -54,6 +54,8 @@ const GONE_TIMEOUT: Duration = Duration::from_secs(60);
 const LIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often to ask again for this node's attachment to the new ingress network while it is not set up.
 const ATTACH_AGAIN: Duration = Duration::from_secs(5);
+/// The node label [`attach_node`] sets and removes again so that this node's object really changes.
+const NUDGE_LABEL: &str = "cluster-lab.ingress-attach";
 /// How long only our ingress network must be listed before the replacement counts as settled.
 const SETTLE: Duration = Duration::from_secs(5);
 /// Upper bound of the settle phase (another `ingress` removed restarts the settle period).
@@ -360,7 +362,8 @@ async fn wait_leading(swarm: &Swarm) -> Result<String, IngressError> {
 /// Wait until ingress network `id` is set up on this node. This node's attachment is asked for again
 /// every [`ATTACH_AGAIN`]: dockerd can fail to set up an ingress network ("failed to find a load balancer IP to use
 /// for network", seen with dockerd 20.10 for the default ingress right after `swarm init` and for ours after the
-/// replacement, in about one `root_ingress` round of eight) and does not retry by itself.
+/// replacement, in about one `root_ingress` round of eight: its ingress worker can run before the node's addresses
+/// are stored) and does not retry by itself.
 async fn wait_live(
     swarm: &Swarm,
     id: &str,
@@ -385,24 +388,31 @@ async fn wait_live(
     .await
 }
 
-/// Update this node's object without changing it: the allocator then gives the node an address on the current
-/// ingress network, and the node's agent sets it up (and releases a stale one).
+/// Make this node's object change, twice: set [`NUDGE_LABEL`], then remove it again. Each update makes the
+/// allocator give the node an address on the current ingress network if it has none yet, and each one reaches the
+/// node's agent, which sets the ingress network up again if the last try failed (and releases a stale one). An
+/// update that changes nothing would not do: the agent passes a node update on only when more than the object's
+/// version and status changed (swarmkit's `nodesEqual`), so a failed set-up would never be tried again.
 async fn attach_node(swarm: &Swarm, node_id: &str) -> Result<(), SwarmError> {
-    let node = swarm
-        .docker()
-        .inspect_node(node_id)
-        .await
-        .map_err(err("inspecting this swarm node"))?;
-    let version = node.version.and_then(|v| v.index).unwrap_or_default() as i64;
-    swarm
-        .docker()
-        .update_node(
-            node_id,
-            node.spec.unwrap_or_default(),
-            UpdateNodeOptions { version },
-        )
-        .await
-        .map_err(err("updating this swarm node"))
+    for set in [true, false] {
+        swarm
+            .update_node(node_id, "updating this swarm node", |spec| {
+                nudged(spec, set);
+                true
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// `spec` with [`NUDGE_LABEL`] set (`set`) or removed; the node's other labels are left as they are.
+fn nudged(spec: &mut NodeSpec, set: bool) {
+    let labels = spec.labels.get_or_insert_with(HashMap::new);
+    if set {
+        labels.insert(NUDGE_LABEL.into(), "1".into());
+    } else {
+        labels.remove(NUDGE_LABEL);
+    }
 }
 
 /// Poll `check` every [`POLL`] until it gives `Ok(value)`; `Err(text)` means not yet, with the state seen.
@@ -497,7 +507,7 @@ fn summary(listed: &[Network]) -> String {
 mod tests {
     use std::collections::HashMap;
 
-    use bollard::models::{Ipam, IpamConfig, Network};
+    use bollard::models::{Ipam, IpamConfig, Network, NodeSpec};
 
     use super::*;
 
@@ -537,6 +547,31 @@ mod tests {
             "d (com.docker.network.driver.mtu=default), o (com.docker.network.driver.mtu=1496)"
         );
         assert_eq!(summary(&[]), NONE_LISTED);
+    }
+
+    #[test]
+    fn the_nudge_changes_the_node_and_then_undoes_its_change() {
+        let mut spec = NodeSpec {
+            labels: Some(HashMap::from([("rack".to_string(), "2".to_string())])),
+            ..Default::default()
+        };
+        let before = spec.clone();
+        nudged(&mut spec, true);
+        assert_ne!(spec, before);
+        assert_eq!(spec.labels.as_ref().unwrap()["rack"], "2");
+        nudged(&mut spec, false);
+        assert_eq!(spec, before);
+
+        let mut bare = NodeSpec::default();
+        nudged(&mut bare, true);
+        assert_eq!(
+            bare.labels
+                .as_ref()
+                .unwrap()
+                .get(NUDGE_LABEL)
+                .map(String::as_str),
+            Some("1")
+        );
     }
 
     #[test]

@@ -334,27 +334,62 @@ impl Swarm {
         id: &str,
         labels: &[(&str, &str)],
     ) -> Result<Outcome, SwarmError> {
-        let node = self
-            .docker
-            .inspect_node(id)
-            .await
-            .map_err(docker_err("inspecting swarm node"))?;
-        let mut spec: NodeSpec = node.spec.unwrap_or_default();
-        let current = spec.labels.get_or_insert_with(HashMap::new);
-        if labels
-            .iter()
-            .all(|(k, v)| current.get(*k).map(String::as_str) == Some(*v))
-        {
-            return Ok(Outcome::AlreadyDone);
-        }
-        for (k, v) in labels {
-            current.insert(k.to_string(), v.to_string());
-        }
-        let version = node.version.and_then(|v| v.index).unwrap_or_default() as i64;
-        self.docker
-            .update_node(id, spec, UpdateNodeOptions { version })
-            .await
-            .map_err(docker_err("labelling swarm node"))?;
-        Ok(Outcome::Done)
+        self.update_node(id, "labelling swarm node", |spec| {
+            let current = spec.labels.get_or_insert_with(HashMap::new);
+            let mut changed = false;
+            for (k, v) in labels {
+                changed |= current.insert(k.to_string(), v.to_string()).as_deref() != Some(*v);
+            }
+            changed
+        })
+        .await
     }
+
+    /// Apply `change` to node `id`'s spec and store it (managers only); `change` says whether it changed anything
+    /// (nothing is stored otherwise). The swarm refuses an update made from an outdated version of the node ("update
+    /// out of sequence"; the allocator and the dispatcher update node objects too, e.g. right after a change to its
+    /// spec), so the node is read again and the change made again, a few times.
+    pub async fn update_node(
+        &self,
+        id: &str,
+        what: &'static str,
+        change: impl Fn(&mut NodeSpec) -> bool,
+    ) -> Result<Outcome, SwarmError> {
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 1;
+        loop {
+            let node = self
+                .docker
+                .inspect_node(id)
+                .await
+                .map_err(docker_err("inspecting swarm node"))?;
+            let mut spec: NodeSpec = node.spec.unwrap_or_default();
+            if !change(&mut spec) {
+                return Ok(Outcome::AlreadyDone);
+            }
+            let version = node.version.and_then(|v| v.index).unwrap_or_default() as i64;
+            match self
+                .docker
+                .update_node(id, spec, UpdateNodeOptions { version })
+                .await
+            {
+                Ok(()) => return Ok(Outcome::Done),
+                Err(e) if attempt < ATTEMPTS && is_out_of_sequence(&e) => {
+                    tracing::debug!(
+                        node = id,
+                        attempt,
+                        "node changed meanwhile; updating it again"
+                    );
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(docker_err(what)(e)),
+            }
+        }
+    }
+}
+
+/// The swarm refused an update made from an outdated version of the object.
+fn is_out_of_sequence(e: &bollard::errors::Error) -> bool {
+    e.to_string().contains("update out of sequence")
 }

@@ -122,7 +122,12 @@ impl Dockerd {
     /// dockerd's command, state and last log lines (for failure messages).
     pub fn report(&self) -> String {
         // dockerd in a network namespace complains on every start of sysctls the namespace does not have.
-        let noise = |l: &str| l.contains("error reading the kernel parameter");
+        // Its gRPC and raft chatter would push the lines that explain a failure out of the report's tail.
+        let noise = |l: &str| {
+            l.contains("error reading the kernel parameter")
+                || l.contains("module=grpc")
+                || l.contains("module=raft")
+        };
         self.daemon
             .as_ref()
             .map(|d| d.report_skipping(noise))
