@@ -12,6 +12,7 @@ mod machine;
 mod netns;
 mod perfdhcp;
 mod report;
+mod scale;
 mod servers;
 
 #[derive(Debug, Args)]
@@ -35,6 +36,11 @@ enum What {
     /// 30 trials for each of 3, 5 and 10: exactly one master every time, and the time to the decision (needs
     /// root). Takes about 20 minutes; writes the "Election at scale" section of docs/benchmarks.md.
     Election(election::Election),
+    /// A master and up to 100 machines in network namespaces running the real services (cluster-lab dhcpd,
+    /// Consul server and clients, dockerd manager and workers): time until all hold leases, are alive in Consul
+    /// and Ready in Swarm, and the master's memory and CPU per service, beside dnsmasq serving the same leases
+    /// (needs root). Takes about 10 minutes for 100; writes the "A hundred machines" section of docs/benchmarks.md.
+    Scale(scale::Scale),
 }
 
 impl Bench {
@@ -43,6 +49,7 @@ impl Bench {
             What::Dhcp(d) => d.run(sh),
             What::Flash(f) => f.run(sh),
             What::Election(e) => e.run(sh),
+            What::Scale(s) => s.run(sh),
         }
     }
 }
