@@ -2,19 +2,15 @@
 //! (image/tests/data/raspios-like.img.xz): outputs, checksums, injected files, hostname on the card, and
 //! the refusals (no --yes without a terminal, the system disk, a bad hostname).
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
+use support::workspace;
 
 use cluster_lab_config::edit;
 use cluster_lab_image::{disk, ext4, fat};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn xtask(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -37,7 +33,7 @@ fn xtask(args: &[&str]) -> (bool, String) {
 #[test]
 fn a_secret_file_builds_more_cards_for_the_same_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let base = root().join("image/tests/data/raspios-like.img.xz");
+    let base = workspace().join("image/tests/data/raspios-like.img.xz");
     let agent = dir.path().join("cluster-lab");
     stand_in_agent(&agent, 183);
     let file = dir.path().join("lab.secret");
@@ -117,7 +113,7 @@ fn toml_on_card(img: &Path) -> String {
 #[test]
 fn image_then_flash_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    let base = root().join("image/tests/data/raspios-like.img.xz");
+    let base = workspace().join("image/tests/data/raspios-like.img.xz");
     let agent = dir.path().join("cluster-lab");
     stand_in_agent(&agent, 183);
     let out = dir.path().join("out/lab");
@@ -286,7 +282,7 @@ fn agent_for_another_board_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let agent = dir.path().join("a");
     stand_in_agent(&agent, 62);
-    let base = root().join("image/tests/data/raspios-like.img.xz");
+    let base = workspace().join("image/tests/data/raspios-like.img.xz");
     let (ok, log) = image_arm64(&base, &agent, &dir.path().join("o"), &[]);
     assert!(
         !ok && log.contains("x86-64") && log.contains("AArch64"),
@@ -303,7 +299,7 @@ fn flash_refuses_the_system_disk() {
         .find(|f| f.len() > 1 && f[1] == "/" && f[0].starts_with("/dev/"))
         .map(|f| f[0].to_string())
         .expect("no /dev source for / in /proc/self/mounts");
-    let img = root().join("image/tests/data/raspios-like.img.xz");
+    let img = workspace().join("image/tests/data/raspios-like.img.xz");
     let (ok, log) = xtask(&[
         "flash",
         "--hostname",

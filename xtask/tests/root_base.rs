@@ -4,20 +4,16 @@
 //!
 //! Slow (minutes): run with `cargo xtask test --tier root`. Without root the base test fails.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use support::workspace;
 
 fn xtask(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO"))
-        .current_dir(root())
+        .current_dir(workspace())
         .args(["run", "--quiet", "--package", "xtask", "--"])
         .args(args)
         .env("RUST_BACKTRACE", "0")
@@ -128,7 +124,7 @@ fn arm64_agent_cross_builds_static() {
     );
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(
-        path.starts_with(root().join("target/cross")),
+        path.starts_with(workspace().join("target/cross")),
         "{}",
         path.display()
     );

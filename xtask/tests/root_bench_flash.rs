@@ -2,15 +2,10 @@
 //! throttle filter, a FUSE export, a loop device) really runs at the speed asked for, every tool's write passes the
 //! read-back check, and the table has a row per tool and target.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod support;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use std::process::{Command, Stdio};
+use support::workspace;
 
 #[test]
 fn the_flash_bench_runs_every_tool_on_a_card_at_the_speed_asked() {
@@ -21,7 +16,7 @@ fn the_flash_bench_runs_every_tool_on_a_card_at_the_speed_asked() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("fixture.img");
     let size = cluster_lab_image::disk::unpack(
-        &root().join("image/tests/data/raspios-like.img.xz"),
+        &workspace().join("image/tests/data/raspios-like.img.xz"),
         &image,
     )
     .unwrap();

@@ -5,23 +5,19 @@
 //!
 //! Slow (minutes on a cold cache): run with `cargo xtask test --tier root`. Without root it fails.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::workspace;
 
 use cluster_lab_config::edit;
 use cluster_lab_image::{disk, ext4, fat};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn xtask(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .current_dir(root())
+        .current_dir(workspace())
         .args(args)
         .stdin(Stdio::null())
         .env("RUST_BACKTRACE", "0")
@@ -39,7 +35,7 @@ fn xtask(args: &[&str]) -> (bool, String, String) {
 /// The amd64 base. root_base.rs builds it in the same tier run; wait for that build rather than racing
 /// it in the same work directory, and build it here only if it never shows up.
 fn amd64_base() -> PathBuf {
-    let latest = root().join("build/base/amd64.img");
+    let latest = workspace().join("build/base/amd64.img");
     let started = Instant::now();
     while !latest.exists() && started.elapsed() < Duration::from_secs(20 * 60) {
         std::thread::sleep(Duration::from_secs(5));
@@ -123,7 +119,7 @@ fn amd64_image_from_the_real_base_and_agent() {
     ext4::check(&img, &located.root).unwrap();
 
     // Every file under overlays/ is in the image, root-owned, 0644 or 0755 (executables).
-    let overlay = root().join("overlays");
+    let overlay = workspace().join("overlays");
     let mut payload = cluster_lab_image::inject::Payload::default();
     payload.add_overlay(&overlay).unwrap();
     let files: Vec<&ext4::Entry> = payload

@@ -13,10 +13,10 @@ use clap::Args;
 use xshell::{cmd, Shell};
 
 use super::netns::run;
+use super::switch::{Switch, LINK};
 use super::{dhcp::target_dir, machine, report};
 
 pub const HEADING: &str = "## Election at scale (`cargo xtask bench election`)";
-const SWITCH_NS: &str = "clbench-elsw";
 const PREFIX: &str = "clbench-el";
 /// Seconds an elected master announces itself after deciding (first boot does until its DHCP service answers).
 const ANNOUNCE: u64 = 3;
@@ -74,7 +74,8 @@ impl Election {
         let m = machine::describe(sh, &work);
         let date = cmd!(sh, "date -u '+%Y-%m-%d %H:%M UTC'").quiet().read()?;
         let most = *self.candidates.iter().max().unwrap_or(&3);
-        let net = Net::create(sh, most)?;
+        let names: Vec<String> = (0..most).map(ns_name).collect();
+        let switch = Switch::create(sh, PREFIX, &names)?;
         let mut all = Vec::new();
         for &n in &self.candidates {
             let mut series = Series {
@@ -82,7 +83,7 @@ impl Election {
                 trials: Vec::new(),
             };
             for t in 0..self.trials {
-                let trial = net.trial(sh, &agent, &config, n)?;
+                let trial = trial(sh, &agent, &config, n)?;
                 eprintln!(
                     "    {n} candidates, trial {}: {} master(s){}, master after {} ms, last after {} ms",
                     t + 1,
@@ -95,151 +96,62 @@ impl Election {
             }
             all.push(series);
         }
-        net.teardown(sh)?;
+        switch.teardown(sh)?;
         let section = render(&date, &m, &all);
-        println!("{section}");
-        if !self.no_record {
-            report::write_section(Path::new("docs/benchmarks.md"), &section)?;
-            eprintln!("==> written to docs/benchmarks.md");
-        }
-        Ok(())
+        report::publish(&section, !self.no_record)
     }
-}
-
-/// The candidates' namespaces and the switch.
-struct Net {
-    size: usize,
-    torn_down: bool,
 }
 
 fn ns_name(i: usize) -> String {
     format!("{PREFIX}{i}")
 }
 
-impl Net {
-    fn create(sh: &Shell, size: usize) -> Result<Net> {
-        clean(sh, 64);
-        let net = Net {
-            size,
-            torn_down: false,
+/// Power on `n` candidates at one instant, each with a fresh random MAC.
+fn trial(sh: &Shell, agent: &Path, config: &Path, n: usize) -> Result<Trial> {
+    let mut macs = Vec::new();
+    for i in 0..n {
+        let ns = ns_name(i);
+        let mac = random_mac();
+        run(cmd!(sh, "ip -n {ns} link set {LINK} down"))?;
+        run(cmd!(sh, "ip -n {ns} link set {LINK} address {mac}"))?;
+        run(cmd!(sh, "ip -n {ns} link set {LINK} up"))?;
+        macs.push(mac);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64 + 1500;
+    let mut children = Vec::new();
+    for i in 0..n {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns_name(i)])
+            .arg(agent)
+            .arg("elect")
+            .arg("--config")
+            .arg(config)
+            .args(["--interface", LINK, "--announce", &ANNOUNCE.to_string()])
+            .args(["--start-at", &start_at.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting cluster-lab elect")?;
+        children.push(child);
+    }
+    let mut decisions = Vec::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let Some(d) = parse_decision(&stdout) else {
+            bail!(
+                "candidate {i} ({}): no decision ({}): {}{}",
+                macs[i],
+                out.status,
+                stdout,
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
-        run(cmd!(sh, "ip netns add {SWITCH_NS}"))?;
-        run(cmd!(
-            sh,
-            "ip -n {SWITCH_NS} link add br0 type bridge forward_delay 0 stp_state 0"
-        ))?;
-        run(cmd!(sh, "ip -n {SWITCH_NS} link set br0 up"))?;
-        for i in 0..size {
-            let ns = ns_name(i);
-            let port = format!("p{i}");
-            run(cmd!(sh, "ip netns add {ns}"))?;
-            run(cmd!(sh, "ip -n {ns} link set lo up"))?;
-            run(cmd!(
-                sh,
-                "ip -n {SWITCH_NS} link add {port} type veth peer name vlan netns {ns}"
-            ))?;
-            run(cmd!(sh, "ip -n {SWITCH_NS} link set {port} master br0 up"))?;
-            run(cmd!(sh, "ip -n {ns} link set vlan up"))?;
-        }
-        Ok(net)
+        decisions.push(d);
     }
-
-    /// Power on `n` candidates at one instant, each with a fresh random MAC.
-    fn trial(&self, sh: &Shell, agent: &Path, config: &Path, n: usize) -> Result<Trial> {
-        let mut macs = Vec::new();
-        for i in 0..n {
-            let ns = ns_name(i);
-            let mac = random_mac();
-            run(cmd!(sh, "ip -n {ns} link set vlan down"))?;
-            run(cmd!(sh, "ip -n {ns} link set vlan address {mac}"))?;
-            run(cmd!(sh, "ip -n {ns} link set vlan up"))?;
-            macs.push(mac);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        let start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64 + 1500;
-        let mut children = Vec::new();
-        for i in 0..n {
-            let child = Command::new("ip")
-                .args(["netns", "exec", &ns_name(i)])
-                .arg(agent)
-                .arg("elect")
-                .arg("--config")
-                .arg(config)
-                .args(["--interface", "vlan", "--announce", &ANNOUNCE.to_string()])
-                .args(["--start-at", &start_at.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .context("starting cluster-lab elect")?;
-            children.push(child);
-        }
-        let mut decisions = Vec::new();
-        for (i, child) in children.into_iter().enumerate() {
-            let out = child.wait_with_output()?;
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let Some(d) = parse_decision(&stdout) else {
-                bail!(
-                    "candidate {i} ({}): no decision ({}): {}{}",
-                    macs[i],
-                    out.status,
-                    stdout,
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            };
-            decisions.push(d);
-        }
-        Ok(judge(&macs, &decisions))
-    }
-
-    fn teardown(mut self, sh: &Shell) -> Result<()> {
-        self.torn_down = true;
-        let errors = clean(sh, self.size.max(64));
-        if !errors.is_empty() {
-            bail!("tearing down the bench network:\n  {}", errors.join("\n  "));
-        }
-        Ok(())
-    }
-}
-
-/// A bench that stopped on an error still removes its namespaces and whatever runs in them.
-impl Drop for Net {
-    fn drop(&mut self) {
-        if !self.torn_down {
-            for e in clean(&Shell::new().expect("a shell"), self.size.max(64)) {
-                eprintln!("bench: teardown: {e}");
-            }
-        }
-    }
-}
-
-/// Delete the bench's namespaces (candidates up to `upto`, and the switch), killing what still runs inside.
-fn clean(sh: &Shell, upto: usize) -> Vec<String> {
-    let existing = cmd!(sh, "ip netns list").quiet().read().unwrap_or_default();
-    let mut errors = Vec::new();
-    let names: Vec<String> = (0..upto)
-        .map(ns_name)
-        .chain([SWITCH_NS.to_string()])
-        .collect();
-    for ns in names {
-        if !existing
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some(ns.as_str()))
-        {
-            continue;
-        }
-        let pids = cmd!(sh, "ip netns pids {ns}")
-            .quiet()
-            .read()
-            .unwrap_or_default();
-        for pid in pids.split_whitespace() {
-            let _ = cmd!(sh, "kill -KILL {pid}").quiet().ignore_status().run();
-        }
-        if let Err(e) = run(cmd!(sh, "ip netns del {ns}")) {
-            errors.push(format!("{e:#}"));
-        }
-    }
-    errors
+    Ok(judge(&macs, &decisions))
 }
 
 fn random_mac() -> String {

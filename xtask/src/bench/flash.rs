@@ -155,12 +155,7 @@ impl Flash {
             write_mbps: self.card_write_mbps,
             read_mbps: self.card_read_mbps,
         });
-        println!("{section}");
-        if !self.no_record {
-            report::write_section(Path::new("docs/benchmarks.md"), &section)?;
-            eprintln!("==> written to docs/benchmarks.md");
-        }
-        Ok(())
+        report::publish(&section, !self.no_record)
     }
 }
 

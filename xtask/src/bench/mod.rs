@@ -14,6 +14,7 @@ mod perfdhcp;
 mod report;
 mod scale;
 mod servers;
+mod switch;
 
 #[derive(Debug, Args)]
 pub struct Bench {

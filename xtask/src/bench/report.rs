@@ -206,6 +206,16 @@ fn ms_ra(p: &Point) -> String {
 }
 
 /// Replace our section of `doc` with `section` (re-reading the file right before writing), or append it.
+/// Print a bench's `section`, and write it into docs/benchmarks.md unless `record` is off (`--no-record`).
+pub fn publish(section: &str, record: bool) -> Result<()> {
+    println!("{section}");
+    if record {
+        write_section(Path::new("docs/benchmarks.md"), section)?;
+        eprintln!("==> written to docs/benchmarks.md");
+    }
+    Ok(())
+}
+
 pub fn write_section(doc: &Path, section: &str) -> Result<()> {
     let text =
         std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;

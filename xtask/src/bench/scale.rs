@@ -21,15 +21,13 @@ use cluster_lab::secret;
 use xshell::{cmd, Shell};
 
 use super::netns::run;
+use super::switch::{Switch, LINK};
 use super::{dhcp::target_dir, machine, report};
 
 pub const HEADING: &str = "## A hundred machines (`cargo xtask bench scale`)";
-const SWITCH_NS: &str = "clbench-scsw";
 const MASTER_NS: &str = "clbench-scm";
 /// Machine `i` lives in namespace `clbench-sc{i}`.
 const PREFIX: &str = "clbench-sc";
-/// Every namespace's link to the switch, named like nothing on the host.
-const LINK: &str = "vlan";
 /// The product's defaults: the master's address and the DHCP range (100 addresses).
 const MASTER: &str = "192.168.200.1";
 const RANGE: (&str, &str) = ("192.168.200.101", "192.168.200.200");
@@ -128,7 +126,14 @@ impl Scale {
         cmd!(sh, "cargo build -q --release -p cluster-lab").run()?;
         let agent = target_dir(sh).join("release/cluster-lab");
         let work = target_dir(sh).join("bench-scale");
-        let net = Net::create(sh, self.nodes as usize)?;
+        let names: Vec<String> = std::iter::once(MASTER_NS.to_string())
+            .chain((0..self.nodes as usize).map(ns_name))
+            .collect();
+        let switch = Switch::create(sh, PREFIX, &names)?;
+        run(cmd!(
+            sh,
+            "ip -n {MASTER_NS} addr add {MASTER}/24 dev {LINK}"
+        ))?;
         let _neighbours = NeighbourTable::raise(self.nodes as usize + 1)?;
         unmount_under(&work);
         if work.exists() {
@@ -140,22 +145,16 @@ impl Scale {
         let date = cmd!(sh, "date -u '+%Y-%m-%d %H:%M UTC'").quiet().read()?;
         let outcome = measure(
             sh,
-            &net,
             &agent,
             &work,
             self.nodes as usize,
             self.workers as usize,
         );
-        net.teardown(sh)?;
+        switch.teardown(sh)?;
         unmount_under(&work);
         let outcome = outcome?;
         let section = render(&date, &m, &outcome);
-        println!("{section}");
-        if !self.no_record {
-            report::write_section(Path::new("docs/benchmarks.md"), &section)?;
-            eprintln!("==> written to docs/benchmarks.md");
-        }
-        Ok(())
+        report::publish(&section, !self.no_record)
     }
 }
 
@@ -217,94 +216,6 @@ fn in_ns(ns: &str) -> Command {
 
 fn ns_name(i: usize) -> String {
     format!("{PREFIX}{i}")
-}
-
-/// The switch, the master's namespace and the machines'.
-struct Net {
-    size: usize,
-    torn_down: bool,
-}
-
-impl Net {
-    fn create(sh: &Shell, size: usize) -> Result<Net> {
-        clean(sh, 100);
-        let net = Net {
-            size,
-            torn_down: false,
-        };
-        run(cmd!(sh, "ip netns add {SWITCH_NS}"))?;
-        run(cmd!(
-            sh,
-            "ip -n {SWITCH_NS} link add br0 type bridge forward_delay 0 stp_state 0"
-        ))?;
-        run(cmd!(sh, "ip -n {SWITCH_NS} link set br0 up"))?;
-        let names: Vec<String> = std::iter::once(MASTER_NS.to_string())
-            .chain((0..size).map(ns_name))
-            .collect();
-        for (i, ns) in names.iter().enumerate() {
-            let port = format!("p{i}");
-            run(cmd!(sh, "ip netns add {ns}"))?;
-            run(cmd!(sh, "ip -n {ns} link set lo up"))?;
-            run(cmd!(
-                sh,
-                "ip -n {SWITCH_NS} link add {port} type veth peer name {LINK} netns {ns}"
-            ))?;
-            run(cmd!(sh, "ip -n {SWITCH_NS} link set {port} master br0 up"))?;
-            run(cmd!(sh, "ip -n {ns} link set {LINK} up"))?;
-        }
-        run(cmd!(
-            sh,
-            "ip -n {MASTER_NS} addr add {MASTER}/24 dev {LINK}"
-        ))?;
-        Ok(net)
-    }
-
-    fn teardown(mut self, sh: &Shell) -> Result<()> {
-        self.torn_down = true;
-        let errors = clean(sh, self.size.max(100));
-        if !errors.is_empty() {
-            bail!("tearing down the bench network:\n  {}", errors.join("\n  "));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        if !self.torn_down {
-            for e in clean(&Shell::new().expect("a shell"), self.size.max(100)) {
-                eprintln!("bench: teardown: {e}");
-            }
-        }
-    }
-}
-
-/// Delete the bench's namespaces, killing what still runs inside.
-fn clean(sh: &Shell, upto: usize) -> Vec<String> {
-    let existing = cmd!(sh, "ip netns list").quiet().read().unwrap_or_default();
-    let mut errors = Vec::new();
-    let names = (0..upto)
-        .map(ns_name)
-        .chain([MASTER_NS.into(), SWITCH_NS.into()]);
-    for ns in names {
-        if !existing
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some(ns.as_str()))
-        {
-            continue;
-        }
-        let pids = cmd!(sh, "ip netns pids {ns}")
-            .quiet()
-            .read()
-            .unwrap_or_default();
-        for pid in pids.split_whitespace() {
-            let _ = cmd!(sh, "kill -KILL {pid}").quiet().ignore_status().run();
-        }
-        if let Err(e) = run(cmd!(sh, "ip netns del {ns}")) {
-            errors.push(format!("{e:#}"));
-        }
-    }
-    errors
 }
 
 /// The kernel's ARP table is one for all network namespaces, and its limit (`gc_thresh3`, 1024 by default) is
@@ -438,31 +349,28 @@ impl Cluster<'_> {
 
     /// `consul ARGS` against the agent of namespace `ns`, with the management token.
     fn consul_cli(&self, ns: &str, args: &[&str]) -> Result<String> {
-        let out = in_ns(ns)
-            .arg("consul")
+        let mut cmd = in_ns(ns);
+        cmd.arg("consul")
             .args(args)
-            .env("CONSUL_HTTP_TOKEN", &self.token)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "consul {} in {ns} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            .env("CONSUL_HTTP_TOKEN", &self.token);
+        read(ns, "consul", args, cmd)
     }
 }
 
 fn docker(ns: &str, socket: &Path, args: &[&str]) -> Result<String> {
-    let out = in_ns(ns)
-        .args(["docker", "-H"])
+    let mut cmd = in_ns(ns);
+    cmd.args(["docker", "-H"])
         .arg(format!("unix://{}", socket.display()))
-        .args(args)
-        .output()?;
+        .args(args);
+    read(ns, "docker", args, cmd)
+}
+
+/// Run `cmd` (`program args` in namespace `ns`) to its end; its stdout, or an error with its stderr.
+fn read(ns: &str, program: &str, args: &[&str], mut cmd: Command) -> Result<String> {
+    let out = cmd.output()?;
     if !out.status.success() {
         bail!(
-            "docker {} in {ns} failed: {}",
+            "{program} {} in {ns} failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
@@ -616,14 +524,7 @@ fn dnsmasq_args(work: &Path) -> Vec<String> {
     ]
 }
 
-fn measure(
-    sh: &Shell,
-    _net: &Net,
-    agent: &Path,
-    work: &Path,
-    nodes: usize,
-    workers: usize,
-) -> Result<Outcome> {
+fn measure(sh: &Shell, agent: &Path, work: &Path, nodes: usize, workers: usize) -> Result<Outcome> {
     let secret = cluster_lab_config::edit::random_secret();
     let cluster = Cluster {
         token: secret::consul_management_token(&secret),
