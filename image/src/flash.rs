@@ -243,8 +243,9 @@ pub fn direct_io(map: &BlockMap, target: &Target) -> bool {
 }
 
 /// Write `map`'s ranges of `image` to `target`, each checked against the map as it is read, and sync; the
-/// first half of [`write_mapped`].
-pub fn write_blocks(image: &Path, map: &BlockMap, target: &Target) -> Result<()> {
+/// first half of [`write_mapped`]. Returns the bytes written: all mapped bytes to a card, fewer to a fresh file,
+/// where runs of zeros are left as holes.
+pub fn write_blocks(image: &Path, map: &BlockMap, target: &Target) -> Result<u64> {
     let tpath = target.path();
     if let Target::BlockDevice { size, .. } = target {
         if map.image_size > *size {
@@ -278,6 +279,7 @@ pub fn write_blocks(image: &Path, map: &BlockMap, target: &Target) -> Result<()>
     };
     let mut source = Source::open(image)?;
     let bar = progress::bytes(map.mapped_bytes(), "writing data");
+    let mut written = 0;
     let mut buf = AlignedBuf::new();
     let buf = buf.as_mut();
     for r in &map.ranges {
@@ -292,6 +294,7 @@ pub fn write_blocks(image: &Path, map: &BlockMap, target: &Target) -> Result<()>
             if block_device || buf[..n].iter().any(|&b| b != 0) {
                 out.write_all_at(&buf[..n], pos)
                     .at(tpath, "writing to target")?;
+                written += n as u64;
             }
             pos += n as u64;
             bar.inc(n as u64);
@@ -309,7 +312,7 @@ pub fn write_blocks(image: &Path, map: &BlockMap, target: &Target) -> Result<()>
     }
     out.sync_all().at(tpath, "syncing target")?;
     bar.finish_and_clear();
-    Ok(())
+    Ok(written)
 }
 
 /// The image's bytes, by offset: positioned reads from a raw image, a forward-only stream from a compressed one

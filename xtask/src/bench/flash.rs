@@ -134,7 +134,10 @@ impl Flash {
         let card = Card::start(&work, image_size, self.card_write_mbps, self.card_read_mbps)?;
         for tool in [Tool::Dd, Tool::Bmaptool, Tool::ClusterLab] {
             eprintln!("==> {} to the card ({})", tool.label(), card.dev.display());
-            let r = one(sh, "card", tool, &image, &card.dev, true, &maps);
+            // What the tool before wrote must not pass this tool's check for it.
+            let r = card
+                .scrub()
+                .and_then(|()| one(sh, "card", tool, &image, &card.dev, true, &maps));
             match r {
                 Ok(r) => runs.push(r),
                 Err(e) => {
@@ -184,7 +187,7 @@ fn one(
     } = maps;
     drop_caches()?;
     let start = Instant::now();
-    let (map, direct) = match tool {
+    let (map, direct, written) = match tool {
         Tool::Dd => {
             let oflag = if card { vec!["oflag=direct"] } else { vec![] };
             cmd!(
@@ -193,14 +196,14 @@ fn one(
             )
             .quiet()
             .run()?;
-            (whole, card)
+            (whole, card, whole.mapped_bytes())
         }
         Tool::Bmaptool => {
             let bmap = &maps.theirs_path;
             cmd!(sh, "bmaptool -q copy --bmap {bmap} {image} {target}")
                 .quiet()
                 .run()?;
-            (theirs, card)
+            (theirs, card, theirs.mapped_bytes())
         }
         Tool::ClusterLab => {
             let t = if card {
@@ -210,8 +213,8 @@ fn one(
                     path: target.into(),
                 }
             };
-            flash::write_blocks(image, ours, &t)?;
-            (ours, flash::direct_io(ours, &t))
+            let written = flash::write_blocks(image, ours, &t)?;
+            (ours, flash::direct_io(ours, &t), written)
         }
     };
     let write = start.elapsed();
@@ -223,7 +226,7 @@ fn one(
     let run = Run {
         target: target_name,
         tool,
-        written: map.mapped_bytes(),
+        written,
         write,
         verify,
     };
@@ -299,10 +302,16 @@ impl Compare {
     }
 }
 
+/// What the card holds before each tool writes it: neither zeros nor anything an image holds much of, so a block
+/// a tool should have written but did not fails the read-back check.
+const SCRUB: u8 = 0xA5;
+
 /// A throttled block device: qemu-storage-daemon serves `card.img` through a throttle group as a FUSE file,
 /// and a loop device makes that file a disk.
 struct Card {
     daemon: Child,
+    backing: PathBuf,
+    size: u64,
     mountpoint: PathBuf,
     dev: PathBuf,
 }
@@ -344,6 +353,8 @@ impl Card {
             .context("starting qemu-storage-daemon")?;
         let mut card = Card {
             daemon,
+            backing,
+            size,
             mountpoint,
             dev: PathBuf::new(),
         };
@@ -373,6 +384,27 @@ impl Card {
         }
         card.dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         Ok(card)
+    }
+
+    /// Fill the card with [`SCRUB`] bytes, written to its backing file directly (not at the card's speed) and
+    /// synced; the loop device's cached pages are dropped before the next write anyway.
+    fn scrub(&self) -> Result<()> {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.backing)
+            .with_context(|| format!("opening {}", self.backing.display()))?;
+        let chunk = vec![SCRUB; 4 << 20];
+        let mut left = self.size;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            f.write_all(&chunk[..n])
+                .with_context(|| format!("scrubbing {}", self.backing.display()))?;
+            left -= n as u64;
+        }
+        f.sync_all()
+            .with_context(|| format!("syncing {}", self.backing.display()))?;
+        Ok(())
     }
 
     fn stop(mut self) {
@@ -449,10 +481,12 @@ fn render(r: &Rendered<'_>) -> String {
         s,
         "\n\"vs dd\" and \"vs bmaptool\" are the peer's total time divided by this row's (above 1: this row is faster). \
          The card is a loop device over a file that qemu-storage-daemon serves through its throttle filter at {} MB/s \
-         writing and {} MB/s reading, an SD card's speeds; the file target is a plain file on the host's disk. The page \
-         cache is dropped before every write and every check. dd writes the whole image (`oflag=direct` on the card); \
+         writing and {} MB/s reading, an SD card's speeds; the file target is a plain file on the host's disk. The card is \
+         filled with 0xA5 bytes before each tool writes it, so what one tool wrote cannot pass the next one's check; \
+         the file target is a new file for each tool. The page cache is dropped before every write and every check. dd writes the whole image (`oflag=direct` on the card); \
          bmaptool writes what `bmaptool create` maps; cluster-lab writes the image's block map (the file `cargo xtask \
-         image` writes beside it), O_DIRECT on a card. Each tool's write is then checked the same way: every byte it \
+         image` writes beside it), O_DIRECT on a card; to a new file it leaves runs of zeros as holes, and Written \
+         counts what it really wrote. Each tool's write is then checked the same way: every byte it \
          wrote read back from the target past the page cache and hashed against the image (one SHA-256 for dd, one per \
          range for the other two). cluster-lab's flash does that check itself; for the peers the bench does it.\n",
         r.write_mbps, r.read_mbps
