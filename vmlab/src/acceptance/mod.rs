@@ -5,6 +5,7 @@
 //! at the same instant and asserts exactly one master. Timings go to docs/benchmarks.md. Exits non-zero
 //! when any assertion fails. Leaves nothing running (unless --keep).
 
+pub mod at_once;
 mod browser;
 mod checks;
 mod home_lan;

@@ -245,7 +245,7 @@ impl Section<'_> {
     }
 }
 
-fn utc_now() -> String {
+pub fn utc_now() -> String {
     crate::host::run(&mut crate::host::command(
         "date",
         &["-u", "+%Y-%m-%d %H:%M UTC"],
@@ -257,9 +257,14 @@ fn utc_now() -> String {
 /// Replace (or append) the "Cluster formation" section of docs/benchmarks.md, re-reading the file right
 /// before writing so other sections' concurrent edits are kept.
 pub fn record(doc: &Path, section: &str) -> Result<()> {
+    record_section(doc, "## Cluster formation", section)
+}
+
+/// Replace (or append) the section of docs/benchmarks.md that starts with `heading`.
+pub fn record_section(doc: &Path, heading: &str, section: &str) -> Result<()> {
     let text =
         std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
-    let new = replace_section(&text, "## Cluster formation", section);
+    let new = replace_section(&text, heading, section);
     std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))
 }
 

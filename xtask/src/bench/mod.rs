@@ -42,6 +42,11 @@ enum What {
     /// and Ready in Swarm, and the master's memory and CPU per service, beside dnsmasq serving the same leases
     /// (needs root). Takes about 10 minutes for 100; writes the "A hundred machines" section of docs/benchmarks.md.
     Scale(scale::Scale),
+    /// Whole virtual clusters (3 and 5 machines by default) powered on at one instant: time until every machine
+    /// is alive in Consul and Ready in Swarm next to the slowest machine's floor, and where each first boot spent
+    /// its time (needs root, KVM-less QEMU; about 10 minutes per cluster). Writes the "Everyone powered on at
+    /// once" section of docs/benchmarks.md.
+    PowerOn(vmlab::acceptance::at_once::PowerOn),
 }
 
 impl Bench {
@@ -51,6 +56,7 @@ impl Bench {
             What::Flash(f) => f.run(sh),
             What::Election(e) => e.run(sh),
             What::Scale(s) => s.run(sh),
+            What::PowerOn(p) => p.run(),
         }
     }
 }
