@@ -31,6 +31,8 @@ pub use services::{Clock, Environment, Services, Systemd};
 
 /// Where the agent keeps the effective configuration for services that run after first boot (dhcpd).
 pub const ETC_CONFIG: &str = "/etc/cluster-lab/cluster-lab.toml";
+/// How long a node waits for the master's DHCP server before it hands the VLAN to networkd anyway.
+const MASTER_DHCP_WAIT: Duration = Duration::from_secs(120);
 
 /// How a run of first boot ended.
 #[derive(Debug)]
@@ -246,6 +248,9 @@ impl Firstboot {
         self.step_firewall().await?;
 
         let (role, claim_socket) = self.step_role().await?;
+        if role == ClusterRole::Node && self.plan.is_none() {
+            self.wait_for_master_dhcp(&vlan_if).await;
+        }
         let mut changed = false;
         for file in networkd::render(net, role).context("rendering networkd files")? {
             changed |= self.install(&file)?;
@@ -574,6 +579,36 @@ impl Firstboot {
         Ok((role, socket))
     }
 
+    /// A node that decided the moment it heard the master's claim may be ready before the master's DHCP server
+    /// is. networkd's DHCP client, once it asks and hears nothing, asks again only after growing pauses (1, 3, 7,
+    /// 15, 31 s…), so a node would sit out most of a pause after the master began to answer. Hand the VLAN to
+    /// networkd only once the master answers (a probe each second, for at most [`MASTER_DHCP_WAIT`]); if it never
+    /// does, networkd keeps asking on its own.
+    async fn wait_for_master_dhcp(&self, vlan_if: &str) {
+        let probe = MasterProbe::new(vlan_if, &self.settings.cluster.name, self.secret.expose());
+        let started = std::time::Instant::now();
+        while started.elapsed() < MASTER_DHCP_WAIT {
+            match probe.answers(Duration::from_secs(1)).await {
+                Ok(true) => {
+                    tracing::info!(
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "the master's DHCP server answers"
+                    );
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "probing for the master's DHCP server");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        tracing::warn!(
+            waited_s = MASTER_DHCP_WAIT.as_secs(),
+            "the master's DHCP server does not answer yet; networkd keeps asking"
+        );
+    }
+
     async fn run_election(&self) -> anyhow::Result<(ClusterRole, socket::ClaimSocket)> {
         let net = &self.settings.network;
         let vlan_if = net.vlan_interface();
@@ -603,36 +638,47 @@ pub async fn elect_on_vlan(
     let key = crate::election::claim::ClaimKey::from_secret(secret);
     let socket = socket::ClaimSocket::bind(&vlan_if, socket::PORT, key)
         .context("opening the claim socket")?;
-    let cluster = setup.cluster.clone();
-    let marker_key = crate::dhcp::marker::MarkerKey::from_secret(secret);
-    let probe_if = vlan_if.clone();
+    let probe = MasterProbe::new(&vlan_if, &setup.cluster, secret);
     let role = elect(setup, &socket, move || {
-        let (interface, cluster) = (probe_if.clone(), cluster.clone());
-        // Only the master that holds this cluster's secret counts, not a server copying its marker.
-        let check = (cluster.clone(), marker_key.clone());
-        async move {
-            let offers = tokio::task::spawn_blocking(move || {
-                let offers = crate::dhcp::probe::collect_offers(
-                    &interface,
-                    Duration::from_secs(3),
-                    Some(&check),
-                )?;
-                Ok::<_, anyhow::Error>(
-                    crate::dhcp::probe::Report::new(
-                        &interface,
-                        &cluster,
-                        Duration::from_secs(3),
-                        &offers,
-                    )
-                    .master_found,
-                )
-            })
-            .await??;
-            Ok(offers)
-        }
+        let probe = probe.clone();
+        async move { probe.answers(Duration::from_secs(3)).await }
     })
     .await?;
     Ok((role, socket))
+}
+
+/// Asks on the VLAN whether this cluster's master answers DHCP: one DISCOVER, offers collected for a while, and
+/// only a server marking its offers with this cluster's secret counts (not one copying the marker).
+#[derive(Clone)]
+pub struct MasterProbe {
+    interface: String,
+    check: (String, crate::dhcp::marker::MarkerKey),
+}
+
+impl MasterProbe {
+    pub fn new(interface: &str, cluster: &str, secret: &str) -> MasterProbe {
+        MasterProbe {
+            interface: interface.to_owned(),
+            check: (
+                cluster.to_owned(),
+                crate::dhcp::marker::MarkerKey::from_secret(secret),
+            ),
+        }
+    }
+
+    /// Whether the master offered an address within `listen`.
+    pub async fn answers(&self, listen: Duration) -> anyhow::Result<bool> {
+        let probe = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let offers =
+                crate::dhcp::probe::collect_offers(&probe.interface, listen, Some(&probe.check))?;
+            Ok(
+                crate::dhcp::probe::Report::new(&probe.interface, &probe.check.0, listen, &offers)
+                    .master_found,
+            )
+        })
+        .await?
+    }
 }
 
 /// The first IPv4 address of `interface`, if any.
