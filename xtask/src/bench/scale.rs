@@ -8,9 +8,8 @@
 //! service; the lease file; and the same lease phase served by dnsmasq (the original lab's DHCP server) in the same
 //! run. What does not come up in time is reported as such, with how far it got.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +20,7 @@ use cluster_lab::secret;
 use xshell::{cmd, Shell};
 
 use super::netns::run;
+use super::servers::{proc_status_kib, Daemon};
 use super::switch::{Switch, LINK};
 use super::{dhcp::target_dir, machine, report};
 
@@ -158,52 +158,11 @@ impl Scale {
     }
 }
 
-/// A process started in a namespace, killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(ns: &str, name: &str, program: &Path, args: &[String], log: PathBuf) -> Result<Proc> {
-        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = in_ns(ns)
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Proc {
-            name: name.into(),
-            child,
-            log,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Still running? If not, an error with the end of its log.
-    fn alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("{} exited ({status}):\n{}", self.name, tail.join("\n"));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Start `program args` in namespace `ns` as a [`Daemon`] (killed when dropped), its output in `log`.
+fn spawn_in(ns: &str, name: &str, program: &Path, args: &[String], log: PathBuf) -> Result<Daemon> {
+    let mut cmd = in_ns(ns);
+    cmd.arg(program).args(args);
+    Daemon::spawn(name, cmd, log)
 }
 
 /// A command run in network namespace `ns` only. Not `ip netns exec`: that also gives the command a mount
@@ -312,10 +271,10 @@ impl Cluster<'_> {
         Ok(path)
     }
 
-    fn consul(&self, ns: &str, name: &str) -> Result<Proc> {
+    fn consul(&self, ns: &str, name: &str) -> Result<Daemon> {
         let server = ns == MASTER_NS;
         let config = self.consul_config(name, server)?;
-        Proc::spawn(
+        spawn_in(
             ns,
             &format!("consul on {name}"),
             Path::new("consul"),
@@ -324,7 +283,7 @@ impl Cluster<'_> {
         )
     }
 
-    fn dockerd(&self, ns: &str, name: &str) -> Result<(Proc, PathBuf)> {
+    fn dockerd(&self, ns: &str, name: &str) -> Result<(Daemon, PathBuf)> {
         let root = self.work.join(name).join("docker");
         std::fs::create_dir_all(&root)?;
         let socket = root.join("docker.sock");
@@ -337,7 +296,7 @@ impl Cluster<'_> {
             "--ip6tables=false".into(),
             "--bridge=none".into(),
         ];
-        let p = Proc::spawn(
+        let p = spawn_in(
             ns,
             &format!("dockerd on {name}"),
             Path::new("dockerd"),
@@ -445,7 +404,7 @@ fn lease_phase(sh: &Shell, work: &Path, nodes: usize, label: &str) -> Result<(Ph
                     .map(|s| s.to_string()),
             )
             .collect();
-        clients.push(Proc::spawn(
+        clients.push(spawn_in(
             &ns_name(i),
             &format!("udhcpc on machine {i}"),
             Path::new("udhcpc"),
@@ -480,22 +439,6 @@ fn lease_addr(i: usize) -> Option<String> {
         .skip_while(|w| *w != "inet")
         .nth(1)?;
     Some(addr.split('/').next()?.to_string())
-}
-
-/// VmHWM of a process, KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM:")
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// User + system CPU seconds of a process (clock ticks of 1/100 s, Linux's USER_HZ).
@@ -586,7 +529,7 @@ fn measure(sh: &Shell, agent: &Path, work: &Path, nodes: usize, workers: usize) 
 
     // The peer first, in the same conditions: the same machines, the same master services running.
     eprintln!("==> {nodes} machines: leases from dnsmasq (the peer)");
-    let dnsmasq = Proc::spawn(
+    let dnsmasq = spawn_in(
         MASTER_NS,
         "dnsmasq",
         Path::new("dnsmasq"),
@@ -595,10 +538,10 @@ fn measure(sh: &Shell, agent: &Path, work: &Path, nodes: usize, workers: usize) 
     )?;
     std::thread::sleep(Duration::from_millis(500));
     let (dnsmasq_leases, dnsmasq_naks) = lease_phase(sh, work, nodes, "dnsmasq")?;
-    let dnsmasq_peak = peak_rss_kib(dnsmasq.pid());
+    let dnsmasq_peak = dnsmasq.peak_rss_kib().unwrap_or(0);
     drop(dnsmasq);
 
-    let mut dhcpd = Proc::spawn(
+    let mut dhcpd = spawn_in(
         MASTER_NS,
         "cluster-lab dhcpd",
         agent,
@@ -685,15 +628,12 @@ fn measure(sh: &Shell, agent: &Path, work: &Path, nodes: usize, workers: usize) 
         .zip(cpu_before)
         .map(|((service, pid), before)| Cost {
             service,
-            peak_rss_kib: peak_rss_kib(*pid),
+            peak_rss_kib: proc_status_kib(*pid, "VmHWM:").unwrap_or(0),
             cpu_secs: cpu_secs(*pid) - before,
         })
         .collect();
-    let clients_rss_kib = clients.iter().map(|c| status_kib(c.pid(), "VmRSS:")).sum();
-    let dockerd_rss_kib = engines
-        .iter()
-        .map(|(_, (p, _))| status_kib(p.pid(), "VmRSS:"))
-        .sum();
+    let clients_rss_kib = clients.iter().filter_map(Daemon::rss_kib).sum();
+    let dockerd_rss_kib = engines.iter().filter_map(|(_, (p, _))| p.rss_kib()).sum();
     let lease_file_bytes = std::fs::metadata(&leases).map_or(0, |m| m.len());
     drop(engines);
     drop(clients);

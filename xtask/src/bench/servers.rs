@@ -196,13 +196,14 @@ fn dnsmasq_args(dir: &Path, leases: &Path) -> Vec<String> {
 
 /// A server process; killed on drop.
 pub struct Daemon {
-    name: &'static str,
+    name: String,
     child: Child,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Result<Daemon> {
+    /// Start `cmd` as `name`, its stdout and stderr in `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Daemon> {
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -210,17 +211,32 @@ impl Daemon {
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {name}: {shown}"))?;
-        Ok(Daemon { name, child, log })
+        Ok(Daemon {
+            name: name.to_owned(),
+            child,
+            log,
+        })
     }
 
-    /// Fail, naming the server's last log line, if it has exited.
+    /// Fail, with the end of its log, if it has exited.
     pub fn alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
             let tail = self.log_tail();
-            let last = tail.lines().last().unwrap_or("(empty log)");
-            bail!("{} exited ({status}); its last log line: {last}", self.name);
+            let tail = if tail.is_empty() {
+                "(empty log)"
+            } else {
+                &tail
+            };
+            bail!(
+                "{} exited ({status}); the end of its log:\n{tail}",
+                self.name
+            );
         }
         Ok(())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> &Path {
@@ -236,14 +252,12 @@ impl Daemon {
 
     /// The server's peak resident memory so far (`VmHWM` in `/proc/<pid>/status`), KiB; `None` once it is gone.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        vm_hwm_kib(&status)
+        proc_status_kib(self.pid(), "VmHWM:")
     }
 
     /// The server's resident memory now (`VmRSS`), KiB.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status_kib(&status, "VmRSS:")
+        proc_status_kib(self.pid(), "VmRSS:")
     }
 
     /// Kill the server and reap it.
@@ -262,9 +276,10 @@ impl Daemon {
     }
 }
 
-/// `VmHWM` (peak resident set) of a `/proc/<pid>/status` text, KiB.
-pub fn vm_hwm_kib(status: &str) -> Option<u64> {
-    status_kib(status, "VmHWM:")
+/// The `key` line (`VmHWM:`, `VmRSS:`, …) of process `pid`'s `/proc/<pid>/status`, KiB; `None` once it is gone.
+pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_kib(&status, key)
 }
 
 /// A `Key:   1234 kB` line of a `/proc/<pid>/status` text, KiB.
@@ -295,11 +310,11 @@ mod tests {
     fn peak_rss_from_proc_status() {
         let status =
             "Name:\tdnsmasq\nVmPeak:\t   12000 kB\nVmHWM:\t    2412 kB\nVmRSS:\t    2300 kB\n";
-        assert_eq!(vm_hwm_kib(status), Some(2412));
-        assert_eq!(vm_hwm_kib("Name:\tx\n"), None);
+        assert_eq!(status_kib(status, "VmHWM:"), Some(2412));
+        assert_eq!(status_kib("Name:\tx\n", "VmHWM:"), None);
         // Our own process has one.
-        let own = std::fs::read_to_string("/proc/self/status").unwrap();
-        assert!(vm_hwm_kib(&own).is_some_and(|k| k > 0));
+        assert!(proc_status_kib(std::process::id(), "VmHWM:").is_some_and(|k| k > 0));
+        assert_eq!(proc_status_kib(u32::MAX, "VmHWM:"), None);
     }
     use crate::bench::perfdhcp::CLIENTS;
 
