@@ -9,6 +9,7 @@
 //! - [`acceptance`]: `cluster test`, the assertions of the acceptance test and the timings.
 
 pub mod acceptance;
+pub mod benchmarks;
 pub mod disk;
 pub mod down;
 pub mod fault;

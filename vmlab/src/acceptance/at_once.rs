@@ -62,15 +62,23 @@ pub struct Steps {
 #[derive(Debug, Clone, Default)]
 pub struct Run {
     pub size: usize,
-    pub master: Option<String>,
-    /// First power-on → every machine alive in Consul and Ready in Swarm.
-    pub whole: Option<f64>,
+    /// What `cluster up` measured, when the cluster formed.
+    pub formation: Option<Formation>,
     pub times: Vec<MachineTimes>,
     pub steps: Vec<Steps>,
     pub error: Option<String>,
 }
 
 impl Run {
+    pub fn master(&self) -> Option<&str> {
+        self.formation.as_ref()?.master.as_deref()
+    }
+
+    /// First power-on → every machine alive in Consul and Ready in Swarm.
+    pub fn whole(&self) -> Option<f64> {
+        self.formation.as_ref()?.whole_cluster
+    }
+
     /// The slowest machine's floor.
     pub fn floor(&self) -> Option<f64> {
         self.times
@@ -80,7 +88,7 @@ impl Run {
     }
 
     pub fn ratio(&self) -> Option<f64> {
-        Some(self.whole? / self.floor()?)
+        Some(self.whole()? / self.floor()?)
     }
 }
 
@@ -102,10 +110,10 @@ impl PowerOn {
         println!("{section}");
         if !self.no_record {
             let doc = crate::project_root().join("docs/benchmarks.md");
-            timing::record_section(&doc, HEADING, &section)?;
+            crate::benchmarks::write_section(&doc, &section)?;
             eprintln!("==> written to docs/benchmarks.md");
         }
-        if runs.iter().any(|r| r.whole.is_none()) {
+        if runs.iter().any(|r| r.whole().is_none()) {
             bail!("not every cluster formed (see the table)");
         }
         Ok(())
@@ -137,15 +145,12 @@ impl PowerOn {
         };
         match State::load(&name) {
             Ok(Some(st)) => {
-                let f: Option<&Formation> = formed.as_ref().ok();
-                run.master = f.and_then(|f| f.master.clone());
-                run.whole = f.and_then(|f| f.whole_cluster);
+                run.formation = formed.as_ref().ok().cloned();
                 let master = run
-                    .master
-                    .as_ref()
-                    .and_then(|m| st.machines.iter().position(|x| &x.hostname == m));
+                    .master()
+                    .and_then(|m| st.machines.iter().position(|x| x.hostname == m));
                 let lab = Lab::new(st, master);
-                run.times = timing::measure(&lab, f, self.arch);
+                run.times = timing::measure(&lab, run.formation.as_ref(), self.arch);
                 run.steps = lab
                     .st
                     .machines
@@ -249,8 +254,8 @@ pub fn render(args: &PowerOn, runs: &[Run]) -> String {
             s,
             "| {} | {} | {} | {} | {} |",
             r.size,
-            r.master.as_deref().unwrap_or("none"),
-            r.whole.map_or_else(
+            r.master().unwrap_or("none"),
+            r.whole().map_or_else(
                 || format!("not formed: {}", r.error.as_deref().unwrap_or("?")),
                 |w| format!("{w:.1} s")
             ),
@@ -263,13 +268,14 @@ pub fn render(args: &PowerOn, runs: &[Run]) -> String {
         s.push_str(&timing::table(&r.times));
         let _ = writeln!(
             s,
-            "\n| Machine | Election (rounds) | Agent start → role | → VLAN address | → Consul | → Swarm |\n|---|---:|---:|---:|---:|---:|"
+            "\n| Machine | Power-on → agent start | Election (rounds) | Agent start → role | → VLAN address | → Consul | → Swarm |\n|---|---:|---:|---:|---:|---:|---:|"
         );
         for (t, st) in r.times.iter().zip(&r.steps) {
             let _ = writeln!(
                 s,
-                "| {} | {}{} | {} | {} | {} | {} |",
+                "| {} | {} | {}{} | {} | {} | {} | {} |",
                 t.hostname,
+                secs(t.agent_start),
                 secs(st.election),
                 st.rounds.map_or(String::new(), |n| format!(" ({n})")),
                 secs(st.decided),
@@ -320,7 +326,13 @@ mod tests {
         };
         let r = Run {
             size: 2,
-            whole: Some(120.0),
+            formation: Some(Formation {
+                simultaneous: true,
+                hostnames: vec!["vm1".into(), "vm2".into()],
+                master: Some("vm1".into()),
+                milestones: Vec::new(),
+                whole_cluster: Some(120.0),
+            }),
             times: vec![m(50.0, 5.0), m(95.0, 5.0)],
             ..Default::default()
         };

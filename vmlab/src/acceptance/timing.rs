@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::lab::Lab;
 use crate::up::Formation;
@@ -26,6 +26,8 @@ pub struct MachineTimes {
     pub consul: Option<f64>,
     /// Power-on → dockerd active.
     pub dockerd_active: Option<f64>,
+    /// Power-on → `cluster-lab firstboot` started.
+    pub agent_start: Option<f64>,
     /// cluster-lab-firstboot.service: ExecMainStart → exit.
     pub agent: Option<f64>,
     /// `cluster-lab firstboot`'s peak resident memory (VmHWM, as it logs at the end), KiB.
@@ -142,13 +144,12 @@ pub fn measure(
                     // The serial getty's activation (kernel clock) against the harness's login prompt
                     // (power-on clock) gives the offset between the two clocks.
                     let getty = mono(&out, "serial-getty@", "ActiveEnterTimestampMonotonic");
-                    if let (Some(login), Some(getty), Some(d)) = (
-                        t.login,
-                        getty,
-                        mono(&out, "docker.", "ActiveEnterTimestampMonotonic"),
-                    ) {
-                        t.dockerd_active = Some(d + (login - getty));
-                    }
+                    let offset = t.login.zip(getty).map(|(login, getty)| login - getty);
+                    let on_power_clock =
+                        |unit: &str, prop: &str| Some(mono(&out, unit, prop)? + offset?);
+                    t.dockerd_active = on_power_clock("docker.", "ActiveEnterTimestampMonotonic");
+                    t.agent_start =
+                        on_power_clock("cluster-lab-firstboot.", "ExecMainStartTimestampMonotonic");
                 }
                 Err(e) => t.error = Some(format!("{e:#}")),
             }
@@ -254,63 +255,14 @@ pub fn utc_now() -> String {
     .unwrap_or_default()
 }
 
-/// Replace (or append) the "Cluster formation" section of docs/benchmarks.md, re-reading the file right
-/// before writing so other sections' concurrent edits are kept.
+/// Replace (or append) the "Cluster formation" section of docs/benchmarks.md.
 pub fn record(doc: &Path, section: &str) -> Result<()> {
-    record_section(doc, "## Cluster formation", section)
-}
-
-/// Replace (or append) the section of docs/benchmarks.md that starts with `heading`.
-pub fn record_section(doc: &Path, heading: &str, section: &str) -> Result<()> {
-    let text =
-        std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
-    let new = replace_section(&text, heading, section);
-    std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))
-}
-
-fn replace_section(text: &str, heading: &str, section: &str) -> String {
-    let section = section.trim_end();
-    match text.find(heading) {
-        Some(start) => {
-            let rest = &text[start + heading.len()..];
-            let end = rest
-                .find("\n## ")
-                .map(|i| start + heading.len() + i + 1)
-                .unwrap_or(text.len());
-            let tail = &text[end..];
-            format!(
-                "{}{section}\n{}{tail}",
-                &text[..start],
-                if tail.is_empty() { "" } else { "\n" }
-            )
-        }
-        None => format!("{}\n\n{section}\n", text.trim_end()),
-    }
+    crate::benchmarks::write_section_at(doc, "## Cluster formation", section)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn section_is_replaced_in_place_or_appended() {
-        let doc = "# B\n\n## A\n\na\n\n## Cluster formation (old)\n\nold\n\n## C\n\nc\n";
-        let new = replace_section(
-            doc,
-            "## Cluster formation",
-            "## Cluster formation (x)\n\nnew\n",
-        );
-        assert_eq!(
-            new,
-            "# B\n\n## A\n\na\n\n## Cluster formation (x)\n\nnew\n\n## C\n\nc\n"
-        );
-        let doc = "# B\n\n## A\n\na\n";
-        let new = replace_section(doc, "## Cluster formation", "## Cluster formation\n\nn");
-        assert_eq!(new, "# B\n\n## A\n\na\n\n## Cluster formation\n\nn\n");
-        let doc = "# B\n\n## Cluster formation\n\nold\n";
-        let new = replace_section(doc, "## Cluster formation", "## Cluster formation\n\nn");
-        assert_eq!(new, "# B\n\n## Cluster formation\n\nn\n");
-    }
 
     #[test]
     fn systemd_timestamps_become_spans() {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::dhcp::{Outcome, Point, BISECT_STEPS, FOOTPRINT_LEASES, MAX_DROP, START_RATE};
 use super::machine::Machine;
@@ -216,70 +216,11 @@ pub fn publish(section: &str, record: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn write_section(doc: &Path, section: &str) -> Result<()> {
-    let text =
-        std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
-    let new = replace_section(&text, section);
-    std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))
-}
-
-/// The section is everything from its heading (its first line) to the next `## ` heading.
-fn replace_section(text: &str, section: &str) -> String {
-    let section = section.trim_end();
-    let heading = section.lines().next().unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let Some(start) = lines.iter().position(|l| *l == heading) else {
-        return format!("{}\n\n{section}\n", text.trim_end());
-    };
-    let end = lines[start + 1..]
-        .iter()
-        .position(|l| l.starts_with("## "))
-        .map_or(lines.len(), |i| start + 1 + i);
-    let mut out = lines[..start].join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    out.push_str(section);
-    out.push('\n');
-    if end < lines.len() {
-        out.push('\n');
-        out.push_str(&lines[end..].join("\n"));
-        out.push('\n');
-    }
-    out
-}
+pub use vmlab::benchmarks::write_section;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replaces_only_the_dhcp_section() {
-        let doc = "# Benchmarks\n\nintro\n\n## DHCP server (`cargo xtask bench dhcp`)\n\n(old)\n\n## Agent\n\nkeep\n";
-        let out = replace_section(doc, &format!("{HEADING}\n\nnew table\n"));
-        assert_eq!(
-            out,
-            "# Benchmarks\n\nintro\n\n## DHCP server (`cargo xtask bench dhcp`)\n\nnew table\n\n## Agent\n\nkeep\n"
-        );
-    }
-
-    #[test]
-    fn replaces_a_last_section_and_appends_a_missing_one() {
-        let doc = "# B\n\n## DHCP server x\n\n(old)\n";
-        assert_eq!(
-            replace_section(doc, "## DHCP server x\n\nnew"),
-            "# B\n\n## DHCP server x\n\nnew\n"
-        );
-        // Another bench's section is its own: the DHCP one stays.
-        assert_eq!(
-            replace_section(doc, "## Flashing y\n\nnew"),
-            "# B\n\n## DHCP server x\n\n(old)\n\n## Flashing y\n\nnew\n"
-        );
-        assert_eq!(
-            replace_section("# B\n", "## DHCP server x\n\nnew\n"),
-            "# B\n\n## DHCP server x\n\nnew\n"
-        );
-    }
 
     fn point(rate: u32, done: f64) -> Point {
         Point {
