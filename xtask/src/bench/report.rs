@@ -120,11 +120,11 @@ pub fn render(run: &Run<'_>) -> String {
     let _ = writeln!(
         s,
         "\nWith {FOOTPRINT_LEASES} leases, what a master with the default range full holds (a fresh server, {FOOTPRINT_LEASES} \
-         clients each leased twice at 50 DORA/s, then 2 s idle; resident memory is VmRSS then, peak is VmHWM):\n"
+         clients asking at 50 DORA/s for 4 s, then 2 s idle; resident memory is VmRSS then, peak is VmHWM):\n"
     );
     let _ = writeln!(
         s,
-        "| Server | Resident | Peak | Lease file | Resident vs Kea |\n|---|---:|---:|---:|---:|"
+        "| Server | DHCPACKs | Resident | Peak | Lease file | Resident vs Kea |\n|---|---:|---:|---:|---:|---:|"
     );
     let kea_rss = run
         .outcomes
@@ -140,15 +140,16 @@ pub fn render(run: &Run<'_>) -> String {
                 });
                 let _ = writeln!(
                     s,
-                    "| {} | {:.1} MiB | {:.1} MiB | {} | {vs} |",
+                    "| {} | {} | {:.1} MiB | {:.1} MiB | {} | {vs} |",
                     o.server.label(),
+                    f.acks,
                     f.rss_kib as f64 / 1024.0,
                     f.peak_rss_kib as f64 / 1024.0,
                     bytes(f.lease_bytes)
                 );
             }
             None => {
-                let _ = writeln!(s, "| {} | not measured | | | |", o.server.label());
+                let _ = writeln!(s, "| {} | not measured | | | | |", o.server.label());
             }
         }
     }
@@ -245,6 +246,7 @@ mod tests {
                     rss_kib: 5_120,
                     peak_rss_kib: 6_144,
                     lease_bytes: 12_000,
+                    acks: 200,
                 }),
                 error: None,
             },
@@ -258,6 +260,7 @@ mod tests {
                     rss_kib: 20_480,
                     peak_rss_kib: 20_480,
                     lease_bytes: 30_000,
+                    acks: 199,
                 }),
                 error: None,
             },
@@ -281,10 +284,13 @@ mod tests {
             outcomes: &outcomes,
         });
         assert!(
-            text.contains("| cluster-lab dhcpd | 5.0 MiB | 6.0 MiB | 12 kB | 0.25× |"),
+            text.contains("| cluster-lab dhcpd | 200 | 5.0 MiB | 6.0 MiB | 12 kB | 0.25× |"),
             "{text}"
         );
-        assert!(text.contains("| dnsmasq | not measured | | | |"), "{text}");
+        assert!(
+            text.contains("| dnsmasq | not measured | | | | |"),
+            "{text}"
+        );
         assert!(text.starts_with(HEADING), "{text}");
         assert!(
             text.contains(
