@@ -46,6 +46,9 @@ impl Status {
     ) -> Status {
         let mut problems = Vec::new();
         let role = stamp::read_role(root).unwrap_or(None);
+        if let Some(reason) = stamp::read_stopped(root) {
+            problems.push(format!("first boot stopped: {reason}"));
+        }
         let lan_addresses = crate::net::link::addresses(lan_interface).unwrap_or_default();
         let laptop_command = (role == Some(ClusterRole::Master)).then(|| {
             let lan = lan_addresses
@@ -308,5 +311,28 @@ mod tests {
         let status = unreachable_services_as(ClusterRole::Node).await;
         assert_eq!(status.laptop_command, None);
         assert!(!status.to_text().contains("laptop:"));
+    }
+
+    #[tokio::test]
+    async fn a_first_boot_that_stopped_says_why() {
+        let root = tempfile::tempdir().unwrap();
+        crate::host::stamp::mark_stopped(
+            root.path(),
+            "the switch seems to drop VLAN-tagged frames",
+        )
+        .unwrap();
+        let status = Status::collect(
+            root.path(),
+            "lo",
+            "lo",
+            &ConsulClient::new("127.0.0.1:9".parse().unwrap()),
+            Path::new("/nonexistent/docker.sock"),
+        )
+        .await;
+        assert_eq!(status.role, None);
+        assert_eq!(
+            status.problems.first().map(String::as_str),
+            Some("first boot stopped: the switch seems to drop VLAN-tagged frames")
+        );
     }
 }

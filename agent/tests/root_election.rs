@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use cluster_lab::election::claim::ClaimKey;
 use cluster_lab::election::socket::{ClaimSocket, PORT};
+use cluster_lab::election::switch_check;
 use cluster_lab::election::{Claim, ClusterRole, Mac, Timing};
-use cluster_lab::firstboot::{announce_master, elect, ElectionSetup};
+use cluster_lab::firstboot::{announce_master, elect, ElectionError, ElectionSetup, HomeLan};
 use support::{require_tool, Lab};
 
 const MASTER: &str = "192.0.2.1";
@@ -28,6 +29,9 @@ fn three_candidates_powered_on_together_end_with_exactly_one_master() {
         "install iputils-arping (listed in ci/apt-packages.txt)",
     );
     let sw = lab.switch("sw");
+    // The home LAN beside the VLAN: claims go there untagged too (the switch check), and with a switch that carries
+    // both, that must not stop anyone.
+    let home = lab.switch("home");
     // Listed highest MAC first: the winner must be chosen by MAC, not by start order.
     let candidates = [
         ("a", "02:00:00:00:00:0c"),
@@ -39,6 +43,7 @@ fn three_candidates_powered_on_together_end_with_exactly_one_master() {
         let ns = lab.netns(name);
         let inside = format!("clel{name}0");
         lab.plug(&sw, &format!("clel{name}1"), &ns, &inside);
+        lab.plug(&home, &format!("clel{name}3"), &ns, &format!("clel{name}2"));
         ns.ip(["link", "set", &inside, "address", mac]);
         spaces.push((ns, inside, mac.parse::<Mac>().unwrap()));
     }
@@ -84,11 +89,45 @@ fn three_candidates_powered_on_together_end_with_exactly_one_master() {
     );
 }
 
-/// One machine: elect; a master takes the address and announces itself for a while, as firstboot does until its
+/// One machine (its VLAN link `clel<x>0`, its home-LAN link `clel<x>2`): elect; a master takes the address and announces itself for a while, as firstboot does until its
 /// DHCP service answers.
 async fn candidate(ns: String, interface: String, mac: Mac) -> ClusterRole {
+    let lan = format!("{}2", interface.trim_end_matches('0'));
+    let role = elect_in(&ns, &interface, Some(&lan), mac)
+        .await
+        .unwrap_or_else(|e| panic!("{ns}: {e}"));
+    if role == ClusterRole::Master {
+        let socket = ClaimSocket::bind(&interface, PORT, ClaimKey::from_secret(SECRET)).unwrap();
+        cluster_lab::command::run(
+            "ip",
+            ["addr", "add", &format!("{MASTER}/24"), "dev", &interface],
+        )
+        .await
+        .unwrap();
+        let claim = Claim {
+            cluster: "root-test".into(),
+            mac,
+            master: true,
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(15),
+            announce_master(&socket, &claim, Duration::from_millis(500)),
+        )
+        .await;
+    }
+    role
+}
+
+/// The election as first boot runs it, on `interface` in namespace `ns`, with the real DHCP probe; with `home_lan`,
+/// the claims also go untagged there (the switch check).
+async fn elect_in(
+    ns: &str,
+    interface: &str,
+    home_lan: Option<&str>,
+    mac: Mac,
+) -> Result<ClusterRole, ElectionError> {
     let setup = ElectionSetup {
-        interface: interface.clone(),
+        interface: interface.to_owned(),
         cluster: "root-test".into(),
         mac,
         master: MASTER.parse::<Ipv4Addr>().unwrap(),
@@ -96,14 +135,21 @@ async fn candidate(ns: String, interface: String, mac: Mac) -> ClusterRole {
         arp_count: 2,
         give_up_after: Duration::from_secs(90),
     };
-    let socket = ClaimSocket::bind(&interface, PORT, ClaimKey::from_secret(SECRET)).unwrap();
-    let probe_ns = ns.clone();
-    let probe_if = interface.clone();
-    let role = elect(&setup, &socket, move || {
+    let socket = ClaimSocket::bind(interface, PORT, ClaimKey::from_secret(SECRET)).unwrap();
+    let lan_socket = home_lan.map(|lan| {
+        ClaimSocket::bind(lan, switch_check::PORT, ClaimKey::from_secret(SECRET)).unwrap()
+    });
+    let lan = lan_socket.as_ref().map(|socket| HomeLan {
+        socket,
+        vlan_id: 200,
+    });
+    let probe_ns = ns.to_owned();
+    let probe_if = interface.to_owned();
+    elect(&setup, &socket, lan, move || {
         let (ns, interface) = (probe_ns.clone(), probe_if.clone());
         async move {
             // The real probe, as the `cluster-lab probe` binary (run through `ip netns exec`, which also gives it the
-            // namespace's /sys). No DHCP server runs here, so no master answers: exit status 1.
+            // namespace's /sys). A master's dhcpd answers with exit status 0; none: 1.
             let args = [
                 "netns",
                 "exec",
@@ -126,26 +172,81 @@ async fn candidate(ns: String, interface: String, mac: Mac) -> ClusterRole {
         }
     })
     .await
-    .unwrap_or_else(|e| panic!("{ns}: {e}"));
-    if role == ClusterRole::Master {
-        cluster_lab::command::run(
-            "ip",
-            ["addr", "add", &format!("{MASTER}/24"), "dev", &interface],
-        )
-        .await
-        .unwrap();
-        let claim = Claim {
-            cluster: "root-test".into(),
-            mac,
-            master: true,
-        };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(15),
-            announce_master(&socket, &claim, Duration::from_millis(500)),
-        )
-        .await;
-    }
-    role
+}
+
+/// A switch that drops tagged frames between the master and a new machine: the new machine's VLAN side reaches no
+/// one, its home-LAN side does. The master's real `cluster-lab dhcpd` answers its untagged claims, and the new machine
+/// stops with the switch named instead of becoming a second master. A machine behind a switch that carries the VLAN,
+/// sending the same untagged claims, becomes a node as before.
+#[test]
+fn a_machine_that_hears_its_master_only_untagged_stops_instead_of_becoming_a_second_master() {
+    let mut lab = Lab::new("tags");
+    require_tool(
+        "arping",
+        "install iputils-arping (listed in ci/apt-packages.txt)",
+    );
+    // Each machine names its links as a Pi does: eth0 untagged on the home LAN, eth0.200 on the VLAN (a veth of that
+    // name stands in for the VLAN link, which this host's kernel cannot make).
+    let (home, vlan, cut) = (lab.switch("home"), lab.switch("vlan"), lab.switch("cut"));
+    let master = lab.netns("m");
+    lab.plug(&home, "cltgm0", &master, "eth0");
+    lab.plug(&vlan, "cltgm1", &master, "eth0.200");
+    master.add_addr("eth0.200", support::servers::MASTER);
+    let good = lab.netns("g");
+    lab.plug(&home, "cltgg0", &good, "eth0");
+    lab.plug(&vlan, "cltgg1", &good, "eth0.200");
+    let cut_off = lab.netns("c");
+    lab.plug(&home, "cltgc0", &cut_off, "eth0");
+    // Its VLAN link ends at a switch port that forwards to nobody: tagged frames dropped.
+    lab.plug(&cut, "cltgc1", &cut_off, "eth0.200");
+    std::thread::sleep(Duration::from_secs(1));
+    let dhcpd = support::servers::Dhcpd::start_with_secret(
+        &lab,
+        "master",
+        &master,
+        "eth0.200",
+        "root-test",
+        Some(SECRET),
+    );
+    let master_mac = master.mac("eth0");
+
+    let mac = |ns: &support::Netns| ns.mac("eth0").parse::<Mac>().unwrap();
+    let (good_mac, cut_mac) = (mac(&good), mac(&cut_off));
+    let good_name = good.name.clone();
+    let role = good
+        .block_on(async move { elect_in(&good_name, "eth0.200", Some("eth0"), good_mac).await });
+    assert!(
+        matches!(role, Ok(ClusterRole::Node)),
+        "behind a switch that carries the VLAN: {role:?}\n{}",
+        dhcpd.report()
+    );
+
+    let cut_name = cut_off.name.clone();
+    let started = std::time::Instant::now();
+    let stopped = cut_off
+        .block_on(async move { elect_in(&cut_name, "eth0.200", Some("eth0"), cut_mac).await });
+    let text = match stopped {
+        Err(ElectionError::TagsDropped(e)) => e.to_string(),
+        other => panic!(
+            "behind a switch that drops tags: expected the switch check to stop the machine, got {other:?}\n{}",
+            dhcpd.report()
+        ),
+    };
+    assert!(
+        text.contains(&format!("its master ({master_mac})")),
+        "{text}"
+    );
+    assert!(text.contains("untagged on eth0"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+    let log = dhcpd.daemon.log();
+    assert!(
+        log.contains("answering that this machine is the master"),
+        "the master's dhcpd answered on the home LAN:\n{log}"
+    );
 }
 
 /// The rogue: every 100 ms a master claim from MAC 02:00:00:00:00:01 signed with another cluster's secret and one in

@@ -20,6 +20,8 @@ A client keeps its address across restarts of the server and of the client (clie
 re-flashed card by its hostname).\n\n\
 An ACK is sent only after its lease is synced to the lease file, so leases survive a crash or kill -9. \
 SIGTERM or SIGINT stops the server after everything received has been written and acknowledged.\n\n\
+On the master's own VLAN interface it also answers, on the home LAN (UDP 6248), the signed claims of \
+machines that cannot reach the VLAN, so that they stop instead of becoming a second master.\n\n\
 Logs go to stderr; CLUSTER_LAB_LOG=debug also shows offers and dropped packets."
 )]
 pub struct DhcpdArgs {
@@ -68,7 +70,52 @@ impl DhcpdArgs {
             .enable_all()
             .build()
             .context("starting tokio runtime")?;
-        rt.block_on(daemon::run(opts))?;
+        rt.block_on(async {
+            if opts.interface == settings.network.vlan_interface() {
+                if let Some(answer) = answer_on_home_lan(&settings) {
+                    tokio::spawn(answer);
+                }
+            }
+            daemon::run(opts).await
+        })?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The master's half of the switch check ([`crate::election::switch_check`]): a candidate whose claims reach the
+/// home LAN but not the VLAN hears from the master there, and stops instead of becoming a second master. Needs the
+/// cluster's secret (the claims are signed); without it, or without the home-LAN interface, there is nothing to do.
+fn answer_on_home_lan(settings: &Settings) -> Option<impl std::future::Future<Output = ()>> {
+    use crate::election::{claim::ClaimKey, socket::ClaimSocket, switch_check, Claim, Mac};
+    let secret = settings.cluster.secret.as_ref()?;
+    let lan = &settings.network.interface;
+    let prepared = crate::net::link::mac(lan)
+        .map_err(anyhow::Error::from)
+        .and_then(|mac| {
+            let socket = ClaimSocket::bind(
+                lan,
+                switch_check::PORT,
+                ClaimKey::from_secret(secret.expose()),
+            )?;
+            Ok((mac, socket))
+        });
+    let (mac, socket) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "not answering claims on the home LAN (the switch check)");
+            return None;
+        }
+    };
+    let ours = Claim {
+        cluster: settings.cluster.name.clone(),
+        mac: Mac(mac.0),
+        master: true,
+    };
+    Some(async move {
+        if let Err(e) =
+            switch_check::answer(&socket, &ours, std::time::Duration::from_millis(500)).await
+        {
+            tracing::warn!(error = %e, "stopped answering claims on the home LAN");
+        }
+    })
 }

@@ -75,7 +75,7 @@ impl ElectArgs {
             .build()
             .context("starting the async runtime")?;
         runtime.block_on(async {
-            let (role, socket) = elect_on_vlan(&setup, secret.expose()).await?;
+            let (role, socket) = elect_on_vlan(&setup, None, secret.expose()).await?;
             let decided = SystemTime::now()
                 .duration_since(start)
                 .unwrap_or_default()

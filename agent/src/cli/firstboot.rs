@@ -63,13 +63,20 @@ impl FirstbootArgs {
             runtime.block_on(fb.run_early())?;
             return Ok(ExitCode::SUCCESS);
         }
+        if !self.dry_run {
+            crate::host::stamp::clear_stopped(&root);
+        }
         let finished = match runtime.block_on(fb.run()) {
             Ok(f) => f,
             Err(e) => {
-                if let Some(taken) = e.downcast_ref::<crate::firstboot::node::HostnameTaken>() {
-                    // Not retried: another reboot cannot fix it, a new hostname on the card can.
-                    eprintln!("cluster-lab: error: {taken}");
+                if let Some(reason) = stopping_reason(&e) {
+                    // Not retried: another reboot cannot fix it; a new hostname on the card, or a switch that carries
+                    // the VLAN, can. `cluster-lab status` shows the reason.
+                    eprintln!("cluster-lab: error: {reason}");
                     eprintln!("cluster-lab: first boot stopped; nothing was stamped");
+                    if let Err(e) = crate::host::stamp::mark_stopped(&root, &reason) {
+                        eprintln!("cluster-lab: warning: {e}");
+                    }
                     return Ok(ExitCode::from(EXIT_BAD_CONFIG));
                 }
                 return Err(e);
@@ -234,6 +241,18 @@ fn peak_rss_kib() -> Option<u64> {
         .ok()
 }
 
+/// The errors that stop first boot for good instead of failing the unit (which systemd would retry): a second
+/// machine under a hostname already alive in the cluster, a switch that drops the VLAN's tagged frames.
+fn stopping_reason(e: &anyhow::Error) -> Option<String> {
+    if let Some(taken) = e.downcast_ref::<crate::firstboot::node::HostnameTaken>() {
+        return Some(taken.to_string());
+    }
+    match e.downcast_ref::<crate::firstboot::ElectionError>() {
+        Some(crate::firstboot::ElectionError::TagsDropped(dropped)) => Some(dropped.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +272,23 @@ mod tests {
             kept_secret(root.path()).map(|s| s.expose().to_string()),
             Some("0123456789abcdef0123456789abcdef".to_string())
         );
+    }
+
+    #[test]
+    fn a_switch_that_drops_tags_stops_first_boot_for_good_other_errors_do_not() {
+        use crate::election::switch_check::{Sightings, TagsDropped};
+        use crate::election::{Claim, Mac};
+        let mut heard = Sightings::new("lab", Mac([2, 0, 0, 0, 0, 2]));
+        heard.untagged(&Claim {
+            cluster: "lab".into(),
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+            master: true,
+        });
+        let dropped = TagsDropped::judge(&heard, "eth0", "eth0.200", 200).unwrap();
+        let e = anyhow::Error::from(crate::firstboot::ElectionError::TagsDropped(dropped))
+            .context("electing the role");
+        let reason = stopping_reason(&e).expect("a reason to stop");
+        assert!(reason.contains("drop VLAN-tagged frames"), "{reason}");
+        assert_eq!(stopping_reason(&anyhow::anyhow!("consul did not start")), None);
     }
 }

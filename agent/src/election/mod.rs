@@ -10,6 +10,7 @@
 pub mod claim;
 pub mod runner;
 pub mod socket;
+pub mod switch_check;
 
 pub use claim::{Claim, Mac};
 

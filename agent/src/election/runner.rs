@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use crate::election::socket::ClaimSocket;
+use crate::election::switch_check::{Sightings, TagsDropped};
 use crate::election::{Claim, ClusterRole, Election, Input, Mac, Output, Timing};
 use crate::net::arp::{self, ArpProbe};
 
@@ -42,13 +43,25 @@ pub enum ElectionError {
         waited: Duration,
         rounds: u32,
     },
+    #[error(transparent)]
+    TagsDropped(TagsDropped),
+}
+
+/// The untagged side of the election (see [`crate::election::switch_check`]): the claim socket on the home LAN
+/// and the VLAN's id, for the message.
+#[derive(Debug, Clone, Copy)]
+pub struct HomeLan<'a> {
+    pub socket: &'a ClaimSocket,
+    pub vlan_id: u16,
 }
 
 /// Decide this machine's role. `probe` runs one DHCP probe on the VLAN and says whether a master of this cluster
-/// answered.
+/// answered. With `home_lan`, every claim is sent untagged there too, and the machine does not become master if it
+/// heard its cluster only there ([`ElectionError::TagsDropped`]).
 pub async fn elect<P, F>(
     setup: &ElectionSetup,
     socket: &ClaimSocket,
+    home_lan: Option<HomeLan<'_>>,
     mut probe: P,
 ) -> Result<ClusterRole, ElectionError>
 where
@@ -62,12 +75,26 @@ where
     };
     let now = || started.elapsed().as_millis() as u64;
     let mut election = Election::new(setup.mac, &setup.cluster, setup.timing);
+    let mut sightings = Sightings::new(&setup.cluster, setup.mac);
     let mut pending = election.handle(now(), Input::Start);
     loop {
         // Carry out what the state machine asked for; results come back as new inputs.
         while let Some(out) = (!pending.is_empty()).then(|| pending.remove(0)) {
             let input = match out {
                 Output::Decided(role) => {
+                    if let (ClusterRole::Master, Some(lan)) = (role, home_lan) {
+                        for claim in lan.socket.drain() {
+                            sightings.untagged(&claim);
+                        }
+                        if let Some(dropped) = TagsDropped::judge(
+                            &sightings,
+                            lan.socket.interface(),
+                            &setup.interface,
+                            lan.vlan_id,
+                        ) {
+                            return Err(ElectionError::TagsDropped(dropped));
+                        }
+                    }
                     tracing::info!(
                         ?role,
                         rounds = election.rounds,
@@ -81,14 +108,27 @@ where
                         .announce(&claim)
                         .await
                         .map_err(|e| net_err(e.into()))?;
+                    if let Some(lan) = home_lan {
+                        // Best effort: the home LAN copy only serves the switch check.
+                        if let Err(e) = lan.socket.announce(&claim).await {
+                            tracing::debug!(error = %e, "untagged claim not sent");
+                        }
+                    }
                     tracing::debug!(mac = %claim.mac, master = claim.master, "claim sent");
                     None
                 }
                 Output::Probe => {
                     tracing::info!(interface = %setup.interface, "probing for a cluster-lab master");
                     // A master's claim heard meanwhile decides at once: the probe is dropped.
-                    let Some(found) =
-                        with_claims(socket, &mut election, &mut pending, now, probe()).await
+                    let Some(found) = with_claims(
+                        socket,
+                        &mut election,
+                        &mut sightings,
+                        &mut pending,
+                        now,
+                        probe(),
+                    )
+                    .await
                     else {
                         continue;
                     };
@@ -99,8 +139,15 @@ where
                 Output::ArpProbe => {
                     tracing::info!(address = %setup.master, "checking that nobody holds the master address");
                     let probe = arp::probe(&setup.interface, setup.master, setup.arp_count);
-                    let Some(result) =
-                        with_claims(socket, &mut election, &mut pending, now, probe).await
+                    let Some(result) = with_claims(
+                        socket,
+                        &mut election,
+                        &mut sightings,
+                        &mut pending,
+                        now,
+                        probe,
+                    )
+                    .await
                     else {
                         continue;
                     };
@@ -129,6 +176,7 @@ where
             _ = tokio::time::sleep(sleep) => pending.extend(election.handle(now(), Input::Tick)),
             claim = socket.receive() => {
                 let claim = claim.map_err(|e| net_err(e.into()))?;
+                sightings.tagged(&claim);
                 pending.extend(election.handle(now(), Input::Claim(claim)));
             }
         }
@@ -141,6 +189,7 @@ where
 async fn with_claims<T>(
     socket: &ClaimSocket,
     election: &mut Election,
+    sightings: &mut Sightings,
     pending: &mut Vec<Output>,
     now: impl Fn() -> u64,
     work: impl Future<Output = T>,
@@ -151,6 +200,7 @@ async fn with_claims<T>(
             result = &mut work => return Some(result),
             claim = socket.receive() => {
                 if let Ok(claim) = claim {
+                    sightings.tagged(&claim);
                     pending.extend(election.handle(now(), Input::Claim(claim)));
                     if matches!(election.state(), crate::election::State::Decided(_)) {
                         return None;

@@ -96,6 +96,46 @@ impl ClaimSocket {
         Ok(())
     }
 
+    /// The interface the socket is bound to.
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    /// Every authentic, fresh claim already received and not yet read, without waiting.
+    pub fn drain(&self) -> Vec<Claim> {
+        let mut buf = [0u8; 512];
+        let mut claims = Vec::new();
+        while let Ok((n, from)) = self.socket.try_recv_from(&mut buf) {
+            if let Some(c) = self.accept(&buf[..n], from) {
+                claims.push(c);
+            }
+        }
+        claims
+    }
+
+    /// The claim in a datagram, if it is authentic and fresh.
+    fn accept(&self, data: &[u8], from: std::net::SocketAddr) -> Option<Claim> {
+        match Claim::decode(data, &self.key) {
+            Some((c, counter)) => {
+                let fresh = self
+                    .fresh
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .accept(c.mac, counter);
+                if fresh {
+                    return Some(c);
+                }
+                tracing::debug!(%from, mac = %c.mac, counter, "ignoring a replayed claim");
+            }
+            None => tracing::debug!(
+                %from,
+                len = data.len(),
+                "ignoring datagram that is not a claim of this cluster (unsigned or another key)"
+            ),
+        }
+        None
+    }
+
     /// The next authentic, fresh claim received; anything else is skipped with a debug log.
     pub async fn receive(&self) -> Result<Claim, ClaimSocketError> {
         let mut buf = [0u8; 512];
@@ -109,23 +149,8 @@ impl ClaimSocket {
                         step: "receiving claims",
                         source,
                     })?;
-            match Claim::decode(&buf[..n], &self.key) {
-                Some((c, counter)) => {
-                    let fresh = self
-                        .fresh
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .accept(c.mac, counter);
-                    if fresh {
-                        return Ok(c);
-                    }
-                    tracing::debug!(%from, mac = %c.mac, counter, "ignoring a replayed claim");
-                }
-                None => tracing::debug!(
-                    %from,
-                    len = n,
-                    "ignoring datagram that is not a claim of this cluster (unsigned or another key)"
-                ),
+            if let Some(c) = self.accept(&buf[..n], from) {
+                return Ok(c);
             }
         }
     }

@@ -26,7 +26,7 @@ use crate::{
     host::systemd, net::vlan,
 };
 
-pub use crate::election::runner::{announce_master, elect, ElectionError, ElectionSetup};
+pub use crate::election::runner::{announce_master, elect, ElectionError, ElectionSetup, HomeLan};
 pub use services::{Clock, Environment, Services, Systemd};
 
 /// Where the agent keeps the effective configuration for services that run after first boot (dhcpd).
@@ -624,22 +624,37 @@ impl Firstboot {
             arp_count: 2,
             give_up_after: Duration::from_secs(600),
         };
-        elect_on_vlan(&setup, self.secret.expose()).await
+        let home_lan = Some((net.interface.as_str(), net.vlan));
+        elect_on_vlan(&setup, home_lan, self.secret.expose()).await
     }
 }
 
 /// The election as first boot runs it on the VLAN: the claim socket keyed by the secret, and a DHCP probe that counts
-/// only a master holding this cluster's secret. Returns the role and the socket (a master keeps announcing on it).
+/// only a master holding this cluster's secret. With `home_lan` (the untagged interface and the VLAN id) the claims
+/// go there too, for the switch check ([`crate::election::switch_check`]). Returns the role and the socket (a
+/// master keeps announcing on it).
 pub async fn elect_on_vlan(
     setup: &ElectionSetup,
+    home_lan: Option<(&str, u16)>,
     secret: &str,
 ) -> anyhow::Result<(ClusterRole, socket::ClaimSocket)> {
     let vlan_if = setup.interface.clone();
     let key = crate::election::claim::ClaimKey::from_secret(secret);
-    let socket = socket::ClaimSocket::bind(&vlan_if, socket::PORT, key)
+    let socket = socket::ClaimSocket::bind(&vlan_if, socket::PORT, key.clone())
         .context("opening the claim socket")?;
+    let lan_socket = match home_lan {
+        Some((lan, _)) => Some(
+            socket::ClaimSocket::bind(lan, crate::election::switch_check::PORT, key)
+                .context("opening the claim socket on the home LAN")?,
+        ),
+        None => None,
+    };
+    let lan = lan_socket
+        .as_ref()
+        .zip(home_lan)
+        .map(|(socket, (_, vlan_id))| HomeLan { socket, vlan_id });
     let probe = MasterProbe::new(&vlan_if, &setup.cluster, secret);
-    let role = elect(setup, &socket, move || {
+    let role = elect(setup, &socket, lan, move || {
         let probe = probe.clone();
         async move { probe.answers(Duration::from_secs(3)).await }
     })

@@ -78,12 +78,13 @@ pub fn home_tcp_ports() -> Vec<u16> {
     vec![SSH_PORT, crate::consul::config::HTTP_PORT]
 }
 
-/// UDP ports the home LAN may reach.
+/// UDP ports the home LAN may reach (the switch check's untagged claims are signed).
 pub fn home_udp_ports() -> Vec<u16> {
     vec![
         crate::dhcp::reply::CLIENT_PORT,
         DHCPV6_CLIENT_PORT,
         MDNS_PORT,
+        crate::election::switch_check::PORT,
     ]
 }
 

@@ -12,6 +12,8 @@ pub const STATE_DIR: &str = "/var/lib/cluster-lab";
 pub const DONE: &str = "/var/lib/cluster-lab/firstboot.done";
 /// The decided role.
 pub const ROLE: &str = "/var/lib/cluster-lab/role";
+/// Why first boot stopped for good (a reboot alone cannot fix it): read by `cluster-lab status`.
+pub const STOPPED: &str = "/var/lib/cluster-lab/firstboot.stopped";
 
 fn under(root: &Path, path: &str) -> PathBuf {
     root.join(path.trim_start_matches('/'))
@@ -60,7 +62,26 @@ pub fn is_done(root: &Path) -> bool {
 
 /// Write the stamp; `summary` (one line) says what first boot did.
 pub fn mark_done(root: &Path, summary: &str) -> Result<bool, RenderError> {
+    clear_stopped(root);
     file(DONE, format!("{summary}\n")).install(root)
+}
+
+/// Remember why first boot stopped (one line), for `cluster-lab status`.
+pub fn mark_stopped(root: &Path, reason: &str) -> Result<bool, RenderError> {
+    file(STOPPED, format!("{}\n", reason.trim())).install(root)
+}
+
+/// Why an earlier run of first boot stopped, if one did.
+pub fn read_stopped(root: &Path) -> Option<String> {
+    std::fs::read_to_string(under(root, STOPPED))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// A new run starts: what stopped the last one is history.
+pub fn clear_stopped(root: &Path) {
+    let _ = std::fs::remove_file(under(root, STOPPED));
 }
 
 #[cfg(test)]
@@ -77,8 +98,14 @@ mod tests {
         std::fs::write(dir.path().join("var/lib/cluster-lab/role"), "mas").unwrap();
         assert_eq!(read_role(dir.path()).unwrap(), None);
         assert!(!is_done(dir.path()));
+        mark_stopped(dir.path(), "the switch drops tags\n").unwrap();
+        assert_eq!(
+            read_stopped(dir.path()).as_deref(),
+            Some("the switch drops tags")
+        );
         mark_done(dir.path(), "master ready").unwrap();
         assert!(is_done(dir.path()));
+        assert_eq!(read_stopped(dir.path()), None);
     }
 
     #[test]
