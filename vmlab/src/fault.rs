@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
 use super::state::{self, rel, Machine, State};
+use super::switch::{self, Switch};
 use super::vm;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -138,9 +139,14 @@ pub enum CableAction {
     Unplug,
     /// Plug it back in.
     Plug,
+    /// Its switch port drops 802.1Q-tagged frames from now on (a managed switch without the VLAN on that port): the
+    /// home LAN works, the cluster VLAN does not.
+    DropTags,
+    /// Its switch port carries tagged frames again.
+    PassTags,
 }
 
-/// `cargo xtask cluster cable MACHINE unplug|plug`.
+/// `cargo xtask cluster cable MACHINE unplug|plug|drop-tags|pass-tags`.
 #[derive(Debug, Clone, Args)]
 pub struct Cable {
     /// Name of the cluster.
@@ -155,8 +161,34 @@ impl Cable {
     pub fn run(self) -> Result<()> {
         let mut st = State::require(&self.name)?;
         let i = st.machine(&self.machine)?.index;
-        set_cable(&mut st, i, self.action == CableAction::Plug)
+        match self.action {
+            CableAction::Plug | CableAction::Unplug => {
+                set_cable(&mut st, i, self.action == CableAction::Plug)
+            }
+            CableAction::DropTags | CableAction::PassTags => {
+                set_tags_dropped(&mut st, i, self.action == CableAction::DropTags)
+            }
+        }
     }
+}
+
+/// Make machine `i`'s switch port drop (`dropped`) or carry 802.1Q-tagged frames; remembered in the state.
+pub fn set_tags_dropped(st: &mut State, i: usize, dropped: bool) -> Result<()> {
+    st.machines[i].tags_dropped = dropped;
+    let taps: Vec<String> = st
+        .machines
+        .iter()
+        .filter(|m| m.tags_dropped)
+        .map(|m| m.tap.clone())
+        .collect();
+    Switch::for_netns(&st.netns).drop_tags_on(&st.dir(), &taps)?;
+    st.save()?;
+    eprintln!(
+        "cluster: {}'s switch port {} tagged frames (the cluster VLAN)",
+        st.machines[i].hostname,
+        if dropped { "drops" } else { "carries" }
+    );
+    Ok(())
 }
 
 /// Plug in (`plugged`) or pull machine `i`'s cable; remembered in the state, so a power-on keeps it.
@@ -181,13 +213,17 @@ pub fn set_cable(st: &mut State, i: usize, plugged: bool) -> Result<()> {
     Ok(())
 }
 
-/// `on`/`off` and the cable, as `cluster status` shows them.
+/// `on`/`off` and the cable, as `cluster status` shows them ("no tags": its switch port drops tagged frames).
 pub fn describe(m: &Machine) -> (String, &'static str) {
     let power = match m.pid() {
         Some(p) if m.running() => format!("on ({p})"),
         _ => "off".to_string(),
     };
-    let cable = if m.cable_unplugged { "pulled" } else { "in" };
+    let cable = match (m.cable_unplugged, m.tags_dropped) {
+        (true, _) => "pulled",
+        (false, true) => "in, no tags",
+        (false, false) => "in",
+    };
     (power, cable)
 }
 
@@ -269,3 +305,102 @@ pub fn reflash(st: &mut State, i: usize, hostname: &str) -> Result<()> {
     power_on(st, &[i])?;
     Ok(())
 }
+
+/// `cargo xtask cluster add HOSTNAME [--drop-tags]`.
+#[derive(Debug, Clone, Args)]
+pub struct Add {
+    /// Name of the cluster.
+    #[arg(long, default_value = "lab")]
+    pub name: String,
+    /// Hostname flashed onto the new card.
+    pub hostname: String,
+    /// Plug it into a switch port that drops 802.1Q-tagged frames (`cable HOSTNAME pass-tags` undoes it).
+    #[arg(long)]
+    pub drop_tags: bool,
+}
+
+impl Add {
+    pub fn run(self) -> Result<()> {
+        let mut st = State::require(&self.name)?;
+        add(&mut st, &self.hostname, self.drop_tags)?;
+        Ok(())
+    }
+}
+
+/// One more machine into a running cluster: the next index's MAC, tap, fixed home-LAN lease and a card flashed from
+/// the cluster's image with `hostname`, the size of the first machine's; its port drops tags if `drop_tags`; then
+/// it is powered on. Returns its index.
+pub fn add(st: &mut State, hostname: &str, drop_tags: bool) -> Result<usize> {
+    cluster_lab_config::edit::validate_hostname(hostname)?;
+    if st.machines.iter().any(|m| m.hostname == hostname) {
+        bail!(
+            "{hostname} is already a machine of cluster {}: choose another hostname",
+            st.name
+        );
+    }
+    let i = st.machines.len();
+    if i >= MAX_MACHINES {
+        bail!(
+            "cluster {} already has {i} machines, the most the virtual switch holds",
+            st.name
+        );
+    }
+    let Some(router) = st.router_pid else {
+        bail!(
+            "cluster {} has no home router running: `cargo xtask cluster up` first",
+            st.name
+        );
+    };
+    let dir = st.dir().join(hostname);
+    let m = Machine {
+        index: i,
+        hostname: hostname.to_string(),
+        mac: switch::mac(i),
+        tap: switch::tap(i),
+        lan_ip: switch::lan_ip(i),
+        disk: dir.join("disk.img"),
+        files: vm::Files::new(&dir),
+        powered_on_ms: None,
+        imager: false,
+        raspi3b: false,
+        cable_unplugged: false,
+        tags_dropped: false,
+    };
+    std::fs::create_dir_all(&m.files.dir)?;
+    vm::clear_serial_logs(&m.files);
+    let size = st
+        .machines
+        .first()
+        .and_then(|first| std::fs::metadata(&first.disk).ok())
+        .map_or(4 << 30, |d| d.len());
+    let pubkey = super::ssh::public_key(&st.ssh_key)?;
+    super::disk::prepare(&st.image, &m.disk, hostname, &pubkey, size)?;
+    let sw = Switch::for_netns(&st.netns);
+    sw.add_tap(&m.tap)?;
+    sw.add_router_lease(
+        &st.dir(),
+        router,
+        &switch::Lease {
+            mac: m.mac.clone(),
+            ip: m.lan_ip,
+            hostname: hostname.to_string(),
+        },
+    )?;
+    eprintln!(
+        "cluster: {hostname} added: card flashed from {}, MAC {}, LAN {}, console {}",
+        rel(&st.image).display(),
+        m.mac,
+        m.lan_ip,
+        rel(&m.files.serial).display()
+    );
+    st.machines.push(m);
+    st.save()?;
+    if drop_tags {
+        set_tags_dropped(st, i, true)?;
+    }
+    power_on(st, &[i])?;
+    Ok(i)
+}
+
+/// Machines one virtual switch holds: MACs, taps and home-LAN addresses are numbered by index.
+pub const MAX_MACHINES: usize = 10;

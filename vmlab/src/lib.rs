@@ -46,8 +46,12 @@ enum Action {
     /// Pull a machine's plug, or the power strip's (`all`): `power node1 off|on|cycle`, `power all off`. Off is
     /// hard (QEMU stops at once, no shutdown); on boots the card again; `all` acts on every machine at one instant.
     Power(fault::Power),
-    /// Pull a machine's network cable from the virtual switch, or plug it back in: `cable node1 unplug|plug`.
+    /// Pull a machine's network cable from the virtual switch, or plug it back in: `cable node1 unplug|plug`;
+    /// make its switch port drop 802.1Q-tagged frames, or carry them again: `cable node1 drop-tags|pass-tags`.
     Cable(fault::Cable),
+    /// One more machine into the running cluster: a card flashed with HOSTNAME, powered on (`add node3`;
+    /// `--drop-tags` plugs it into a switch port that drops the cluster VLAN's tagged frames).
+    Add(fault::Add),
     /// Re-flash a machine's card (power off, a fresh copy of the image as a new card, power on):
     /// `reflash node1`, or `reflash node1 --hostname node7` for a replacement card with a new name.
     Reflash(fault::Reflash),
@@ -67,6 +71,7 @@ impl Cluster {
             Action::Ssh(a) => a.run(),
             Action::Power(a) => a.run(),
             Action::Cable(a) => a.run(),
+            Action::Add(a) => a.run(),
             Action::Reflash(a) => a.run(),
             Action::Test(a) => a.run(),
         }

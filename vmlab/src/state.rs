@@ -60,6 +60,9 @@ pub struct Machine {
     /// Its network cable is pulled (`cluster cable NAME unplug`).
     #[serde(default)]
     pub cable_unplugged: bool,
+    /// Its switch port drops 802.1Q-tagged frames (`cluster cable NAME drop-tags`).
+    #[serde(default)]
+    pub tags_dropped: bool,
 }
 
 /// The state directory of cluster `name`.
@@ -260,6 +263,7 @@ mod tests {
             imager: false,
             raspi3b,
             cable_unplugged: false,
+            tags_dropped: false,
         };
         State {
             name: "lab".into(),

@@ -61,6 +61,13 @@ impl Switch {
         }
     }
 
+    /// The switch in namespace `netns` (a cluster's state names it).
+    pub fn for_netns(netns: &str) -> Switch {
+        Switch {
+            netns: netns.to_owned(),
+        }
+    }
+
     pub fn exists(&self) -> bool {
         Path::new("/run/netns").join(&self.netns).exists()
     }
@@ -130,8 +137,10 @@ impl Switch {
     /// Returns its pid.
     pub fn start_router(&self, dir: &Path, leases: &[Lease]) -> Result<u32> {
         let files = RouterFiles::new(dir);
-        std::fs::write(&files.conf, router_conf(&files, leases))
+        std::fs::write(&files.conf, router_conf(&files))
             .with_context(|| format!("writing {}", files.conf.display()))?;
+        std::fs::write(&files.hosts, router_hosts(leases))
+            .with_context(|| format!("writing {}", files.hosts.display()))?;
         std::fs::write(&files.leases, "").ok();
         std::fs::remove_file(&files.pid).ok();
         host::run(&mut host::in_netns(
@@ -153,6 +162,34 @@ impl Switch {
             files.pid.display(),
             files.log.display()
         )
+    }
+
+    /// One more fixed lease for the running router (`pid`): appended to its hosts file, which SIGHUP makes it read.
+    pub fn add_router_lease(&self, dir: &Path, pid: u32, lease: &Lease) -> Result<()> {
+        let files = RouterFiles::new(dir);
+        let mut text = std::fs::read_to_string(&files.hosts).unwrap_or_default();
+        text.push_str(&router_hosts(std::slice::from_ref(lease)));
+        std::fs::write(&files.hosts, text)
+            .with_context(|| format!("writing {}", files.hosts.display()))?;
+        if !host::signal(pid, "HUP")? {
+            bail!("the home router (dnsmasq, pid {pid}) is not running: `cargo xtask cluster down`, then `up`");
+        }
+        Ok(())
+    }
+
+    /// Make the switch ports of `taps` drop 802.1Q-tagged frames (and every other port carry them): the ruleset is
+    /// written to `dir/switch.nft` and loaded into the namespace.
+    pub fn drop_tags_on(&self, dir: &Path, taps: &[String]) -> Result<()> {
+        let path = dir.join("switch.nft");
+        std::fs::write(&path, tag_filter(taps))
+            .with_context(|| format!("writing {}", path.display()))?;
+        host::run(&mut host::in_netns(
+            &self.netns,
+            "nft",
+            &[std::ffi::OsStr::new("-f"), path.as_os_str()],
+        ))
+        .context("loading the switch's VLAN tag filter (nftables, bridge family)")?;
+        Ok(())
     }
 
     /// Every process running inside the namespace (`ip netns pids`).
@@ -201,6 +238,8 @@ impl Switch {
 #[derive(Debug, Clone)]
 pub struct RouterFiles {
     pub conf: PathBuf,
+    /// The fixed leases, one `dhcp-host` value per line (read again on SIGHUP, so a machine can be added).
+    pub hosts: PathBuf,
     pub leases: PathBuf,
     pub log: PathBuf,
     pub pid: PathBuf,
@@ -210,6 +249,7 @@ impl RouterFiles {
     pub fn new(dir: &Path) -> RouterFiles {
         RouterFiles {
             conf: dir.join("dnsmasq.conf"),
+            hosts: dir.join("dnsmasq.hosts"),
             leases: dir.join("dnsmasq.leases"),
             log: dir.join("dnsmasq.log"),
             pid: dir.join("dnsmasq.pid"),
@@ -233,9 +273,9 @@ impl RouterFiles {
     }
 }
 
-/// dnsmasq's configuration: DHCP only (port=0), on the bridge only, authoritative, fixed leases.
-fn router_conf(files: &RouterFiles, leases: &[Lease]) -> String {
-    let mut s = format!(
+/// dnsmasq's configuration: DHCP only (port=0), on the bridge only, authoritative, the fixed leases in a hosts file.
+fn router_conf(files: &RouterFiles) -> String {
+    format!(
         "# cluster-lab virtual cluster: the home router's DHCP server (untagged, on the bridge only).\n\
          port=0\n\
          interface={BRIDGE}\n\
@@ -244,6 +284,7 @@ fn router_conf(files: &RouterFiles, leases: &[Lease]) -> String {
          dhcp-range={},{},255.255.255.0,12h\n\
          dhcp-option=option:router,{ROUTER}\n\
          dhcp-leasefile={}\n\
+         dhcp-hostsfile={}\n\
          pid-file={}\n\
          log-facility={}\n\
          log-dhcp\n\
@@ -251,15 +292,36 @@ fn router_conf(files: &RouterFiles, leases: &[Lease]) -> String {
         DYNAMIC_RANGE.0,
         DYNAMIC_RANGE.1,
         files.leases.display(),
+        files.hosts.display(),
         files.pid.display(),
         files.log.display(),
+    )
+}
+
+/// The fixed leases' file: `MAC,IP,HOSTNAME,12h` per line (a `dhcp-host` value).
+fn router_hosts(leases: &[Lease]) -> String {
+    leases
+        .iter()
+        .map(|l| format!("{},{},{},12h\n", l.mac, l.ip, l.hostname))
+        .collect()
+}
+
+/// The bridge's filter (nftables, family `bridge`): on each tap of `taps`, 802.1Q-tagged frames are dropped in both
+/// directions, as a managed switch does on a port without the VLAN. Loading it replaces the table.
+fn tag_filter(taps: &[String]) -> String {
+    let mut s = String::from(
+        "table bridge vmlab_switch\n\
+         delete table bridge vmlab_switch\n\
+         table bridge vmlab_switch {\n\
+         \tchain forward {\n\
+         \t\ttype filter hook forward priority 0; policy accept;\n",
     );
-    for l in leases {
+    for tap in taps {
         s.push_str(&format!(
-            "dhcp-host={},{},{},12h\n",
-            l.mac, l.ip, l.hostname
+            "\t\tiifname \"{tap}\" ether type 8021q drop\n\t\toifname \"{tap}\" ether type 8021q drop\n"
         ));
     }
+    s.push_str("\t}\n}\n");
     s
 }
 
@@ -280,18 +342,35 @@ mod tests {
     #[test]
     fn router_serves_only_the_bridge_and_fixed_leases() {
         let files = RouterFiles::new(Path::new("/s"));
-        let conf = router_conf(
-            &files,
-            &[Lease {
-                mac: mac(0),
-                ip: lan_ip(0),
-                hostname: "master".into(),
-            }],
-        );
+        let conf = router_conf(&files);
         assert!(conf.contains("interface=br0\nbind-interfaces\n"), "{conf}");
         assert!(conf.contains("port=0\n"), "{conf}");
-        assert!(conf.contains("dhcp-host=52:54:00:c1:00:10,192.0.2.11,master,12h\n"));
+        assert!(conf.contains("dhcp-hostsfile=/s/dnsmasq.hosts\n"), "{conf}");
         assert!(conf.contains("dhcp-leasefile=/s/dnsmasq.leases\n"));
+        let hosts = router_hosts(&[Lease {
+            mac: mac(0),
+            ip: lan_ip(0),
+            hostname: "master".into(),
+        }]);
+        assert_eq!(hosts, "52:54:00:c1:00:10,192.0.2.11,master,12h\n");
+    }
+
+    #[test]
+    fn the_tag_filter_drops_tagged_frames_on_the_named_ports_only() {
+        let rules = tag_filter(&["tap3".into()]);
+        assert!(
+            rules.contains("delete table bridge vmlab_switch\n"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("iifname \"tap3\" ether type 8021q drop\n"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("oifname \"tap3\" ether type 8021q drop\n"),
+            "{rules}"
+        );
+        assert!(!tag_filter(&[]).contains("drop"));
     }
 
     #[test]

@@ -241,6 +241,7 @@ impl Up {
                     hostname,
                     powered_on_ms: None,
                     cable_unplugged: false,
+                    tags_dropped: false,
                 }
             })
             .collect()

@@ -113,12 +113,13 @@ impl Test {
                     // The master reboot runs on amd64 only for now: on arm64 a node's Consul agent once stayed
                     // not alive for 10 minutes after the master came back (see `cluster test --help`); the
                     // whole-cluster power loss, which restarts the master too, and the re-flashed card run on
-                    // amd64 only as well (the arm64 tier is the longest).
+                    // amd64 only as well (the arm64 tier is the longest), and so does the machine added behind a
+                    // switch port that drops VLAN tags.
                     // node1 boots as a Raspberry Pi 3B (QEMU raspi3b): the card on the Pi's SD controller with
                     // the Pi's device tree, USB networking, and no real-time clock.
                     cmd!(
                         sh,
-                        "cargo xtask cluster test --arch arm64 --nodes 3 --raspi3b node1 --skip-election --skip-master-reboot --skip-power-loss --skip-reflash --no-record"
+                        "cargo xtask cluster test --arch arm64 --nodes 3 --raspi3b node1 --skip-election --skip-master-reboot --skip-power-loss --skip-reflash --skip-tag-drop --no-record"
                     )
                     .run()?;
                 }

@@ -289,6 +289,9 @@ mod tests {
             .context("electing the role");
         let reason = stopping_reason(&e).expect("a reason to stop");
         assert!(reason.contains("drop VLAN-tagged frames"), "{reason}");
-        assert_eq!(stopping_reason(&anyhow::anyhow!("consul did not start")), None);
+        assert_eq!(
+            stopping_reason(&anyhow::anyhow!("consul did not start")),
+            None
+        );
     }
 }

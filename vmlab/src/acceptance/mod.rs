@@ -14,6 +14,7 @@ mod power;
 mod reboot;
 mod reflash;
 mod report;
+mod switch_port;
 mod timing;
 mod usecase;
 
@@ -51,6 +52,9 @@ pub struct Test {
     /// Skip re-flashing node 1's card with its hostname.
     #[arg(long)]
     pub skip_reflash: bool,
+    /// Skip adding a machine on a switch port that drops VLAN-tagged frames (it must stop, not become master).
+    #[arg(long)]
+    pub skip_tag_drop: bool,
     /// Leave the cluster running afterwards (for `cluster ssh`, `cluster status`).
     #[arg(long)]
     pub keep: bool,
@@ -183,6 +187,11 @@ impl Test {
         if !self.skip_reflash {
             step("re-flashing node 1's card with its hostname");
             report.add(reflash::reflash_node(&lab));
+        }
+
+        if !self.skip_tag_drop {
+            step("a machine added on a switch port that drops VLAN-tagged frames");
+            report.add(switch_port::machine_behind_a_tag_dropping_port(&lab));
         }
 
         if !self.keep {
