@@ -19,7 +19,9 @@ use crate::dhcp::server::ServerConfig;
 A client keeps its address across restarts of the server and of the client (client identifier, else MAC; a \
 re-flashed card by its hostname).\n\n\
 An ACK is sent only after its lease is synced to the lease file, so leases survive a crash or kill -9. \
-SIGTERM or SIGINT stops the server after everything received has been written and acknowledged.\n\n\
+SIGTERM or SIGINT stops the server after everything received has been written and acknowledged. Lease \
+times are wall-clock seconds; when the system clock is stepped (a board without a battery-backed clock setting \
+its time), they move with it, so no lease ends early.\n\n\
 On the master's own VLAN interface it also answers, on the home LAN (UDP 6248), the signed claims of \
 machines that cannot reach the VLAN, so that they stop instead of becoming a second master.\n\n\
 Logs go to stderr; CLUSTER_LAB_LOG=debug also shows offers and dropped packets."

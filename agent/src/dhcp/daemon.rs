@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use super::leases::LeaseLog;
 use super::packet;
-use super::server::{Server, ServerConfig};
+use super::server::{ClockWatch, Server, ServerConfig};
 use super::socket::ServerSocket;
 use super::writer::{Batch, Writer};
 
@@ -87,6 +87,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         .context("starting lease writer thread")?;
     let mut buf = vec![0u8; 1500];
     let mut out = Vec::with_capacity(1500);
+    let mut clock = ClockWatch::new(now(), std::time::Instant::now());
     loop {
         tokio::select! {
             biased;
@@ -96,6 +97,15 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         }
         let now = now();
         let mut batch = Batch::default();
+        if let Some(step) = clock.observe(now, std::time::Instant::now()) {
+            warn!(
+                step_s = step,
+                "the system clock was stepped: lease times move with it, what is left of each lease stays"
+            );
+            server.clock_stepped(step);
+            // The lease file gets the moved times now, not at the next compaction.
+            lines = next_compaction;
+        }
         for _ in 0..BATCH {
             let rx = match sock.try_recv(&mut buf) {
                 Ok(Some(rx)) => rx,

@@ -341,6 +341,26 @@ impl Pool {
         self.slots.insert(ip, Slot::Quarantined { until });
     }
 
+    /// The system clock was stepped by `delta` seconds: every time kept here moves with it, so what was left of each
+    /// lease, offer and quarantine is still left (a step forward must not end every lease at once, nor a step back
+    /// lengthen them). 0 ("never bound", "not offered") stays 0.
+    pub fn shift(&mut self, delta: i64) {
+        let moved = |t: &mut u64| {
+            if *t > 0 {
+                *t = t.saturating_add_signed(delta).max(1);
+            }
+        };
+        for slot in self.slots.values_mut() {
+            match slot {
+                Slot::Lease(l) => {
+                    moved(&mut l.expires);
+                    moved(&mut l.offered_until);
+                }
+                Slot::Quarantined { until } => moved(until),
+            }
+        }
+    }
+
     /// Every remembered lease that was ever bound (for compaction).
     pub fn leases(&self) -> impl Iterator<Item = (Ipv4Addr, &Lease)> {
         self.slots.iter().filter_map(|(ip, s)| match s {

@@ -118,6 +118,11 @@ impl Server {
         &self.cfg
     }
 
+    /// The system clock was stepped by `delta` seconds (see [`ClockWatch`]): lease times move with it.
+    pub fn clock_stepped(&mut self, delta: i64) {
+        self.pool.shift(delta);
+    }
+
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -372,3 +377,34 @@ fn lease_record(c: &Client, ip: Ipv4Addr, expires: u64) -> Record {
 #[cfg(test)]
 #[path = "server_tests.rs"]
 mod tests;
+
+/// Tells a step of the system clock from time passing: the wall clock against the monotonic one, which steps do not
+/// move. A Pi has no battery-backed clock, so the master's clock is stepped when chrony first reaches a time source
+/// (days or months at once); lease times are kept in wall-clock seconds (the lease file must outlive reboots), and
+/// without this a step forward would end every lease at once and a step back would lengthen them all.
+#[derive(Debug, Clone, Copy)]
+pub struct ClockWatch {
+    wall: u64,
+    mono: std::time::Instant,
+}
+
+impl ClockWatch {
+    /// Differences up to this many seconds are noise, not a step.
+    pub const TOLERANCE: u64 = 5;
+
+    pub fn new(wall: u64, mono: std::time::Instant) -> ClockWatch {
+        ClockWatch { wall, mono }
+    }
+
+    /// The step since the last call, in seconds, if the wall clock moved more than [`Self::TOLERANCE`] away from
+    /// the time that passed.
+    pub fn observe(&mut self, wall: u64, mono: std::time::Instant) -> Option<i64> {
+        let passed = mono.saturating_duration_since(self.mono).as_secs();
+        let expected = self.wall.saturating_add(passed);
+        let step = wall as i64 - expected as i64;
+        // Keep the sub-second part of the monotonic reading: only whole seconds were counted as passed.
+        self.mono += std::time::Duration::from_secs(passed);
+        self.wall = wall;
+        (step.unsigned_abs() > Self::TOLERANCE).then_some(step)
+    }
+}

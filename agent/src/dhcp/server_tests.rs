@@ -460,3 +460,52 @@ fn leases_survive_a_crash_through_the_log_file() {
         );
     }
 }
+
+#[test]
+fn a_clock_step_forward_keeps_every_lease_and_its_address() {
+    let mut s = Server::new(config());
+    let first = dora(&mut s, 1, NOW);
+    let lease_secs = s.config().lease_time.as_secs();
+    // The master's clock jumps ten days ahead (chrony reached a time source): without the shift every lease has ended,
+    // and a newcomer would be offered an address still in use.
+    let later = NOW + 10 * 86_400;
+    s.clock_stepped(10 * 86_400);
+    assert_eq!(s.pool().active(later), 1);
+    let (_, l) = s
+        .pool()
+        .lease_of(&s.pool().leases().next().unwrap().1.client.clone())
+        .unwrap();
+    assert_eq!(l.expires, later + lease_secs);
+    let newcomer = dora(&mut s, 2, later + 1);
+    assert_ne!(
+        newcomer, first,
+        "the stepped clock gave away a held address"
+    );
+    // A step back shortens nothing and lengthens nothing either.
+    s.clock_stepped(-(10 * 86_400));
+    assert_eq!(s.pool().active(NOW + lease_secs - 1), 2);
+    assert_eq!(s.pool().active(NOW + lease_secs + 2), 0);
+}
+
+#[test]
+fn clock_watch_tells_a_step_from_time_passing() {
+    let t0 = std::time::Instant::now();
+    let mut w = ClockWatch::new(NOW, t0);
+    // An hour passes: no step.
+    assert_eq!(w.observe(NOW + 3600, t0 + Duration::from_secs(3600)), None);
+    // A second of jitter: no step.
+    assert_eq!(
+        w.observe(NOW + 3602, t0 + Duration::from_millis(3_600_500)),
+        None
+    );
+    // Ten seconds pass, and the wall clock jumps a week ahead meanwhile.
+    assert_eq!(
+        w.observe(NOW + 3612 + 7 * 86_400, t0 + Duration::from_secs(3610)),
+        Some(7 * 86_400)
+    );
+    // And back by a day.
+    assert_eq!(
+        w.observe(NOW + 3620 + 6 * 86_400, t0 + Duration::from_secs(3618)),
+        Some(-86_400)
+    );
+}

@@ -48,20 +48,40 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     tracing::debug!(added, "master address");
     wait_for_address(&vlan_if, Duration::from_secs(120), |a| a == master).await?;
     tracing::info!(interface = %vlan_if, address = %master, "master address up");
-    fb.serve_clock().await?;
 
-    // Consul first: its start and leader election are the longest wait of the master's first boot, and dhcpd
-    // comes up meanwhile.
-    start_consul_server(fb).await?;
+    // DHCP first: every node waits for its lease. Then the clock and Consul's start, at once.
     let dhcpd = systemd::dhcpd_unit(&vlan_if);
     fb.env.services.enable_and_start(&dhcpd, false).await?;
+    let (clock, consul) = tokio::join!(fb.serve_clock(), start_consul_server(fb));
+    clock?;
+    consul?;
     start_registry(fb).await?;
-    let consul = consul_leading(fb).await?;
+
+    // Consul's leader election is the longest wait of the master's first boot: the Swarm is set up meanwhile (the
+    // Swarm does not need Consul; only the join token's publication does).
+    let (consul, swarm) = tokio::join!(consul_leading(fb), swarm_manager(fb, master));
+    let consul = consul?;
     if let Some(task) = announcer {
         // dhcpd has had the time the Consul leader election took to come up; stop announcing.
         task.abort();
     }
+    let (docker, preloaded) = swarm?;
+    publish_token(fb, &consul, &docker).await?;
 
+    for service in services(master) {
+        consul
+            .register_service(&service)
+            .await
+            .with_context(|| format!("registering service {} in consul", service.id))?;
+    }
+    tracing::info!(role = ?ClusterRole::Master, "consul services registered");
+    push_preloaded(&docker, master, &preloaded).await;
+    Ok(master)
+}
+
+/// The Swarm manager: dockerd connected, the card's images loaded, `swarm init` on the master address, and the
+/// routing mesh made to fit the VLAN. Returns the engine and the loaded images' tags.
+async fn swarm_manager(fb: &Firstboot, master: Ipv4Addr) -> anyhow::Result<(Swarm, Vec<String>)> {
     let docker = Swarm::connect(&fb.env.docker_socket, Duration::from_secs(300))
         .await
         .context("connecting to dockerd")?;
@@ -77,17 +97,7 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
             tracing::warn!(error = %e, option, "ingress network: the VLAN's MTU not (fully) applied")
         }
     }
-    publish_token(fb, &consul, &docker).await?;
-
-    for service in services(master) {
-        consul
-            .register_service(&service)
-            .await
-            .with_context(|| format!("registering service {} in consul", service.id))?;
-    }
-    tracing::info!(role = ?ClusterRole::Master, "consul services registered");
-    push_preloaded(&docker, master, &preloaded).await;
-    Ok(master)
+    Ok((docker, preloaded))
 }
 
 /// Write the server configuration and (re)start Consul without waiting for it.

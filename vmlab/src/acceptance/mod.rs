@@ -178,10 +178,16 @@ impl Test {
             report.add(reboot::reboot_master(&lab));
         }
         let mut power_times = power::PowerLossTimes::default();
+        let mut master_later_times = power::PowerLossTimes::default();
         if !self.skip_power_loss {
             step("power loss: the power strip off, then every machine on at one instant");
-            let (c, t) = power::power_loss(&lab);
+            let (c, t) = power::power_loss(&lab, power::PowerBack::AllAtOnce);
             power_times = t;
+            report.add(c);
+            step("power loss: the power strip off, then the nodes on, and the master 60 s later");
+            let (c, t) =
+                power::power_loss(&lab, power::PowerBack::MasterLater(Duration::from_secs(60)));
+            master_later_times = t;
             report.add(c);
         }
         if !self.skip_reflash {
@@ -218,6 +224,7 @@ impl Test {
             whole_cluster: formation.as_ref().and_then(|f| f.whole_cluster),
             reboot_ready: reboot_times.ready_after,
             power_loss_recovered: power_times.recovered_after,
+            power_loss_master_later: master_later_times.recovered_after,
             election_master,
             image: rel(&lab.st.image).display().to_string(),
             vm: format!("{} MiB, {} vCPU", self.machines.memory, self.machines.cpus),

@@ -202,6 +202,8 @@ pub struct Section<'a> {
     pub whole_cluster: Option<f64>,
     pub reboot_ready: Option<f64>,
     pub power_loss_recovered: Option<f64>,
+    /// The same, the master powered on 60 s after the nodes (counted from the master's power-on).
+    pub power_loss_master_later: Option<f64>,
     pub election_master: Option<f64>,
     pub image: String,
     pub vm: String,
@@ -227,6 +229,7 @@ impl Section<'_> {
              - Rebooted node back Ready in Swarm (from `systemctl reboot`): {}\n\
              - Whole-cluster power loss (every machine off, then on at one instant) → all alive in Consul and Ready \
              in Swarm again: {}\n\
+             - The same with the nodes powered on first and the master 60 s later (from the master's power-on): {}\n\
              - Simultaneous power-on of 3 VMs → one master serving the Consul UI: {}\n\n\
              How: each VM boots the image's own kernel and initrd directly (`-kernel`/`-initrd`), paused until a QMP \
              `cont` = power-on. Login prompt = first `login:` on the serial console. dockerd start = its unit's \
@@ -240,6 +243,7 @@ impl Section<'_> {
             s(self.whole_cluster),
             s(self.reboot_ready),
             s(self.power_loss_recovered),
+            s(self.power_loss_master_later),
             s(self.election_master),
         );
         out
