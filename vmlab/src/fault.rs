@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
 use super::state::{self, rel, Machine, State};
-use super::switch::{self, Switch};
+use super::switch::Switch;
 use super::vm;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -351,21 +351,7 @@ pub fn add(st: &mut State, hostname: &str, drop_tags: bool) -> Result<usize> {
             st.name
         );
     };
-    let dir = st.dir().join(hostname);
-    let m = Machine {
-        index: i,
-        hostname: hostname.to_string(),
-        mac: switch::mac(i),
-        tap: switch::tap(i),
-        lan_ip: switch::lan_ip(i),
-        disk: dir.join("disk.img"),
-        files: vm::Files::new(&dir),
-        powered_on_ms: None,
-        imager: false,
-        raspi3b: false,
-        cable_unplugged: false,
-        tags_dropped: false,
-    };
+    let m = Machine::new(&st.dir(), i, hostname);
     std::fs::create_dir_all(&m.files.dir)?;
     vm::clear_serial_logs(&m.files);
     let size = st
@@ -377,15 +363,7 @@ pub fn add(st: &mut State, hostname: &str, drop_tags: bool) -> Result<usize> {
     super::disk::prepare(&st.image, &m.disk, hostname, &pubkey, size)?;
     let sw = Switch::for_netns(&st.netns);
     sw.add_tap(&m.tap)?;
-    sw.add_router_lease(
-        &st.dir(),
-        router,
-        &switch::Lease {
-            mac: m.mac.clone(),
-            ip: m.lan_ip,
-            hostname: hostname.to_string(),
-        },
-    )?;
+    sw.add_router_lease(&st.dir(), router, &m.lease())?;
     eprintln!(
         "cluster: {hostname} added: card flashed from {}, MAC {}, LAN {}, console {}",
         rel(&st.image).display(),

@@ -214,6 +214,36 @@ impl State {
 }
 
 impl Machine {
+    /// Machine number `index` of a cluster whose state directory is `dir`: the MAC, tap and home-LAN address the
+    /// index gives it on the virtual switch, its files under `dir/<hostname>/`; a `virt` machine flashed by
+    /// cluster-lab.toml, not yet powered on.
+    pub fn new(dir: &Path, index: usize, hostname: &str) -> Machine {
+        let vdir = dir.join(hostname);
+        Machine {
+            index,
+            hostname: hostname.to_string(),
+            mac: super::switch::mac(index),
+            tap: super::switch::tap(index),
+            lan_ip: super::switch::lan_ip(index),
+            disk: vdir.join("disk.img"),
+            files: vm::Files::new(&vdir),
+            powered_on_ms: None,
+            imager: false,
+            raspi3b: false,
+            cable_unplugged: false,
+            tags_dropped: false,
+        }
+    }
+
+    /// Its fixed lease from the home router.
+    pub fn lease(&self) -> super::switch::Lease {
+        super::switch::Lease {
+            mac: self.mac.clone(),
+            ip: self.lan_ip,
+            hostname: self.hostname.clone(),
+        }
+    }
+
     /// The user the test key logs in as on this machine.
     pub fn login_user<'a>(&self, flashed: &'a str) -> &'a str {
         if self.imager {
@@ -249,6 +279,23 @@ pub fn rel(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_machine_takes_everything_from_its_index_and_hostname() {
+        let m = Machine::new(Path::new("/s"), 2, "node2");
+        assert_eq!(
+            (m.mac.as_str(), m.tap.as_str(), m.lan_ip),
+            ("52:54:00:c1:00:12", "tap2", Ipv4Addr::new(192, 0, 2, 13))
+        );
+        assert_eq!(m.disk, PathBuf::from("/s/node2/disk.img"));
+        assert_eq!(m.files.serial, PathBuf::from("/s/node2/serial.log"));
+        let lease = m.lease();
+        assert_eq!(
+            (lease.mac.as_str(), lease.ip, lease.hostname.as_str()),
+            ("52:54:00:c1:00:12", m.lan_ip, "node2")
+        );
+        assert!(!m.imager && !m.raspi3b && !m.cable_unplugged && !m.tags_dropped);
+    }
 
     fn sample(boot: Option<Boot>) -> State {
         let m = |i: usize, host: &str, raspi3b: bool| Machine {

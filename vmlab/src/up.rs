@@ -222,27 +222,15 @@ impl Up {
             .into_iter()
             .enumerate()
             .map(|(i, hostname)| {
-                let vdir = dir.join(&hostname);
                 let raspi3b = self.machines.raspi3b.contains(&hostname);
-                Machine {
-                    index: i,
-                    // What the home router's fixed lease and the checks see is the address on the wire.
-                    mac: if raspi3b {
-                        vm::raspi3b_wire_mac(&switch::mac(i))
-                    } else {
-                        switch::mac(i)
-                    },
-                    tap: switch::tap(i),
-                    lan_ip: switch::lan_ip(i),
-                    disk: vdir.join("disk.img"),
-                    files: vm::Files::new(&vdir),
-                    imager: self.imager.contains(&hostname),
-                    raspi3b,
-                    hostname,
-                    powered_on_ms: None,
-                    cable_unplugged: false,
-                    tags_dropped: false,
+                let mut m = Machine::new(dir, i, &hostname);
+                // What the home router's fixed lease and the checks see is the address on the wire.
+                if raspi3b {
+                    m.mac = vm::raspi3b_wire_mac(&m.mac);
                 }
+                m.imager = self.imager.contains(&hostname);
+                m.raspi3b = raspi3b;
+                m
             })
             .collect()
     }
@@ -286,15 +274,7 @@ impl Up {
         for m in &st.machines {
             sw.add_tap(&m.tap)?;
         }
-        let leases: Vec<switch::Lease> = st
-            .machines
-            .iter()
-            .map(|m| switch::Lease {
-                mac: m.mac.clone(),
-                ip: m.lan_ip,
-                hostname: m.hostname.clone(),
-            })
-            .collect();
+        let leases: Vec<switch::Lease> = st.machines.iter().map(Machine::lease).collect();
         st.router_pid = Some(sw.start_router(&st.dir(), &leases)?);
         st.save()?;
         eprintln!(
