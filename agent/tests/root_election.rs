@@ -249,6 +249,65 @@ fn a_machine_that_hears_its_master_only_untagged_stops_instead_of_becoming_a_sec
     );
 }
 
+/// A machine that remembers being the master (its first boot cut short by a power cut) or is configured as one looks
+/// before it takes the master address: on a VLAN where another master was elected meanwhile, both its DHCP server
+/// (with the cluster's secret) and the address in ARP answer; on a VLAN of its own, nothing does; a server of
+/// another cluster on the same wire does not count.
+#[test]
+fn a_remembered_master_finds_a_master_elected_meanwhile_and_nothing_on_a_wire_of_its_own() {
+    let mut lab = Lab::new("rmbr");
+    require_tool(
+        "arping",
+        "install iputils-arping (listed in ci/apt-packages.txt)",
+    );
+    let (vlan, alone) = (lab.switch("vlan"), lab.switch("alone"));
+    let master = lab.netns("m");
+    lab.plug(&vlan, "clrmm1", &master, "eth0.200");
+    master.add_addr("eth0.200", support::servers::MASTER);
+    let back = lab.netns("b");
+    lab.plug(&vlan, "clrmb1", &back, "eth0.200");
+    let lone = lab.netns("l");
+    lab.plug(&alone, "clrml1", &lone, "eth0.200");
+    std::thread::sleep(Duration::from_secs(1));
+    let dhcpd = support::servers::Dhcpd::start_with_secret(
+        &lab,
+        "master",
+        &master,
+        "eth0.200",
+        "root-test",
+        Some(SECRET),
+    );
+    let master_ip: Ipv4Addr = support::servers::MASTER
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let probe = |ns: &support::Netns, cluster: &'static str, secret: &'static str| {
+        ns.block_on(async move {
+            cluster_lab::firstboot::master::probe_other_master(
+                "eth0.200", cluster, secret, master_ip,
+            )
+            .await
+        })
+        .unwrap()
+    };
+    let found = probe(&back, "root-test", SECRET);
+    assert_eq!(
+        found,
+        [
+            "its DHCP server, marked with the cluster's secret".to_string(),
+            format!("{master_ip} is taken (ARP)")
+        ],
+        "{}",
+        dhcpd.report()
+    );
+    assert!(probe(&lone, "root-test", SECRET).is_empty());
+    // Another cluster's master on the wire is not this cluster's master (its address still answers ARP).
+    let other = probe(&back, "another-cluster", "another-secret-0123456789abcdef0");
+    assert_eq!(other, [format!("{master_ip} is taken (ARP)")], "{other:?}");
+}
+
 /// The rogue: every 100 ms a master claim from MAC 02:00:00:00:00:01 signed with another cluster's secret and one in
 /// the old unsigned format; and every datagram it hears on the claim port, sent again. Returns how many forged
 /// claims and replays it sent.

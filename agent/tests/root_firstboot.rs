@@ -43,6 +43,7 @@ struct TestServices {
     root: PathBuf,
     dockerd_pid: Pid,
     consul: Mutex<Option<Daemon>>,
+    dhcpd: Mutex<Option<Daemon>>,
     others: Mutex<Vec<Daemon>>,
     calls: Mutex<Vec<String>>,
 }
@@ -91,8 +92,14 @@ impl Services for TestServices {
                 .nsenter(support::cluster_lab_bin(), ["dhcpd", "--config"]);
             cmd.arg(self.root.join("etc/cluster-lab/cluster-lab.toml"))
                 .args(["--interface", interface]);
-            let daemon = Daemon::spawn("cluster-lab dhcpd", cmd, &self.root.join("dhcpd.log"));
-            self.others.lock().unwrap().push(daemon);
+            let mut dhcpd = self.dhcpd.lock().unwrap();
+            if !dhcpd.as_ref().is_some_and(Daemon::is_running) {
+                *dhcpd = Some(Daemon::spawn(
+                    "cluster-lab dhcpd",
+                    cmd,
+                    &self.root.join("dhcpd.log"),
+                ));
+            }
         }
         Box::pin(async { Ok(()) })
     }
@@ -113,6 +120,15 @@ impl Services for TestServices {
     }
     fn disable(&self, unit: &str) -> BoxFuture<'_, anyhow::Result<()>> {
         self.record(format!("disable {unit}"));
+        Box::pin(async { Ok(()) })
+    }
+    fn stop(&self, unit: &str) -> BoxFuture<'_, anyhow::Result<()>> {
+        self.record(format!("stop {unit}"));
+        if unit.starts_with("cluster-lab-dhcpd@") {
+            if let Some(d) = self.dhcpd.lock().unwrap().take() {
+                d.stop();
+            }
+        }
         Box::pin(async { Ok(()) })
     }
 }
@@ -150,6 +166,7 @@ impl Machine {
             root: root.clone(),
             dockerd_pid: dockerd.pid(),
             consul: Mutex::new(None),
+            dhcpd: Mutex::new(None),
             others: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
         });
@@ -200,6 +217,9 @@ impl Drop for Machine {
     fn drop(&mut self) {
         if let Some(c) = self.services.consul.lock().unwrap().take() {
             c.stop();
+        }
+        if let Some(d) = self.services.dhcpd.lock().unwrap().take() {
+            d.stop();
         }
         for d in self.services.others.lock().unwrap().drain(..) {
             d.stop();

@@ -73,6 +73,9 @@ pub struct Up {
     /// cluster-lab.toml. Repeat for more machines; `cluster ssh` logs in as `pi` there.
     #[arg(long, value_name = "HOSTNAME")]
     pub imager: Vec<String>,
+    /// A power cut in the middle of a boot (the acceptance test's): the first machine whose console shows this line.
+    #[arg(skip)]
+    pub cut: Option<super::watch::Cut>,
 }
 
 /// What `up` measured, written to `artifacts/formation.json`.
@@ -85,6 +88,8 @@ pub struct Formation {
     /// Seconds from the first power-on until every machine was alive in Consul (and Ready in Swarm
     /// when that was waited for).
     pub whole_cluster: Option<f64>,
+    /// The power cut made during the boot, when one was asked for and its line came.
+    pub cut: Option<super::watch::CutMade>,
 }
 
 impl Up {
@@ -319,6 +324,7 @@ impl Up {
         let all: Vec<usize> = (0..n).collect();
         let snapshot = st.clone();
         let mut w = Watcher::new(&snapshot, ssh);
+        w.cut = self.cut.clone();
         let first;
         let power = |st: &mut State, w: &mut Watcher, which: &[usize]| -> Result<Instant> {
             let sockets: Vec<&std::path::Path> = which
@@ -386,6 +392,7 @@ impl Up {
             master: w.master.map(|i| snapshot.machines[i].hostname.clone()),
             milestones: w.milestones.clone(),
             whole_cluster: Some(whole),
+            cut: w.cut_made.clone(),
         })
     }
 }

@@ -27,8 +27,30 @@ pub fn is_agent_done_line(line: &str) -> bool {
     line.contains("cluster-lab:") && line.contains("ready") && !line.contains("not ready")
 }
 
+/// A power cut the watcher makes once, in the middle of a boot: the first machine whose console of this boot shows a
+/// line containing `needle` loses its power, stays off for `off_for`, and is powered on again (its milestones start
+/// over).
+#[derive(Debug, Clone)]
+pub struct Cut {
+    pub needle: String,
+    pub off_for: Duration,
+}
+
+/// The cut as it happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct CutMade {
+    pub hostname: String,
+    /// The console line it was cut on.
+    pub line: String,
+    /// Seconds from that machine's power-on to the cut.
+    pub after: f64,
+}
+
 pub struct Watcher<'a> {
     pub state: &'a State,
+    /// A cut still to make, and the one made.
+    pub cut: Option<Cut>,
+    pub cut_made: Option<CutMade>,
     ssh: Ssh,
     powered: Vec<Option<Instant>>,
     pub milestones: Vec<Milestones>,
@@ -45,6 +67,8 @@ impl<'a> Watcher<'a> {
         Watcher {
             state,
             ssh,
+            cut: None,
+            cut_made: None,
             powered: vec![None; n],
             milestones: vec![Milestones::default(); n],
             master: None,
@@ -70,8 +94,54 @@ impl<'a> Watcher<'a> {
         eprintln!("cluster: {:<8} {what} after {s:.1} s", m.hostname);
     }
 
+    /// Make the pending cut if a machine's console shows its line.
+    fn maybe_cut(&mut self) -> Result<()> {
+        let Some(cut) = self.cut.clone() else {
+            return Ok(());
+        };
+        for i in 0..self.state.machines.len() {
+            if self.powered[i].is_none() {
+                continue;
+            }
+            let m = &self.state.machines[i];
+            let Some(line) = self.serial[i].find(&m.files, &cut.needle) else {
+                continue;
+            };
+            let after = self.since(i);
+            self.cut = None;
+            vm::power_off(&m.files)?;
+            eprintln!(
+                "cluster: {:<8} power cut {after:.1} s after power-on, on the console line: {}",
+                m.hostname,
+                line.trim()
+            );
+            std::thread::sleep(cut.off_for);
+            let spec = self.state.spec(m)?;
+            vm::launch(&self.state.netns, &spec)?;
+            if m.cable_unplugged {
+                vm::set_link(&m.files, false)?;
+            }
+            let (at, _) = vm::power_on(&[m.files.qmp.as_path()])?;
+            eprintln!("cluster: {:<8} powered on again", m.hostname);
+            self.powered_on(i, at);
+            if self.master == Some(i) {
+                self.master = None;
+            }
+            self.cut_made = Some(CutMade {
+                hostname: m.hostname.clone(),
+                line: line.trim().to_string(),
+                after,
+            });
+            return Ok(());
+        }
+        Ok(())
+    }
+
     /// Look at every powered machine once.
     pub fn poll(&mut self) {
+        if let Err(e) = self.maybe_cut() {
+            eprintln!("cluster: the power cut failed: {e:#}");
+        }
         let netns = self.state.netns.clone();
         for i in 0..self.state.machines.len() {
             if self.powered[i].is_none() {

@@ -119,7 +119,7 @@ impl Test {
                     // the Pi's device tree, USB networking, and no real-time clock.
                     cmd!(
                         sh,
-                        "cargo xtask cluster test --arch arm64 --nodes 3 --raspi3b node1 --skip-election --skip-master-reboot --skip-power-loss --skip-reflash --skip-tag-drop --no-record"
+                        "cargo xtask cluster test --arch arm64 --nodes 3 --raspi3b node1 --skip-election --skip-master-reboot --skip-power-loss --skip-reflash --skip-tag-drop --skip-power-cut --no-record"
                     )
                     .run()?;
                 }

@@ -247,6 +247,9 @@ fn stopping_reason(e: &anyhow::Error) -> Option<String> {
     if let Some(taken) = e.downcast_ref::<crate::firstboot::node::HostnameTaken>() {
         return Some(taken.to_string());
     }
+    if let Some(other) = e.downcast_ref::<crate::firstboot::master::OtherMaster>() {
+        return Some(other.to_string());
+    }
     match e.downcast_ref::<crate::firstboot::ElectionError>() {
         Some(crate::firstboot::ElectionError::TagsDropped(dropped)) => Some(dropped.to_string()),
         _ => None,

@@ -93,6 +93,51 @@ pub struct NodeSummary {
     pub labels: HashMap<String, String>,
 }
 
+/// What `init` or `join` does, decided from the engine's swarm state before anything is changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The engine is already where the step would put it.
+    AlreadyDone,
+    /// Run the step (for a join: also a join still `pending`, which is waited for).
+    Act,
+    /// The state is left over from a step cut short (a power cut in the middle of `swarm init` or `join` leaves
+    /// dockerd restoring a half-written swarm: `error`): leave it, then run the step afresh.
+    LeaveThenAct,
+    /// A state that only a person should undo.
+    Refuse(&'static str),
+}
+
+impl Step {
+    fn for_init(state: &LocalState) -> Step {
+        match state.state.as_str() {
+            "active" if state.manager => Step::AlreadyDone,
+            "active" => Step::Refuse(
+                "this engine is a worker of another swarm, not its manager; \
+                 `docker swarm leave --force` resets it",
+            ),
+            "inactive" | "" => Step::Act,
+            "locked" => Step::Refuse(
+                "the swarm is locked (autolock); unlock it with `docker swarm unlock`, \
+                 or `docker swarm leave --force` resets it",
+            ),
+            // `error`, `pending`: a manager that never finished initialising; no worker can be in its swarm yet
+            // (the join token is published only after init).
+            _ => Step::LeaveThenAct,
+        }
+    }
+
+    fn for_join(state: &LocalState) -> Step {
+        match state.state.as_str() {
+            "active" => Step::AlreadyDone,
+            "inactive" | "" | "pending" => Step::Act,
+            "locked" => Step::Refuse(
+                "the swarm is locked (autolock); `docker swarm leave --force` resets it",
+            ),
+            _ => Step::LeaveThenAct,
+        }
+    }
+}
+
 fn text<T: Serialize>(v: &Option<T>) -> String {
     v.as_ref()
         .and_then(|v| serde_json::to_value(v).ok())
@@ -157,18 +202,18 @@ impl Swarm {
     }
 
     /// Create a swarm with this engine as manager, advertising, listening and carrying overlay traffic on `addr`
-    /// (the VLAN address). No-op when this engine already manages a swarm.
+    /// (the VLAN address). No-op when this engine already manages a swarm; an engine left in `error` or `pending`
+    /// (an init cut short by a power cut) leaves that swarm first and initialises afresh.
     pub async fn init(&self, addr: Ipv4Addr) -> Result<Outcome, SwarmError> {
         let state = self.local_state().await?;
-        match state.state.as_str() {
-            "active" if state.manager => return Ok(Outcome::AlreadyDone),
-            "inactive" | "" => {}
-            other => {
+        match Step::for_init(&state) {
+            Step::AlreadyDone => return Ok(Outcome::AlreadyDone),
+            Step::Act => {}
+            Step::LeaveThenAct => self.leave_broken(&state).await?,
+            Step::Refuse(detail) => {
                 return Err(SwarmError::BadState {
-                    state: other.into(),
-                    detail: "expected no swarm or a swarm this engine manages; \
-                             `docker swarm leave --force` resets it"
-                        .into(),
+                    state: state.state,
+                    detail: detail.into(),
                 })
             }
         }
@@ -183,6 +228,23 @@ impl Swarm {
             .await
             .map_err(docker_err("initialising swarm"))?;
         Ok(Outcome::Done)
+    }
+
+    /// Leave a swarm this engine cannot use (`leave --force`), so the next init or join starts afresh.
+    async fn leave_broken(&self, state: &LocalState) -> Result<(), SwarmError> {
+        tracing::warn!(
+            state = %state.state,
+            node_id = ?state.node_id,
+            "the engine's swarm state is left over from a step cut short; leaving it to start afresh"
+        );
+        self.docker
+            .leave_swarm(Some(
+                bollard::query_parameters::LeaveSwarmOptionsBuilder::default()
+                    .force(true)
+                    .build(),
+            ))
+            .await
+            .map_err(docker_err("leaving the broken swarm state"))
     }
 
     /// The token a worker needs to join (managers only).
@@ -210,18 +272,19 @@ impl Swarm {
         token: &str,
     ) -> Result<Outcome, SwarmError> {
         let state = self.local_state().await?;
-        match state.state.as_str() {
-            "active" => return Ok(Outcome::AlreadyDone),
+        match Step::for_join(&state) {
+            Step::AlreadyDone => return Ok(Outcome::AlreadyDone),
             // An earlier join that timed out keeps going in the background: joined means active.
-            "pending" => {
+            Step::Act if state.state == "pending" => {
                 self.wait_active_or_leave(JOIN_ACTIVE_TIMEOUT).await?;
                 return Ok(Outcome::AlreadyDone);
             }
-            "inactive" | "" => {}
-            other => {
+            Step::Act => {}
+            Step::LeaveThenAct => self.leave_broken(&state).await?,
+            Step::Refuse(detail) => {
                 return Err(SwarmError::BadState {
-                    state: other.into(),
-                    detail: "cannot join; `docker swarm leave --force` resets it".into(),
+                    state: state.state,
+                    detail: detail.into(),
                 })
             }
         }
@@ -392,4 +455,47 @@ impl Swarm {
 /// The swarm refused an update made from an outdated version of the object.
 fn is_out_of_sequence(e: &bollard::errors::Error) -> bool {
     e.to_string().contains("update out of sequence")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(state: &str, manager: bool) -> LocalState {
+        LocalState {
+            state: state.into(),
+            node_id: None,
+            node_addr: None,
+            manager,
+        }
+    }
+
+    #[test]
+    fn init_acts_only_on_a_fresh_engine_and_starts_over_after_an_init_cut_short() {
+        assert_eq!(Step::for_init(&state("", false)), Step::Act);
+        assert_eq!(Step::for_init(&state("inactive", false)), Step::Act);
+        assert_eq!(Step::for_init(&state("active", true)), Step::AlreadyDone);
+        assert_eq!(Step::for_init(&state("error", false)), Step::LeaveThenAct);
+        assert_eq!(Step::for_init(&state("pending", false)), Step::LeaveThenAct);
+        assert!(matches!(
+            Step::for_init(&state("active", false)),
+            Step::Refuse(_)
+        ));
+        assert!(matches!(
+            Step::for_init(&state("locked", true)),
+            Step::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn join_waits_for_a_pending_join_and_starts_over_after_a_broken_one() {
+        assert_eq!(Step::for_join(&state("inactive", false)), Step::Act);
+        assert_eq!(Step::for_join(&state("pending", false)), Step::Act);
+        assert_eq!(Step::for_join(&state("active", false)), Step::AlreadyDone);
+        assert_eq!(Step::for_join(&state("error", false)), Step::LeaveThenAct);
+        assert!(matches!(
+            Step::for_join(&state("locked", false)),
+            Step::Refuse(_)
+        ));
+    }
 }

@@ -40,6 +40,13 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
         })
     });
 
+    let dhcpd = systemd::dhcpd_unit(&vlan_if);
+    if announcer.is_none() {
+        // Not elected on this run: the role was remembered from an earlier, unfinished run or set in the
+        // configuration. Another master may have been elected meanwhile; look before taking its address.
+        ensure_no_other_master(fb, &dhcpd).await?;
+    }
+
     // The election has just ARP-probed the master address: put it on the VLAN now rather than wait for networkd's
     // duplicate address detection to probe it again (5–7 s); networkd's file keeps it on later boots.
     let added = crate::net::vlan::add_address(&vlan_if, master, net.subnet.prefix())
@@ -50,7 +57,6 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     tracing::info!(interface = %vlan_if, address = %master, "master address up");
 
     // DHCP first: every node waits for its lease. Then the clock and Consul's start, at once.
-    let dhcpd = systemd::dhcpd_unit(&vlan_if);
     fb.env.services.enable_and_start(&dhcpd, false).await?;
     let (clock, consul) = tokio::join!(fb.serve_clock(), start_consul_server(fb));
     clock?;
@@ -79,6 +85,87 @@ pub async fn run(fb: &Firstboot, claim_socket: Option<ClaimSocket>) -> anyhow::R
     Ok(master)
 }
 
+/// Another machine already holds the master's place on the VLAN.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another master of cluster \"{cluster}\" answers on {interface} ({evidence}); this machine {why}, and two \
+     masters would split the cluster, so it stops instead. To make this card a node, re-flash it; to keep it as the \
+     master, power the other master off and reboot this one"
+)]
+pub struct OtherMaster {
+    pub cluster: String,
+    pub interface: String,
+    /// What answered: the DHCP server with the cluster's secret, the master address in ARP, or both.
+    pub evidence: String,
+    /// Why this machine meant to be the master.
+    pub why: &'static str,
+}
+
+/// Look for another master before taking the master address without an election on this run: a DHCP probe that
+/// counts only a server holding this cluster's secret, and an ARP probe of the address, at once. This machine's
+/// own DHCP server (started by an earlier run that a power cut ended) is stopped first, so it does not answer its
+/// own probe; when another master answers, it is also disabled, so no later boot serves the VLAN beside it.
+async fn ensure_no_other_master(fb: &Firstboot, dhcpd: &str) -> anyhow::Result<()> {
+    let net = &fb.settings.network;
+    let vlan_if = net.vlan_interface();
+    fb.env
+        .services
+        .stop(dhcpd)
+        .await
+        .with_context(|| format!("stopping {dhcpd} before probing for another master"))?;
+    let evidence = probe_other_master(
+        &vlan_if,
+        &fb.settings.cluster.name,
+        fb.secret.expose(),
+        net.master,
+    )
+    .await?;
+    tracing::info!(found = evidence.len(), "probed for another master");
+    if evidence.is_empty() {
+        return Ok(());
+    }
+    fb.env
+        .services
+        .disable(dhcpd)
+        .await
+        .with_context(|| format!("disabling {dhcpd}"))?;
+    Err(OtherMaster {
+        cluster: fb.settings.cluster.name.clone(),
+        interface: vlan_if,
+        evidence: evidence.join("; "),
+        why: match fb.settings.node.role {
+            crate::config::Role::Master => {
+                "is configured as the master (role = \"master\" in cluster-lab.toml)"
+            }
+            _ => "was elected master on an earlier boot whose first boot did not finish",
+        },
+    }
+    .into())
+}
+
+/// What answers for another master of `cluster` on `vlan_if`, probed at once: a DHCP server holding the cluster's
+/// secret (3 s), and `master` in ARP (two probes). Empty when nothing does.
+pub async fn probe_other_master(
+    vlan_if: &str,
+    cluster: &str,
+    secret: &str,
+    master: Ipv4Addr,
+) -> anyhow::Result<Vec<String>> {
+    let probe = super::MasterProbe::new(vlan_if, cluster, secret);
+    let (dhcp, arp) = tokio::join!(
+        probe.answers(Duration::from_secs(3)),
+        crate::net::arp::probe(vlan_if, master, 2)
+    );
+    let mut evidence = Vec::new();
+    if dhcp.context("probing for another master's DHCP server")? {
+        evidence.push("its DHCP server, marked with the cluster's secret".to_string());
+    }
+    if arp.context("probing the master address")? == crate::net::arp::ArpProbe::Taken {
+        evidence.push(format!("{master} is taken (ARP)"));
+    }
+    Ok(evidence)
+}
+
 /// The Swarm manager: dockerd connected, the card's images loaded, `swarm init` on the master address, and the
 /// routing mesh made to fit the VLAN. Returns the engine and the loaded images' tags.
 async fn swarm_manager(fb: &Firstboot, master: Ipv4Addr) -> anyhow::Result<(Swarm, Vec<String>)> {
@@ -86,6 +173,7 @@ async fn swarm_manager(fb: &Firstboot, master: Ipv4Addr) -> anyhow::Result<(Swar
         .await
         .context("connecting to dockerd")?;
     let preloaded = fb.load_images(&docker).await;
+    tracing::info!(advertise = %master, "initialising the swarm");
     let outcome = docker.init(master).await?;
     tracing::info!(?outcome, advertise = %master, "swarm manager");
     // The routing mesh must fit the VLAN: overlay interfaces 1446, the overlay driver's MTU option 1496 (it

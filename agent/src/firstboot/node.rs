@@ -68,6 +68,7 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
 
     let params = fb.consul_params(BindAddr::Interface(vlan_if.clone()), net.master);
     let changed = fb.install(&AgentConfig::client(&params).render())?;
+    tracing::info!(master = %net.master, "starting the consul client");
     fb.env
         .services
         .enable_and_start(systemd::CONSUL_UNIT, changed)
@@ -107,6 +108,7 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
         .await
         .context("connecting to dockerd")?;
     fb.load_images(&docker).await;
+    tracing::info!(manager = %net.master, "joining the swarm");
     let outcome = docker.join(address, net.master, &join_token).await?;
     tracing::info!(?outcome, manager = %net.master, "swarm worker");
 

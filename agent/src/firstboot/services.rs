@@ -22,6 +22,8 @@ pub trait Services: Send + Sync + std::fmt::Debug {
     fn networkd_reload(&self) -> BoxFuture<'_, anyhow::Result<()>>;
     /// Disable `unit` for later boots.
     fn disable(&self, unit: &str) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// Stop `unit` now (nothing when it is not running) and wait until it has stopped.
+    fn stop(&self, unit: &str) -> BoxFuture<'_, anyhow::Result<()>>;
 }
 
 /// systemd, through systemctl and networkctl.
@@ -62,6 +64,11 @@ impl Services for Systemd {
     fn disable(&self, unit: &str) -> BoxFuture<'_, anyhow::Result<()>> {
         let unit = unit.to_string();
         Box::pin(async move { Ok(systemd::disable(&unit).await?) })
+    }
+
+    fn stop(&self, unit: &str) -> BoxFuture<'_, anyhow::Result<()>> {
+        let unit = unit.to_string();
+        Box::pin(async move { Ok(systemd::stop(&unit).await?) })
     }
 }
 

@@ -137,6 +137,7 @@ impl PowerOn {
             ssh_user: "cluster".into(),
             wait_swarm: true,
             imager: Vec::new(),
+            cut: None,
         };
         let formed = up.start();
         let mut run = Run {
@@ -332,6 +333,7 @@ mod tests {
                 master: Some("vm1".into()),
                 milestones: Vec::new(),
                 whole_cluster: Some(120.0),
+                cut: None,
             }),
             times: vec![m(50.0, 5.0), m(95.0, 5.0)],
             ..Default::default()
