@@ -133,8 +133,65 @@ fn file(obj: Map<String, Value>) -> RenderedFile {
     }
 }
 
+/// dpkg's database of installed packages.
+pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+/// The first Docker release whose dockerd takes `default-network-opts`.
+pub const DEFAULT_NETWORK_OPTS_SINCE: u32 = 24;
+
+/// The major version of the Docker engine installed as a Debian package under `root` (`docker.io`, `docker-ce` or
+/// `moby-engine`), from dpkg's database; `None` when none is installed that way.
+pub fn packaged_engine_major(root: &Path) -> Option<u32> {
+    let status = std::fs::read_to_string(root.join(DPKG_STATUS.trim_start_matches('/'))).ok()?;
+    engine_major_in_status(&status)
+}
+
+/// [`packaged_engine_major`] of a dpkg status file's text: the paragraph of an installed engine package, its
+/// `Version:` without the epoch (`5:27.3.1-1~debian.12` → 27, `26.1.5+dfsg1-9+b9` → 26).
+pub fn engine_major_in_status(status: &str) -> Option<u32> {
+    status.split("\n\n").find_map(|paragraph| {
+        let field = |name: &str| {
+            paragraph
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        let package = field("Package")?;
+        if !matches!(package, "docker.io" | "docker-ce" | "moby-engine") {
+            return None;
+        }
+        if !field("Status")?.ends_with(" installed") {
+            return None;
+        }
+        let version = field("Version")?;
+        let upstream = version.split_once(':').map_or(version, |(_, v)| v);
+        let major: String = upstream.chars().take_while(char::is_ascii_digit).collect();
+        major.parse().ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_engine_version_comes_from_the_installed_package() {
+        let status =
+            "Package: docker-registry\nStatus: install ok installed\nVersion: 2.8.2+ds1-1\n\n\
+                      Package: docker.io\nStatus: install ok installed\nPriority: optional\n\
+                      Version: 26.1.5+dfsg1-9+b9\nDepends: adduser\n\n";
+        assert_eq!(super::engine_major_in_status(status), Some(26));
+        let ce = "Package: docker-ce\nStatus: install ok installed\nVersion: 5:27.3.1-1~debian.12~bookworm\n";
+        assert_eq!(super::engine_major_in_status(ce), Some(27));
+        // Removed but its configuration kept: not installed.
+        let removed =
+            "Package: docker.io\nStatus: deinstall ok config-files\nVersion: 20.10.24+dfsg1-1\n";
+        assert_eq!(super::engine_major_in_status(removed), None);
+        assert_eq!(
+            super::engine_major_in_status(
+                "Package: bash\nStatus: install ok installed\nVersion: 5.2\n"
+            ),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -363,8 +363,9 @@ impl Firstboot {
 
     /// `default-network-opts` in daemon.json, so overlay networks users create fit the VLAN, and the cluster
     /// registry on the master among `insecure-registries`, so every engine pulls from it. Only when the installed
-    /// dockerd accepts the file (`dockerd --validate`, Docker 23 and later; the option itself needs 24): a dockerd that
-    /// rejected its configuration would not start at all. When it rejects both, the registry alone is tried.
+    /// dockerd accepts the file: known when dpkg has Docker 24 or later installed (the option needs 24), else asked
+    /// with `dockerd --validate` (Docker 23 and later): a dockerd that rejected its configuration would not start at
+    /// all. When it rejects both, the registry alone is tried.
     /// Returns whether daemon.json changed.
     async fn step_daemon_json(&self) -> anyhow::Result<bool> {
         use crate::docker::daemon_json::{render_insecure_registry, render_overlay_default};
@@ -372,6 +373,10 @@ impl Firstboot {
         let mtu = crate::docker::ingress::vlan_driver_mtu_option();
         let registry = crate::docker::registry::address(self.settings.network.master);
         let trusting = |text: &str| render_insecure_registry(text, &registry);
+        let engine = crate::docker::daemon_json::packaged_engine_major(&self.root);
+        let known_good =
+            engine.is_some_and(|v| v >= crate::docker::daemon_json::DEFAULT_NETWORK_OPTS_SINCE);
+        tracing::debug!(?engine, known_good, "docker engine package");
         // Both; or, from a dockerd that rejects default-network-opts (older than 24), the registry alone.
         let candidates = [
             (
@@ -391,9 +396,13 @@ impl Firstboot {
             if file.contents == current {
                 return Ok(false);
             }
-            if let Err(e) = self.dockerd_accepts(&file.contents).await? {
-                tracing::warn!(error = %e, what, "dockerd rejects daemon.json with it");
-                continue;
+            // `dockerd --validate` costs seconds on a Pi, on the way to dockerd's start: skipped when the engine
+            // package says it is recent enough for both settings.
+            if !known_good {
+                if let Err(e) = self.dockerd_accepts(&file.contents).await? {
+                    tracing::warn!(error = %e, what, "dockerd rejects daemon.json with it");
+                    continue;
+                }
             }
             let changed = self.install(&file)?;
             tracing::info!(option = mtu, %registry, changed, what, "daemon.json");

@@ -46,7 +46,7 @@ impl FromStr for Mac {
 /// A link fact that could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("reading the MAC address of {interface} from {path}: {source}")]
+    #[error("reading the MAC address of {interface} through {path}: {source}")]
     Mac {
         interface: String,
         path: String,
@@ -153,19 +153,31 @@ fn names(links: &[LinkFacts]) -> String {
         .join(", ")
 }
 
-/// The MAC address of `interface`, from sysfs.
+/// The MAC address of `interface`, in the calling thread's network namespace.
 pub fn mac(interface: &str) -> Result<Mac, LinkError> {
-    let path = format!("/sys/class/net/{interface}/address");
-    let text = std::fs::read_to_string(&path).map_err(|source| LinkError::Mac {
+    // Over netlink (getifaddrs), which answers for the network namespace the calling thread is in; /sys shows the
+    // links of the namespace it was mounted in, which is not the same for a thread moved into another namespace.
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| LinkError::Mac {
         interface: interface.to_owned(),
-        path: path.clone(),
-        source,
+        path: "netlink (getifaddrs)".into(),
+        source: e.into(),
     })?;
-    text.trim().parse().map_err(|_| LinkError::BadMac {
-        interface: interface.to_owned(),
-        path,
-        value: text.trim().to_owned(),
-    })
+    let mut found = false;
+    for a in addrs.filter(|a| a.interface_name == interface) {
+        found = true;
+        if let Some(mac) = a.address.as_ref().and_then(|s| s.as_link_addr()?.addr()) {
+            return Ok(Mac(mac));
+        }
+    }
+    if found {
+        Err(LinkError::BadMac {
+            interface: interface.to_owned(),
+            path: "netlink (getifaddrs)".into(),
+            value: "no link-layer address".into(),
+        })
+    } else {
+        Err(LinkError::NoSuchInterface(interface.to_owned()))
+    }
 }
 
 /// The index of `interface`, or an error saying it does not exist.
