@@ -114,7 +114,7 @@ impl Test {
                     // not alive for 10 minutes after the master came back (see `cluster test --help`); the
                     // whole-cluster power loss, which restarts the master too, and the re-flashed card run on
                     // amd64 only as well (the arm64 tier is the longest), and so does the machine added behind a
-                    // switch port that drops VLAN tags.
+                    // switch port that drops VLAN tags, and the power cuts in the middle of first boot.
                     // node1 boots as a Raspberry Pi 3B (QEMU raspi3b): the card on the Pi's SD controller with
                     // the Pi's device tree, USB networking, and no real-time clock.
                     cmd!(

@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod api;
 pub mod config;
+pub mod data_dir;
 pub mod http;
 
 pub use api::{ConsulClient, Member};

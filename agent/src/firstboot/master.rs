@@ -193,6 +193,7 @@ async fn start_consul_server(fb: &Firstboot) -> anyhow::Result<()> {
     let master = fb.settings.network.master;
     let params = fb.consul_params(BindAddr::Addr(master), master);
     let changed = fb.install(&AgentConfig::server(&params).render())?;
+    fb.repair_consul_data()?;
     fb.env
         .services
         .enable_and_start(systemd::CONSUL_UNIT, changed)

@@ -118,6 +118,22 @@ impl Firstboot {
     }
 
     /// A client for the Consul HTTP API at `addr`, presenting the management token.
+    /// Before Consul starts: remove a gossip keyring a power cut left torn (see [`crate::consul::data_dir`]), which
+    /// would keep Consul from ever starting. Consul may already be failing on it in its restart loop; it starts
+    /// on its next try.
+    fn repair_consul_data(&self) -> anyhow::Result<()> {
+        let dir = Path::new(&self.env.consul_data_dir);
+        let removed = crate::consul::data_dir::remove_torn_keyrings(dir)
+            .with_context(|| format!("checking consul's keyring in {}", dir.display()))?;
+        for path in removed {
+            tracing::warn!(
+                path = %path.display(),
+                "consul's keyring was cut short (a power cut as it was written); removed, consul writes it again"
+            );
+        }
+        Ok(())
+    }
+
     fn consul_client(&self, addr: std::net::SocketAddr) -> crate::consul::ConsulClient {
         crate::consul::ConsulClient::new(addr)
             .with_token(crate::secret::consul_management_token(self.secret.expose()))

@@ -68,6 +68,7 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
 
     let params = fb.consul_params(BindAddr::Interface(vlan_if.clone()), net.master);
     let changed = fb.install(&AgentConfig::client(&params).render())?;
+    fb.repair_consul_data()?;
     tracing::info!(master = %net.master, "starting the consul client");
     fb.env
         .services
