@@ -200,14 +200,7 @@ fn a_machine_that_hears_its_master_only_untagged_stops_instead_of_becoming_a_sec
     // Its VLAN link ends at a switch port that forwards to nobody: tagged frames dropped.
     lab.plug(&cut, "cltgc1", &cut_off, "eth0.200");
     std::thread::sleep(Duration::from_secs(1));
-    let dhcpd = support::servers::Dhcpd::start_with_secret(
-        &lab,
-        "master",
-        &master,
-        "eth0.200",
-        "root-test",
-        Some(SECRET),
-    );
+    let dhcpd = master_dhcpd(&lab, &master);
     let master_mac = master.mac("eth0");
 
     let mac = |ns: &support::Netns| ns.mac("eth0").parse::<Mac>().unwrap();
@@ -269,14 +262,7 @@ fn a_remembered_master_finds_a_master_elected_meanwhile_and_nothing_on_a_wire_of
     let lone = lab.netns("l");
     lab.plug(&alone, "clrml1", &lone, "eth0.200");
     std::thread::sleep(Duration::from_secs(1));
-    let dhcpd = support::servers::Dhcpd::start_with_secret(
-        &lab,
-        "master",
-        &master,
-        "eth0.200",
-        "root-test",
-        Some(SECRET),
-    );
+    let dhcpd = master_dhcpd(&lab, &master);
     let master_ip: Ipv4Addr = support::servers::MASTER
         .split('/')
         .next()
@@ -306,6 +292,18 @@ fn a_remembered_master_finds_a_master_elected_meanwhile_and_nothing_on_a_wire_of
     // Another cluster's master on the wire is not this cluster's master (its address still answers ARP).
     let other = probe(&back, "another-cluster", "another-secret-0123456789abcdef0");
     assert_eq!(other, [format!("{master_ip} is taken (ARP)")], "{other:?}");
+}
+
+/// The master's real `cluster-lab dhcpd` on its `eth0.200`, with this cluster's name and secret.
+fn master_dhcpd(lab: &Lab, master: &support::Netns) -> support::servers::Dhcpd {
+    support::servers::Dhcpd::start_with_secret(
+        lab,
+        "master",
+        master,
+        "eth0.200",
+        "root-test",
+        Some(SECRET),
+    )
 }
 
 /// The rogue: every 100 ms a master claim from MAC 02:00:00:00:00:01 signed with another cluster's secret and one in

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use super::lab::Lab;
 use super::report::Check;
 use crate::state::State;
-use crate::{fault, http, vm};
+use crate::{fault, vm};
 
 const NAME: &str = "power cut during a node's first boot (after the role is written, while Consul starts, during the \
                     Swarm join, before the stamp): each next boot runs first boot again with the role remembered, and \
@@ -117,26 +117,7 @@ fn inner(lab: &Lab) -> Result<Check> {
     });
     let finished_after = start.elapsed().as_secs_f64();
     let after = lab.sh(node, vlan).map(|a| a.trim().to_string());
-    let alive = lab.poll(Duration::from_secs(300), || {
-        let m = http::consul_members(&lab.st.netns, &lab.master_ip())?;
-        Ok(m.iter()
-            .any(|x| x.name == node.hostname && x.alive())
-            .then_some(()))
-    });
-    let mut listed = String::new();
-    let one = lab.poll(Duration::from_secs(240), || {
-        let out = lab.sh(
-            lab.master(),
-            "docker node ls --format '{{.Hostname}} {{.Status}}'",
-        )?;
-        let ours: Vec<&str> = out
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.split_whitespace().next() == Some(node.hostname.as_str()))
-            .collect();
-        listed = ours.join(", ");
-        Ok((ours == [format!("{} Ready", node.hostname).as_str()]).then_some(()))
-    });
+    let super::reflash::Place { alive, one, listed } = super::reflash::Place::wait(lab, node);
     let (masters, _) = super::checks::masters(lab);
     let same = after.as_ref().is_ok_and(|a| *a == before);
     let ok = resumed_every_time

@@ -8,11 +8,48 @@ use anyhow::{bail, Result};
 use super::lab::Lab;
 use super::reboot::show;
 use super::report::Check;
+use crate::state::Machine;
 use crate::{fault, http};
 
 const NAME: &str = "re-flash node 1 with its hostname: first boot runs again and it takes its old place (the same \
                     VLAN address, alive in Consul under its name, one Ready Swarm node of that name and no Down twin, \
                     `cluster-lab status` on the master healthy)";
+
+/// Whether a machine back from a new card has taken its place: alive in the master's Consul under its name, and
+/// exactly one Swarm node of that name, Ready (the card it replaced left one behind, which the master's tidy timer,
+/// running every minute, removes).
+pub struct Place {
+    pub alive: Result<()>,
+    pub one: Result<()>,
+    /// The Swarm nodes of that name, as `docker node ls` lists them.
+    pub listed: String,
+}
+
+impl Place {
+    pub fn wait(lab: &Lab, node: &Machine) -> Place {
+        let alive = lab.poll(Duration::from_secs(300), || {
+            let m = http::consul_members(&lab.st.netns, &lab.master_ip())?;
+            Ok(m.iter()
+                .any(|x| x.name == node.hostname && x.alive())
+                .then_some(()))
+        });
+        let mut listed = String::new();
+        let one = lab.poll(Duration::from_secs(240), || {
+            let out = lab.sh(
+                lab.master(),
+                "docker node ls --format '{{.Hostname}} {{.Status}}'",
+            )?;
+            let ours: Vec<&str> = out
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.split_whitespace().next() == Some(node.hostname.as_str()))
+                .collect();
+            listed = ours.join(", ");
+            Ok((ours == [format!("{} Ready", node.hostname).as_str()]).then_some(()))
+        });
+        Place { alive, one, listed }
+    }
+}
 
 pub fn reflash_node(lab: &Lab) -> Check {
     Check::from_result(NAME, inner(lab))
@@ -40,27 +77,7 @@ fn inner(lab: &Lab) -> Result<Check> {
     });
     let joined_after = start.elapsed().as_secs_f64();
     let after = lab.sh(node, vlan).map(|a| a.trim().to_string());
-    let alive = lab.poll(Duration::from_secs(300), || {
-        let m = http::consul_members(&lab.st.netns, &lab.master_ip())?;
-        Ok(m.iter()
-            .any(|x| x.name == node.hostname && x.alive())
-            .then_some(()))
-    });
-    // The master's tidy timer runs every minute.
-    let mut listed = String::new();
-    let one = lab.poll(Duration::from_secs(240), || {
-        let out = lab.sh(
-            lab.master(),
-            "docker node ls --format '{{.Hostname}} {{.Status}}'",
-        )?;
-        let ours: Vec<&str> = out
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.split_whitespace().next() == Some(node.hostname.as_str()))
-            .collect();
-        listed = ours.join(", ");
-        Ok((ours == [format!("{} Ready", node.hostname).as_str()]).then_some(()))
-    });
+    let Place { alive, one, listed } = Place::wait(lab, node);
     let status = lab.sh(
         lab.master(),
         "cluster-lab status >/dev/null && echo healthy",
