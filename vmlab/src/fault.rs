@@ -339,7 +339,7 @@ pub fn add(st: &mut State, hostname: &str, drop_tags: bool) -> Result<usize> {
         );
     }
     let i = st.machines.len();
-    if i >= MAX_MACHINES {
+    if i >= state::MAX_MACHINES {
         bail!(
             "cluster {} already has {i} machines, the most the virtual switch holds",
             st.name
@@ -379,6 +379,3 @@ pub fn add(st: &mut State, hostname: &str, drop_tags: bool) -> Result<usize> {
     power_on(st, &[i])?;
     Ok(i)
 }
-
-/// Machines one virtual switch holds: MACs, taps and home-LAN addresses are numbered by index.
-pub const MAX_MACHINES: usize = 10;

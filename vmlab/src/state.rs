@@ -66,6 +66,9 @@ pub struct Machine {
 }
 
 /// The state directory of cluster `name`.
+/// Machines one virtual switch holds: MACs, taps and home-LAN addresses are numbered by index.
+pub const MAX_MACHINES: usize = 10;
+
 pub fn dir(name: &str) -> PathBuf {
     crate::project_root().join("build/cluster").join(name)
 }

@@ -190,10 +190,13 @@ impl Up {
                 );
             }
         }
-        if !(1..=9).contains(&self.machines.nodes) {
+        if !(1..state::MAX_MACHINES).contains(&self.machines.nodes) {
             bail!(
-                "--nodes {}: the virtual cluster runs 1 to 9 machines",
-                self.machines.nodes
+                "--nodes {}: the virtual cluster starts with 1 to {} machines (its switch holds {}, one kept for \
+                 `cluster add`)",
+                self.machines.nodes,
+                state::MAX_MACHINES - 1,
+                state::MAX_MACHINES
             );
         }
         if !tools::is_root() {
