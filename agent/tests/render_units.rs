@@ -94,6 +94,15 @@ fn consul_drop_in_uses_only_known_keys() {
         "ConditionPathExists={}",
         cluster_lab::consul::config::CONFIG_PATH
     )));
+    // The guard against a keyring a power cut left empty names the files first boot checks.
+    let guard = drop_in
+        .lines()
+        .find(|l| l.starts_with("ExecStartPre=+/bin/sh -c "))
+        .expect("the keyring guard");
+    let data_dir = std::path::Path::new(cluster_lab::consul::config::DATA_DIR);
+    for keyring in cluster_lab::consul::data_dir::keyrings(data_dir) {
+        assert!(guard.contains(&*keyring.to_string_lossy()), "{guard}");
+    }
 }
 
 #[test]

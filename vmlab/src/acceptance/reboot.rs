@@ -9,8 +9,16 @@ use super::lab::Lab;
 use super::report::Check;
 use crate::http;
 
-const NAME: &str =
-    "reboot node 1: same VLAN address, alive in Consul, Ready in Swarm, firstboot not re-run";
+const NAME: &str = "reboot node 1 (its Consul keyring emptied first, as a power cut soon after Consul's first start \
+                    leaves it): same VLAN address, alive in Consul, Ready in Swarm, firstboot not re-run";
+
+/// Empties node 1's Consul gossip keyring before the reboot: what a power cut within ext4's flush interval of Consul's
+/// first start leaves (Consul writes the file unsynced). Without the consul unit's guard, Consul never starts again.
+const EMPTY_KEYRING: &str =
+    ": > /var/lib/consul/serf/local.keyring && stat -c %s /var/lib/consul/serf/local.keyring";
+/// What the guard said in this boot.
+const KEYRING_GUARD: &str =
+    "journalctl -b -u consul --no-pager -o cat | grep -m1 'removed the empty' || echo 'nothing removed'";
 
 /// A machine's address on the cluster VLAN, as `ADDR/PREFIX` (empty without one).
 pub(super) const VLAN_ADDR: &str = "ip -4 -o addr show dev eth0.200 | awk '{print $4}'";
@@ -40,6 +48,7 @@ fn inner(lab: &Lab, times: &mut RebootTimes) -> Result<Check> {
             node.hostname
         );
     }
+    let emptied = lab.sh(node, EMPTY_KEYRING)?.trim().to_string();
     let start = Instant::now();
     let (before_boot, boot) = reboot_and_wait(lab, node)?;
     let up_after = start.elapsed().as_secs_f64();
@@ -70,19 +79,22 @@ fn inner(lab: &Lab, times: &mut RebootTimes) -> Result<Check> {
         times.ready_after = Some(start.elapsed().as_secs_f64());
     }
     let (not_rerun, fb) = firstboot_not_rerun(lab, node);
+    let guard = lab.sh(node, KEYRING_GUARD).map(|s| s.trim().to_string());
     let same = after_addr.as_ref().is_ok_and(|a| *a == before_addr);
     let ok = same && alive.is_ok() && ready.is_ok() && not_rerun;
     Ok(Check::verdict(
         NAME,
         ok,
         format!(
-            "{}: rebooted (boot id {} → {}), SSH back after {up_after:.1} s\n\
+            "{}: Consul keyring emptied ({emptied} bytes); rebooted (boot id {} → {}), SSH back after {up_after:.1} s\n\
+             consul's start guard: {}\n\
              eth0.200 before {before_addr}, after {}\n\
              alive in Consul: {}\nReady in Swarm: {}{}\n\
              firstboot this boot (ExecMainStart, journal lines): {}",
             node.hostname,
             short(&before_boot),
             short(&boot),
+            show(&guard),
             show(&after_addr),
             show(&alive.map(|_| "yes".to_string())),
             show(&ready.map(|_| "yes".to_string())),
