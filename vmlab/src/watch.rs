@@ -288,8 +288,21 @@ impl<'a> Watcher<'a> {
                 );
                 next_note += Duration::from_secs(60);
             }
-            std::thread::sleep(Duration::from_secs(2));
+            self.pause(Duration::from_secs(2));
         }
+    }
+
+    /// Sleep between polls; while a cut is pending, watch for its line every 100 ms meanwhile, so the cut lands
+    /// within a fraction of a second of it.
+    fn pause(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while self.cut.is_some() && Instant::now() < until {
+            if let Err(e) = self.maybe_cut() {
+                eprintln!("cluster: the power cut failed: {e:#}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
     }
 }
 

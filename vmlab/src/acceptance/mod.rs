@@ -281,7 +281,7 @@ impl Test {
         let cut = !self.skip_power_cut;
         let check = if cut {
             "three machines powered on at the same instant end with exactly one master, also when the elected \
-             master's power is cut during `swarm init`: it comes back as the master (role remembered, no other master \
+             master's power is cut on the console line that begins `swarm init`: it comes back as the master (role remembered, no other master \
              found), and every machine is alive in Consul and Ready in Swarm"
         } else {
             "three machines powered on at the same instant end with exactly one master"
