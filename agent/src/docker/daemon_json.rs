@@ -171,28 +171,26 @@ pub fn engine_major_in_status(status: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_engine_version_comes_from_the_installed_package() {
         let status =
             "Package: docker-registry\nStatus: install ok installed\nVersion: 2.8.2+ds1-1\n\n\
                       Package: docker.io\nStatus: install ok installed\nPriority: optional\n\
                       Version: 26.1.5+dfsg1-9+b9\nDepends: adduser\n\n";
-        assert_eq!(super::engine_major_in_status(status), Some(26));
+        assert_eq!(engine_major_in_status(status), Some(26));
         let ce = "Package: docker-ce\nStatus: install ok installed\nVersion: 5:27.3.1-1~debian.12~bookworm\n";
-        assert_eq!(super::engine_major_in_status(ce), Some(27));
+        assert_eq!(engine_major_in_status(ce), Some(27));
         // Removed but its configuration kept: not installed.
         let removed =
             "Package: docker.io\nStatus: deinstall ok config-files\nVersion: 20.10.24+dfsg1-1\n";
-        assert_eq!(super::engine_major_in_status(removed), None);
+        assert_eq!(engine_major_in_status(removed), None);
         assert_eq!(
-            super::engine_major_in_status(
-                "Package: bash\nStatus: install ok installed\nVersion: 5.2\n"
-            ),
+            engine_major_in_status("Package: bash\nStatus: install ok installed\nVersion: 5.2\n"),
             None
         );
     }
-
-    use super::*;
 
     #[test]
     fn labels_are_merged_and_replaced() {

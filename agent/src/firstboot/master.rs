@@ -192,11 +192,7 @@ async fn swarm_manager(fb: &Firstboot, master: Ipv4Addr) -> anyhow::Result<(Swar
 async fn start_consul_server(fb: &Firstboot) -> anyhow::Result<()> {
     let master = fb.settings.network.master;
     let params = fb.consul_params(BindAddr::Addr(master), master);
-    let changed = fb.install(&AgentConfig::server(&params).render())?;
-    fb.repair_consul_data()?;
-    fb.env
-        .services
-        .enable_and_start(systemd::CONSUL_UNIT, changed)
+    fb.start_consul(&AgentConfig::server(&params).render())
         .await
 }
 

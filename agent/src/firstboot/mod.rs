@@ -117,11 +117,12 @@ impl Firstboot {
         }
     }
 
-    /// A client for the Consul HTTP API at `addr`, presenting the management token.
-    /// Before Consul starts: remove a gossip keyring a power cut left torn (see [`crate::consul::data_dir`]), which
-    /// would keep Consul from ever starting. Consul may already be failing on it in its restart loop; it starts
-    /// on its next try.
-    fn repair_consul_data(&self) -> anyhow::Result<()> {
+    /// Write Consul's configuration (server or client) and start Consul, restarting it when the configuration
+    /// changed; without waiting for it. Before the start, a gossip keyring a power cut left torn is removed (see
+    /// [`crate::consul::data_dir`]): it would keep Consul from ever starting. Consul may already be failing on it in
+    /// its restart loop; it starts on its next try.
+    async fn start_consul(&self, config: &RenderedFile) -> anyhow::Result<()> {
+        let changed = self.install(config)?;
         let dir = Path::new(&self.env.consul_data_dir);
         let removed = crate::consul::data_dir::remove_torn_keyrings(dir)
             .with_context(|| format!("checking consul's keyring in {}", dir.display()))?;
@@ -131,9 +132,13 @@ impl Firstboot {
                 "consul's keyring was cut short (a power cut as it was written); removed, consul writes it again"
             );
         }
-        Ok(())
+        self.env
+            .services
+            .enable_and_start(systemd::CONSUL_UNIT, changed)
+            .await
     }
 
+    /// A client for the Consul HTTP API at `addr`, presenting the management token.
     fn consul_client(&self, addr: std::net::SocketAddr) -> crate::consul::ConsulClient {
         crate::consul::ConsulClient::new(addr)
             .with_token(crate::secret::consul_management_token(self.secret.expose()))

@@ -67,12 +67,8 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
     }
 
     let params = fb.consul_params(BindAddr::Interface(vlan_if.clone()), net.master);
-    let changed = fb.install(&AgentConfig::client(&params).render())?;
-    fb.repair_consul_data()?;
     tracing::info!(master = %net.master, "starting the consul client");
-    fb.env
-        .services
-        .enable_and_start(systemd::CONSUL_UNIT, changed)
+    fb.start_consul(&AgentConfig::client(&params).render())
         .await?;
     let consul = fb.consul_client(fb.env.consul);
     wait::until(
