@@ -102,15 +102,9 @@ pub fn power_on(st: &mut State, which: &[usize]) -> Result<Option<SystemTime>> {
     let mut launched = Vec::new();
     for &i in &off {
         let m = &st.machines[i];
-        let started = st.spec(m).and_then(|spec| {
-            vm::launch(&st.netns, &spec)?;
-            launched.push(i);
-            if m.cable_unplugged {
-                vm::set_link(&m.files, false)?;
-            }
-            Ok(())
-        });
-        if let Err(e) = started {
+        // Counted before the launch: a QEMU that started but failed later is stopped too.
+        launched.push(i);
+        if let Err(e) = launch_paused(st, m) {
             // Not half on: the machines started paused so far are stopped again.
             let _ = power_off(st, &launched);
             return Err(e.context(format!("powering on {}", m.hostname)));
@@ -131,6 +125,16 @@ pub fn power_on(st: &mut State, which: &[usize]) -> Result<Option<SystemTime>> {
         .collect();
     eprintln!("cluster: powered on {}", names.join(", "));
     Ok(Some(wall))
+}
+
+/// Start machine `m`'s QEMU paused, its cable as the state says; `vm::power_on` lets it run.
+pub fn launch_paused(st: &State, m: &Machine) -> Result<()> {
+    let spec = st.spec(m)?;
+    vm::launch(&st.netns, &spec)?;
+    if m.cable_unplugged {
+        vm::set_link(&m.files, false)?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -116,11 +116,7 @@ impl<'a> Watcher<'a> {
                 line.trim()
             );
             std::thread::sleep(cut.off_for);
-            let spec = self.state.spec(m)?;
-            vm::launch(&self.state.netns, &spec)?;
-            if m.cable_unplugged {
-                vm::set_link(&m.files, false)?;
-            }
+            super::fault::launch_paused(self.state, m)?;
             let (at, _) = vm::power_on(&[m.files.qmp.as_path()])?;
             eprintln!("cluster: {:<8} powered on again", m.hostname);
             self.powered_on(i, at);
