@@ -442,6 +442,14 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
     // Second run of both, as after a power cut before the stamp: nothing restarted, nothing re-initialised. The
     // master, its role not elected on this run, first stops its own DHCP server (which would answer its own probe),
     // finds no other master, and starts it again.
+    // The master recorded the swarm its init made: the second run keeps that swarm.
+    let cluster_id = m
+        .dockerd
+        .docker(&["info", "--format", "{{.Swarm.Cluster.ID}}"]);
+    assert_eq!(
+        cluster_lab::host::stamp::read_swarm_made(&m.root).as_deref(),
+        Some(cluster_id.trim())
+    );
     let before_m = m.services.calls().len();
     let before_n = n.services.calls().len();
     assert_eq!(run_master(&m), m_addr);
@@ -475,4 +483,9 @@ fn master_and_node_form_the_cluster_and_a_second_run_changes_nothing() {
         "{again_n:?}"
     );
     assert_eq!(m.dockerd.docker(&["node", "ls", "-q"]).lines().count(), 2);
+    assert_eq!(
+        m.dockerd
+            .docker(&["info", "--format", "{{.Swarm.Cluster.ID}}"]),
+        cluster_id
+    );
 }

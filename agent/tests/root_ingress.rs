@@ -93,7 +93,7 @@ fn round(ns: &Netns, dir: &Path, name: &str) -> Round {
     let swarm = engine.connect();
     engine
         .block_on(&swarm, |s| async move {
-            s.init("192.0.2.1".parse().unwrap()).await
+            s.init("192.0.2.1".parse().unwrap(), None).await
         })
         .unwrap_or_else(|e| panic!("swarm init: {e}\n{}", engine.report()));
 

@@ -32,12 +32,21 @@ fn manager_init_is_idempotent_and_a_worker_joins_with_the_token() {
     assert_eq!(before.state, "inactive");
 
     // init, then init again: the second run inspects the state and does nothing.
-    for expected in [Outcome::Done, Outcome::AlreadyDone] {
-        let outcome = manager
-            .block_on(&m, |m| async move { m.init(mgr_addr).await })
-            .unwrap();
-        assert_eq!(outcome, expected);
-    }
+    let (outcome, made) = manager
+        .block_on(&m, |m| async move { m.init(mgr_addr, None).await })
+        .unwrap();
+    assert_eq!(outcome, Outcome::Done);
+    let again = made.clone();
+    let (outcome, same) = manager
+        .block_on(&m, |m| async move { m.init(mgr_addr, Some(&again)).await })
+        .unwrap();
+    assert_eq!((outcome, &same), (Outcome::AlreadyDone, &made));
+    // An active swarm that no completed init recorded (a power cut inside `swarm init`) is left and made afresh.
+    let (outcome, fresh) = manager
+        .block_on(&m, |m| async move { m.init(mgr_addr, None).await })
+        .unwrap();
+    assert_eq!(outcome, Outcome::Done);
+    assert_ne!(fresh, made, "a new swarm, not the unrecorded one");
     let state = manager
         .block_on(&m, |m| async move { m.local_state().await })
         .unwrap();

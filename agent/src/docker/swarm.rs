@@ -64,6 +64,8 @@ pub struct LocalState {
     pub node_addr: Option<String>,
     /// True on managers.
     pub manager: bool,
+    /// The swarm's cluster ID, when the engine is in one.
+    pub cluster_id: Option<String>,
 }
 
 impl LocalState {
@@ -108,9 +110,17 @@ enum Step {
 }
 
 impl Step {
-    fn for_init(state: &LocalState) -> Step {
+    /// `made`: the cluster ID of the swarm an earlier `init` on this engine made and returned, as the caller
+    /// recorded it. An active swarm that no completed init made is not trusted: a power cut inside `swarm init` can
+    /// leave the engine `active` as manager of a swarm whose CA cannot sign ("no valid signer found"), which no node
+    /// could ever join. No worker can be in such a swarm (the join token is published only after init returned), so
+    /// it is left and made afresh.
+    fn for_init(state: &LocalState, made: Option<&str>) -> Step {
         match state.state.as_str() {
-            "active" if state.manager => Step::AlreadyDone,
+            "active" if state.manager && made.is_some() && state.cluster_id.as_deref() == made => {
+                Step::AlreadyDone
+            }
+            "active" if state.manager => Step::LeaveThenAct,
             "active" => Step::Refuse(
                 "this engine is a worker of another swarm, not its manager; \
                  `docker swarm leave --force` resets it",
@@ -198,16 +208,25 @@ impl Swarm {
             node_id: swarm.node_id.filter(|s| !s.is_empty()),
             node_addr: swarm.node_addr.filter(|s| !s.is_empty()),
             manager: swarm.control_available == Some(true),
+            cluster_id: swarm.cluster.and_then(|c| c.id).filter(|s| !s.is_empty()),
         })
     }
 
     /// Create a swarm with this engine as manager, advertising, listening and carrying overlay traffic on `addr`
-    /// (the VLAN address). No-op when this engine already manages a swarm; an engine left in `error` or `pending`
-    /// (an init cut short by a power cut) leaves that swarm first and initialises afresh.
-    pub async fn init(&self, addr: Ipv4Addr) -> Result<Outcome, SwarmError> {
+    /// (the VLAN address). `made` is the cluster ID an earlier call returned on this engine, if the caller recorded
+    /// one: when the engine still manages that swarm this is a no-op. Any other swarm state left by an init cut short
+    /// (`error`, `pending`, or an active swarm no completed init made) is left first and the swarm made afresh.
+    /// Returns what was done and the swarm's cluster ID, which the caller records before it hands out a join token.
+    pub async fn init(
+        &self,
+        addr: Ipv4Addr,
+        made: Option<&str>,
+    ) -> Result<(Outcome, String), SwarmError> {
         let state = self.local_state().await?;
-        match Step::for_init(&state) {
-            Step::AlreadyDone => return Ok(Outcome::AlreadyDone),
+        match Step::for_init(&state, made) {
+            Step::AlreadyDone => {
+                return Ok((Outcome::AlreadyDone, state.cluster_id.unwrap_or_default()))
+            }
             Step::Act => {}
             Step::LeaveThenAct => self.leave_broken(&state).await?,
             Step::Refuse(detail) => {
@@ -227,7 +246,14 @@ impl Swarm {
             .init_swarm(request)
             .await
             .map_err(docker_err("initialising swarm"))?;
-        Ok(Outcome::Done)
+        let state = self.local_state().await?;
+        match state.cluster_id {
+            Some(id) if state.is_active() && state.manager => Ok((Outcome::Done, id)),
+            _ => Err(SwarmError::BadState {
+                state: state.state,
+                detail: "swarm init returned but the engine does not manage an active swarm".into(),
+            }),
+        }
     }
 
     /// Leave a swarm this engine cannot use (`leave --force`), so the next init or join starts afresh.
@@ -467,24 +493,45 @@ mod tests {
             node_id: None,
             node_addr: None,
             manager,
+            cluster_id: manager.then(|| "abc".into()),
         }
     }
 
     #[test]
     fn init_acts_only_on_a_fresh_engine_and_starts_over_after_an_init_cut_short() {
-        assert_eq!(Step::for_init(&state("", false)), Step::Act);
-        assert_eq!(Step::for_init(&state("inactive", false)), Step::Act);
-        assert_eq!(Step::for_init(&state("active", true)), Step::AlreadyDone);
-        assert_eq!(Step::for_init(&state("error", false)), Step::LeaveThenAct);
-        assert_eq!(Step::for_init(&state("pending", false)), Step::LeaveThenAct);
-        assert!(matches!(
-            Step::for_init(&state("active", false)),
-            Step::Refuse(_)
-        ));
-        assert!(matches!(
-            Step::for_init(&state("locked", true)),
-            Step::Refuse(_)
-        ));
+        for made in [None, Some("abc")] {
+            assert_eq!(Step::for_init(&state("", false), made), Step::Act);
+            assert_eq!(Step::for_init(&state("inactive", false), made), Step::Act);
+            assert_eq!(
+                Step::for_init(&state("error", false), made),
+                Step::LeaveThenAct
+            );
+            assert_eq!(
+                Step::for_init(&state("pending", false), made),
+                Step::LeaveThenAct
+            );
+            assert!(matches!(
+                Step::for_init(&state("active", false), made),
+                Step::Refuse(_)
+            ));
+            assert!(matches!(
+                Step::for_init(&state("locked", true), made),
+                Step::Refuse(_)
+            ));
+        }
+        // Only the swarm a completed init made is kept; an active one nobody recorded, or another one, is made afresh.
+        assert_eq!(
+            Step::for_init(&state("active", true), Some("abc")),
+            Step::AlreadyDone
+        );
+        assert_eq!(
+            Step::for_init(&state("active", true), None),
+            Step::LeaveThenAct
+        );
+        assert_eq!(
+            Step::for_init(&state("active", true), Some("other")),
+            Step::LeaveThenAct
+        );
     }
 
     #[test]

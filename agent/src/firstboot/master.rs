@@ -15,6 +15,7 @@ use crate::docker::registry;
 use crate::docker::swarm::{self, Swarm};
 use crate::election::socket::ClaimSocket;
 use crate::election::{Claim, ClusterRole};
+use crate::host::stamp;
 use crate::wait;
 use crate::{docker::join_token, host::systemd};
 
@@ -174,8 +175,12 @@ async fn swarm_manager(fb: &Firstboot, master: Ipv4Addr) -> anyhow::Result<(Swar
         .context("connecting to dockerd")?;
     let preloaded = fb.load_images(&docker).await;
     tracing::info!(advertise = %master, "initialising the swarm");
-    let outcome = docker.init(master).await?;
-    tracing::info!(?outcome, advertise = %master, "swarm manager");
+    let made = stamp::read_swarm_made(&fb.root);
+    let (outcome, cluster_id) = docker.init(master, made.as_deref()).await?;
+    // Recorded before the join token is published: a swarm without this record never had a worker.
+    stamp::write_swarm_made(&fb.root, &cluster_id)
+        .context("recording the swarm this machine initialised")?;
+    tracing::info!(?outcome, advertise = %master, cluster_id, "swarm manager");
     // The routing mesh must fit the VLAN: overlay interfaces 1446, the overlay driver's MTU option 1496 (it
     // subtracts VXLAN's 50 bytes itself). Before the join token is published, so no worker joins meanwhile.
     let option = crate::docker::ingress::vlan_driver_mtu_option();

@@ -1,5 +1,6 @@
 //! What first boot leaves in `/var/lib/cluster-lab/`: the role once decided (so a power cut after the election
-//! never leads to a second election) and the stamp that keeps `cluster-lab-firstboot.service` from running again.
+//! never leads to a second election), on the master the swarm its completed `swarm init` made, and the stamp that
+//! keeps `cluster-lab-firstboot.service` from running again.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,9 @@ pub const STATE_DIR: &str = "/var/lib/cluster-lab";
 pub const DONE: &str = "/var/lib/cluster-lab/firstboot.done";
 /// The decided role.
 pub const ROLE: &str = "/var/lib/cluster-lab/role";
+/// The cluster ID of the swarm the master's `swarm init` made, written once the init returned: a swarm without it
+/// is one a power cut interrupted.
+pub const SWARM_MADE: &str = "/var/lib/cluster-lab/swarm-made";
 /// Why first boot stopped for good (a reboot alone cannot fix it): read by `cluster-lab status`.
 pub const STOPPED: &str = "/var/lib/cluster-lab/firstboot.stopped";
 
@@ -56,6 +60,19 @@ pub fn write_role(root: &Path, role: ClusterRole) -> Result<bool, RenderError> {
     file(ROLE, format!("{name}\n")).install(root)
 }
 
+/// The swarm a completed `swarm init` on this machine made (its cluster ID).
+pub fn read_swarm_made(root: &Path) -> Option<String> {
+    std::fs::read_to_string(under(root, SWARM_MADE))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// Remember the swarm a completed `swarm init` made (atomically).
+pub fn write_swarm_made(root: &Path, cluster_id: &str) -> Result<bool, RenderError> {
+    file(SWARM_MADE, format!("{cluster_id}\n")).install(root)
+}
+
 pub fn is_done(root: &Path) -> bool {
     under(root, DONE).exists()
 }
@@ -98,6 +115,9 @@ mod tests {
         std::fs::write(dir.path().join("var/lib/cluster-lab/role"), "mas").unwrap();
         assert_eq!(read_role(dir.path()).unwrap(), None);
         assert!(!is_done(dir.path()));
+        assert_eq!(read_swarm_made(dir.path()), None);
+        assert!(write_swarm_made(dir.path(), "abc123").unwrap());
+        assert_eq!(read_swarm_made(dir.path()).as_deref(), Some("abc123"));
         mark_stopped(dir.path(), "the switch drops tags\n").unwrap();
         assert_eq!(
             read_stopped(dir.path()).as_deref(),
