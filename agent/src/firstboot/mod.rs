@@ -17,9 +17,9 @@ use anyhow::Context;
 
 use crate::config::{Role, Settings};
 use crate::election::{ClusterRole, Mac, Timing};
-use crate::host::clock;
 use crate::host::hostname::{self, Hostname};
 use crate::host::render::RenderedFile;
+use crate::host::{clock, ntp};
 use crate::plan::Plan;
 use crate::{
     election::socket, host::firewall, host::login, host::login_user, host::networkd, host::stamp,
@@ -144,67 +144,83 @@ impl Firstboot {
             .with_token(crate::secret::consul_management_token(self.secret.expose()))
     }
 
-    /// Install chrony's drop-in rendered by `render` and (re)start chrony. False when there is nothing to run here:
-    /// a shared clock, or a dry run (which only notes the file).
-    async fn configure_chrony(
+    /// Install chrony's drop-in rendered by `render`. False when there is nothing to run here: a shared clock, or a
+    /// dry run (which only notes the file).
+    fn write_chrony(
         &self,
         render: impl FnOnce() -> Result<RenderedFile, crate::host::render::RenderError>,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Option<bool>> {
         if self.env.clock == Clock::Shared {
-            return Ok(false);
+            return Ok(None);
         }
         let file = render().context("rendering chrony's configuration")?;
         let changed = self.install(&file)?;
-        if self.planning().is_some() {
-            return Ok(false);
-        }
-        // Waiting for the restart: `chronyc waitsync` must talk to the daemon that read this file, not to the one
-        // it replaces. The target's systemd directly: a shared clock (the only other kind) never gets here.
+        Ok(self.planning().is_none().then_some(changed))
+    }
+
+    /// Enable chrony and (re)start it without waiting: on a busy first boot systemd may run the job only after
+    /// the units it is starting meanwhile (dockerd), and nothing here needs chronyd running yet. The target's
+    /// systemd directly: a shared clock (the only other kind) never gets here.
+    async fn start_chrony(changed: bool) -> anyhow::Result<()> {
         crate::host::systemd::enable(clock::UNIT).await?;
         if changed {
-            crate::host::systemd::restart(clock::UNIT).await?;
+            crate::host::systemd::restart_no_block(clock::UNIT).await?;
         } else {
-            crate::host::systemd::start(clock::UNIT).await?;
+            crate::host::systemd::start_no_block(clock::UNIT).await?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// The master: chrony serves the cluster's subnet (see [`crate::host::clock`]).
     async fn serve_clock(&self) -> anyhow::Result<()> {
         let subnet = self.settings.network.subnet;
-        if self
-            .configure_chrony(|| clock::render_master(subnet))
-            .await?
-        {
+        if let Some(changed) = self.write_chrony(|| clock::render_master(subnet))? {
+            Self::start_chrony(changed).await?;
             tracing::info!(%subnet, "serving the cluster's clock (chrony)");
         }
         Ok(())
     }
 
-    /// A node: take the time from the master and wait (bounded) until the clock is set, before Consul starts and
-    /// the Swarm is joined: a node whose clock is far behind (a Pi has no battery-backed clock) cannot validate the
-    /// Swarm's certificates.
-    async fn set_clock_from(&self, master: std::net::Ipv4Addr) -> anyhow::Result<()> {
-        if !self.configure_chrony(|| clock::render_node(master)).await? {
+    /// A node: set the clock from the master before Consul starts and the Swarm is joined: a node whose clock is far
+    /// behind (a Pi has no battery-backed clock) cannot validate the Swarm's certificates. One NTP exchange with the
+    /// master's chronyd, asked again every second (bounded) until it answers as synchronised; the clock is stepped
+    /// when it is off by [`clock::STEP_THRESHOLD`] or more. Then chronyd, its source the master, keeps it in step.
+    async fn set_clock_from(&self, master: Ipv4Addr) -> anyhow::Result<()> {
+        let Some(changed) = self.write_chrony(|| clock::render_node(master))? else {
             return Ok(());
+        };
+        let timeout = Duration::from_secs(120);
+        tracing::info!(%master, "setting the clock from the master (NTP)");
+        let sample = crate::wait::until(
+            "the master's clock (NTP)",
+            timeout,
+            Duration::from_secs(1),
+            || async move {
+                let asked = ntp::query(master, clock::NTP_PORT, Duration::from_secs(1));
+                Ok(Some(asked.await?))
+            },
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "the clock could not be set from the master ({master}, NTP port {}) within {}s; is chrony \
+                 running on the master?",
+                clock::NTP_PORT,
+                timeout.as_secs()
+            )
+        })?;
+        let stepped = sample.offset.abs() >= clock::STEP_THRESHOLD;
+        if stepped {
+            ntp::step(sample.offset)?;
         }
-        let timeout = std::time::Duration::from_secs(120);
-        tracing::info!(%master, "setting the clock from the master (chrony)");
-        clock::wait_synced(timeout, std::time::Duration::from_secs(2))
-            .await
-            .with_context(|| {
-                format!(
-                    "the clock could not be set from the master ({master}, NTP port {}) within {}s; is chrony \
-                     running on the master?",
-                    clock::NTP_PORT,
-                    timeout.as_secs()
-                )
-            })?;
-        match clock::tracking().await {
-            Ok(t) => tracing::info!(source = %t.source, offset_s = t.offset_s, "clock set"),
-            Err(e) => tracing::warn!(error = %e, "clock set, but chronyc tracking failed"),
-        }
-        Ok(())
+        tracing::info!(
+            source = %master,
+            offset_s = sample.offset,
+            delay_s = sample.delay,
+            stepped,
+            "clock set"
+        );
+        Self::start_chrony(changed).await
     }
 
     /// Install `file` (or, in a dry run, say whether it would change). Returns whether it changed.

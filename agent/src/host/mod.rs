@@ -9,6 +9,7 @@ pub mod hostname;
 pub mod login;
 pub mod login_user;
 pub mod networkd;
+pub mod ntp;
 pub mod render;
 pub mod stamp;
 pub mod systemd;

@@ -2,12 +2,22 @@
 
 use crate::command::{output, run, CommandError};
 
-/// Enable `unit` so it starts on every boot (no-op when already enabled). Only the symlinks change: the unit file is
-/// already loaded, so systemd is not made to reload every unit (seconds on a Pi) just for that.
+/// `systemctl` for enabling and disabling: only symlinks change, and the unit files are already loaded, so systemd
+/// is not made to reload every unit (seconds on a Pi; systemd starts nothing meanwhile) just for that. `--no-reload`
+/// alone is not enough where the package also ships a SysV script (consul, docker-registry, chrony): systemctl
+/// then runs `update-rc.d`, which asks for a reload itself, twice. `SYSTEMD_OFFLINE=1` (inherited by that nested
+/// systemctl) keeps both from talking to systemd.
+const OFFLINE_SYSTEMCTL: [&str; 2] = ["SYSTEMD_OFFLINE=1", "systemctl"];
+
+/// Enable `unit` so it starts on every boot (no-op when already enabled), without reloading systemd.
 pub async fn enable(unit: &str) -> Result<(), CommandError> {
-    run("systemctl", ["enable", "--quiet", "--no-reload", unit])
-        .await
-        .map(drop)
+    let [offline, systemctl] = OFFLINE_SYSTEMCTL;
+    run(
+        "env",
+        [offline, systemctl, "enable", "--quiet", "--no-reload", unit],
+    )
+    .await
+    .map(drop)
 }
 
 /// Start `unit` without waiting for it (it may be ordered after network-online.target, which can take a while).
@@ -53,9 +63,20 @@ pub async fn reload(unit: &str) -> Result<(), CommandError> {
 
 /// Disable `unit` for later boots (no-op when already disabled); like [`enable`], without reloading systemd.
 pub async fn disable(unit: &str) -> Result<(), CommandError> {
-    run("systemctl", ["disable", "--quiet", "--no-reload", unit])
-        .await
-        .map(drop)
+    let [offline, systemctl] = OFFLINE_SYSTEMCTL;
+    run(
+        "env",
+        [
+            offline,
+            systemctl,
+            "disable",
+            "--quiet",
+            "--no-reload",
+            unit,
+        ],
+    )
+    .await
+    .map(drop)
 }
 
 /// Whether `unit` is active right now.
