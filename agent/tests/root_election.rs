@@ -1,4 +1,4 @@
-//! Root tier: three candidates powered on at the same instant, each in its own network namespace on one bridge
+//! Root tier: five candidates powered on at the same instant, each in its own network namespace on one bridge
 //! (standing in for the VLAN), run the real election: DHCP probe, claims over UDP broadcast, `arping -D` for the
 //! master address. Exactly one ends as master (the lowest MAC); the others hear its claim and become nodes.
 //!
@@ -22,7 +22,7 @@ const MASTER: &str = "192.0.2.1";
 const SECRET: &str = "root-election-secret-0123456789abcdef";
 
 #[test]
-fn three_candidates_powered_on_together_end_with_exactly_one_master() {
+fn five_candidates_powered_on_together_end_with_exactly_one_master() {
     let mut lab = Lab::new("elect");
     require_tool(
         "arping",
@@ -32,11 +32,14 @@ fn three_candidates_powered_on_together_end_with_exactly_one_master() {
     // The home LAN beside the VLAN: claims go there untagged too (the switch check), and with a switch that carries
     // both, that must not stop anyone.
     let home = lab.switch("home");
-    // Listed highest MAC first: the winner must be chosen by MAC, not by start order.
+    // Five, as a rack powered from one strip; the lowest MAC in the middle of the start order: the winner must be
+    // chosen by MAC, not by start order.
     let candidates = [
         ("a", "02:00:00:00:00:0c"),
         ("b", "02:00:00:00:00:0b"),
         ("c", "02:00:00:00:00:0a"),
+        ("d", "02:00:00:00:00:0e"),
+        ("e", "02:00:00:00:00:0d"),
     ];
     let mut spaces = Vec::new();
     for (name, mac) in candidates {
@@ -63,7 +66,7 @@ fn three_candidates_powered_on_together_end_with_exactly_one_master() {
         let threads: Vec<_> = spaces
             .iter()
             .map(|(ns, interface, mac)| {
-                let future = candidate(ns.name.clone(), interface.clone(), *mac);
+                let future = candidate(ns.name.clone(), interface.clone(), *mac, SECRET);
                 s.spawn(move || ns.block_on(future))
             })
             .collect();
@@ -91,13 +94,13 @@ fn three_candidates_powered_on_together_end_with_exactly_one_master() {
 
 /// One machine (its VLAN link `clel<x>0`, its home-LAN link `clel<x>2`): elect; a master takes the address and announces itself for a while, as firstboot does until its
 /// DHCP service answers.
-async fn candidate(ns: String, interface: String, mac: Mac) -> ClusterRole {
+async fn candidate(ns: String, interface: String, mac: Mac, secret: &'static str) -> ClusterRole {
     let lan = format!("{}2", interface.trim_end_matches('0'));
-    let role = elect_in(&ns, &interface, Some(&lan), mac)
+    let role = elect_in(&ns, &interface, Some(&lan), mac, secret)
         .await
         .unwrap_or_else(|e| panic!("{ns}: {e}"));
     if role == ClusterRole::Master {
-        let socket = ClaimSocket::bind(&interface, PORT, ClaimKey::from_secret(SECRET)).unwrap();
+        let socket = ClaimSocket::bind(&interface, PORT, ClaimKey::from_secret(secret)).unwrap();
         cluster_lab::command::run(
             "ip",
             ["addr", "add", &format!("{MASTER}/24"), "dev", &interface],
@@ -118,13 +121,14 @@ async fn candidate(ns: String, interface: String, mac: Mac) -> ClusterRole {
     role
 }
 
-/// The election as first boot runs it, on `interface` in namespace `ns`, with the real DHCP probe; with `home_lan`,
-/// the claims also go untagged there (the switch check).
+/// The election as first boot runs it, on `interface` in namespace `ns`, with the real DHCP probe, for cluster
+/// `root-test` under `secret`; with `home_lan`, the claims also go untagged there (the switch check).
 async fn elect_in(
     ns: &str,
     interface: &str,
     home_lan: Option<&str>,
     mac: Mac,
+    secret: &'static str,
 ) -> Result<ClusterRole, ElectionError> {
     let setup = ElectionSetup {
         interface: interface.to_owned(),
@@ -135,9 +139,9 @@ async fn elect_in(
         arp_count: 2,
         give_up_after: Duration::from_secs(90),
     };
-    let socket = ClaimSocket::bind(interface, PORT, ClaimKey::from_secret(SECRET)).unwrap();
+    let socket = ClaimSocket::bind(interface, PORT, ClaimKey::from_secret(secret)).unwrap();
     let lan_socket = home_lan.map(|lan| {
-        ClaimSocket::bind(lan, switch_check::PORT, ClaimKey::from_secret(SECRET)).unwrap()
+        ClaimSocket::bind(lan, switch_check::PORT, ClaimKey::from_secret(secret)).unwrap()
     });
     let lan = lan_socket.as_ref().map(|socket| HomeLan {
         socket,
@@ -174,6 +178,66 @@ async fn elect_in(
     .await
 }
 
+/// Two clusters left at the same name, each with its own secret (flashed from two images), on one home LAN: each
+/// has its own VLAN (a bridge each here), but their untagged claims meet on the home LAN. Each elects exactly one
+/// master of its own, the lowest MAC among its own machines, although the other cluster's lowest MAC is lower still;
+/// and the other cluster's claims heard untagged do not make anyone stop as if its switch dropped tags.
+#[test]
+fn two_clusters_with_the_same_name_on_one_home_lan_form_two_clusters() {
+    let mut lab = Lab::new("twin");
+    require_tool(
+        "arping",
+        "install iputils-arping (listed in ci/apt-packages.txt)",
+    );
+    const OTHER_SECRET: &str = "root-election-other-cluster-fedcba9876543210";
+    let home = lab.switch("home");
+    let clusters = [
+        (
+            lab.switch("vlana"),
+            SECRET,
+            [("a1", "02:00:00:00:01:0a"), ("a2", "02:00:00:00:01:0c")],
+        ),
+        (
+            lab.switch("vlanb"),
+            OTHER_SECRET,
+            [("b1", "02:00:00:00:01:0b"), ("b2", "02:00:00:00:01:0d")],
+        ),
+    ];
+    let mut machines = Vec::new();
+    for (vlan, secret, members) in &clusters {
+        for (name, mac) in members {
+            let ns = lab.netns(name);
+            let inside = format!("cltw{name}0");
+            lab.plug(vlan, &format!("cltw{name}1"), &ns, &inside);
+            lab.plug(&home, &format!("cltw{name}3"), &ns, &format!("cltw{name}2"));
+            ns.ip(["link", "set", &inside, "address", mac]);
+            machines.push((ns, inside, mac.parse::<Mac>().unwrap(), *secret));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let roles: Vec<ClusterRole> = std::thread::scope(|s| {
+        let threads: Vec<_> = machines
+            .iter()
+            .map(|(ns, interface, mac, secret)| {
+                let future = candidate(ns.name.clone(), interface.clone(), *mac, secret);
+                s.spawn(move || ns.block_on(future))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    // a1 and b1, the lowest MAC of each: one master per cluster.
+    assert_eq!(
+        roles,
+        [
+            ClusterRole::Master,
+            ClusterRole::Node,
+            ClusterRole::Master,
+            ClusterRole::Node
+        ],
+        "a1 a2 b1 b2"
+    );
+}
+
 /// A switch that drops tagged frames between the master and a new machine: the new machine's VLAN side reaches no
 /// one, its home-LAN side does. The master's real `cluster-lab dhcpd` answers its untagged claims, and the new machine
 /// stops with the switch named instead of becoming a second master. A machine behind a switch that carries the VLAN,
@@ -206,8 +270,9 @@ fn a_machine_that_hears_its_master_only_untagged_stops_instead_of_becoming_a_sec
     let mac = |ns: &support::Netns| ns.mac("eth0").parse::<Mac>().unwrap();
     let (good_mac, cut_mac) = (mac(&good), mac(&cut_off));
     let good_name = good.name.clone();
-    let role = good
-        .block_on(async move { elect_in(&good_name, "eth0.200", Some("eth0"), good_mac).await });
+    let role = good.block_on(async move {
+        elect_in(&good_name, "eth0.200", Some("eth0"), good_mac, SECRET).await
+    });
     assert!(
         matches!(role, Ok(ClusterRole::Node)),
         "behind a switch that carries the VLAN: {role:?}\n{}",
@@ -216,8 +281,9 @@ fn a_machine_that_hears_its_master_only_untagged_stops_instead_of_becoming_a_sec
 
     let cut_name = cut_off.name.clone();
     let started = std::time::Instant::now();
-    let stopped = cut_off
-        .block_on(async move { elect_in(&cut_name, "eth0.200", Some("eth0"), cut_mac).await });
+    let stopped = cut_off.block_on(async move {
+        elect_in(&cut_name, "eth0.200", Some("eth0"), cut_mac, SECRET).await
+    });
     let text = match stopped {
         Err(ElectionError::TagsDropped(e)) => e.to_string(),
         other => panic!(

@@ -158,24 +158,21 @@ impl Firstboot {
         Ok(self.planning().is_none().then_some(changed))
     }
 
-    /// Enable chrony and (re)start it without waiting: on a busy first boot systemd may run the job only after
-    /// the units it is starting meanwhile (dockerd), and nothing here needs chronyd running yet. The target's
-    /// systemd directly: a shared clock (the only other kind) never gets here.
-    async fn start_chrony(changed: bool) -> anyhow::Result<()> {
-        crate::host::systemd::enable(clock::UNIT).await?;
-        if changed {
-            crate::host::systemd::restart_no_block(clock::UNIT).await?;
-        } else {
-            crate::host::systemd::start_no_block(clock::UNIT).await?;
-        }
-        Ok(())
+    /// Enable chrony and (re)start it without waiting: on a busy first boot systemd may run the job only after the
+    /// units it is starting meanwhile (dockerd), and nothing here needs chronyd running yet.
+    async fn start_chrony(&self, changed: bool) -> anyhow::Result<()> {
+        self.env
+            .services
+            .enable_and_start(clock::UNIT, changed)
+            .await
+            .with_context(|| format!("starting {}", clock::UNIT))
     }
 
     /// The master: chrony serves the cluster's subnet (see [`crate::host::clock`]).
     async fn serve_clock(&self) -> anyhow::Result<()> {
         let subnet = self.settings.network.subnet;
         if let Some(changed) = self.write_chrony(|| clock::render_master(subnet))? {
-            Self::start_chrony(changed).await?;
+            self.start_chrony(changed).await?;
             tracing::info!(%subnet, "serving the cluster's clock (chrony)");
         }
         Ok(())
@@ -220,7 +217,7 @@ impl Firstboot {
             stepped,
             "clock set"
         );
-        Self::start_chrony(changed).await
+        self.start_chrony(changed).await
     }
 
     /// Install `file` (or, in a dry run, say whether it would change). Returns whether it changed.
