@@ -144,8 +144,8 @@ impl Firstboot {
             .with_token(crate::secret::consul_management_token(self.secret.expose()))
     }
 
-    /// Install chrony's drop-in rendered by `render`. False when there is nothing to run here: a shared clock, or a
-    /// dry run (which only notes the file).
+    /// Install chrony's drop-in rendered by `render`. Returns whether it changed, or `None` when there is nothing to
+    /// run here: a shared clock, or a dry run (which only notes the file).
     fn write_chrony(
         &self,
         render: impl FnOnce() -> Result<RenderedFile, crate::host::render::RenderError>,

@@ -108,7 +108,7 @@ pub fn parse_reply(reply: &[u8], t1: f64, t4: f64) -> Result<Sample, NtpError> {
     })
 }
 
-/// One exchange with the NTP server at `server` (port 123), waiting up to `timeout` for the reply.
+/// One exchange with the NTP server at `server`:`port` (123 on the master), waiting up to `timeout` for the reply.
 pub async fn query(server: Ipv4Addr, port: u16, timeout: Duration) -> Result<Sample, NtpError> {
     let server = SocketAddr::from((server, port));
     let io = |action| {

@@ -2,19 +2,27 @@
 
 use crate::command::{output, run, CommandError};
 
-/// `systemctl` for enabling and disabling: only symlinks change, and the unit files are already loaded, so systemd
-/// is not made to reload every unit (seconds on a Pi; systemd starts nothing meanwhile) just for that. `--no-reload`
-/// alone is not enough where the package also ships a SysV script (consul, docker-registry, chrony): systemctl
-/// then runs `update-rc.d`, which asks for a reload itself, twice. `SYSTEMD_OFFLINE=1` (inherited by that nested
-/// systemctl) keeps both from talking to systemd.
-const OFFLINE_SYSTEMCTL: [&str; 2] = ["SYSTEMD_OFFLINE=1", "systemctl"];
-
 /// Enable `unit` so it starts on every boot (no-op when already enabled), without reloading systemd.
 pub async fn enable(unit: &str) -> Result<(), CommandError> {
-    let [offline, systemctl] = OFFLINE_SYSTEMCTL;
+    set_enabled("enable", unit).await
+}
+
+/// `systemctl enable|disable`: only symlinks change, and the unit files are already loaded, so systemd is not made to
+/// reload every unit (seconds on a Pi; systemd starts nothing meanwhile) just for that. `--no-reload` alone is not
+/// enough where the package also ships a SysV script (consul, docker-registry, chrony): systemctl then runs
+/// `update-rc.d`, which asks for a reload itself, twice. `SYSTEMD_OFFLINE=1` (inherited by that nested systemctl)
+/// keeps both from talking to systemd.
+async fn set_enabled(verb: &str, unit: &str) -> Result<(), CommandError> {
     run(
         "env",
-        [offline, systemctl, "enable", "--quiet", "--no-reload", unit],
+        [
+            "SYSTEMD_OFFLINE=1",
+            "systemctl",
+            verb,
+            "--quiet",
+            "--no-reload",
+            unit,
+        ],
     )
     .await
     .map(drop)
@@ -63,20 +71,7 @@ pub async fn reload(unit: &str) -> Result<(), CommandError> {
 
 /// Disable `unit` for later boots (no-op when already disabled); like [`enable`], without reloading systemd.
 pub async fn disable(unit: &str) -> Result<(), CommandError> {
-    let [offline, systemctl] = OFFLINE_SYSTEMCTL;
-    run(
-        "env",
-        [
-            offline,
-            systemctl,
-            "disable",
-            "--quiet",
-            "--no-reload",
-            unit,
-        ],
-    )
-    .await
-    .map(drop)
+    set_enabled("disable", unit).await
 }
 
 /// Whether `unit` is active right now.
