@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) is a thin clap front end; every subcommand lives in `cli/` and calls into the
 //! modules below, which are named after the things they manage.
 
+pub mod catalog;
 pub mod cli;
 pub mod command;
 /// `cluster-lab.toml` (the `cluster-lab-config` crate).

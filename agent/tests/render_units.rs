@@ -203,3 +203,19 @@ fn firewall_unit_verifies_and_loads_the_rendered_file_before_the_network_and_ser
     // Loading must never flush other tables (Docker's): no `flush ruleset` anywhere.
     assert!(!unit.contains("flush"));
 }
+
+#[test]
+fn every_machine_syncs_its_swarm_tasks_into_consul_once_first_boot_kept_the_settings() {
+    let service = read("usr/lib/systemd/system/cluster-lab-catalog.service");
+    verify(cluster_lab::catalog::UNIT, &service);
+    assert!(service.contains("ExecStart=/usr/bin/cluster-lab catalog-sync"));
+    assert!(service.contains(&format!(
+        "ConditionPathExists={}",
+        cluster_lab::firstboot::ETC_CONFIG
+    )));
+    assert!(service.contains("Restart=always"));
+    assert!(service.contains("WantedBy=multi-user.target"));
+    // `.consul` names go to the local agent's DNS interface.
+    let resolved = read("usr/lib/systemd/resolved.conf.d/20-cluster-lab-consul.conf");
+    assert!(resolved.contains("DNS=127.0.0.1:8600\nDomains=~consul\n"));
+}

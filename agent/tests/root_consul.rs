@@ -254,6 +254,7 @@ fn server_and_client_from_rendered_configs_form_an_encrypted_cluster() {
         address: Some("192.0.2.1".into()),
         port: Some(2377),
         tags: vec!["cluster-lab".into()],
+        ..Default::default()
     };
     for _ in 0..2 {
         let s = service.clone();

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod catalog;
 pub mod config;
 pub mod consul_token;
 pub mod dhcpd;
@@ -27,6 +28,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Keep Consul's catalog in step with the Swarm tasks running on this machine (cluster-lab-catalog.service).
+    CatalogSync(catalog::CatalogSyncArgs),
     /// Check or print the cluster-lab.toml configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -52,6 +55,7 @@ impl Command {
     /// Run the subcommand. The exit code is the subcommand's own; errors map to 2 in `main`.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
+            Command::CatalogSync(args) => args.run(),
             Command::Config(cmd) => cmd.run(),
             Command::ConsulToken(args) => args.run(),
             Command::Dhcpd(args) => args.run(),

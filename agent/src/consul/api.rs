@@ -64,7 +64,7 @@ pub struct AgentSelf {
 }
 
 /// A service for `/v1/agent/service/register`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct Service {
     #[serde(rename = "ID")]
@@ -75,6 +75,24 @@ pub struct Service {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub meta: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<ServiceCheck>,
+}
+
+/// A TTL check registered with a service: critical unless passed within `ttl` (`/v1/agent/check/update/…`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceCheck {
+    pub name: String,
+    /// `30s`.
+    #[serde(rename = "TTL")]
+    pub ttl: String,
+    /// `passing`, `warning` or `critical`: the status until the first update.
+    pub status: String,
+    /// Consul removes the service once its check has been critical this long (`1m` at least).
+    pub deregister_critical_service_after: String,
 }
 
 /// A node as the catalog knows it, with its Serf health (whether the machine behind the name is alive).
@@ -242,6 +260,27 @@ impl ConsulClient {
         Ok(())
     }
 
+    /// Remove the service `id` from this agent (and so from the catalog).
+    pub async fn deregister_service(&self, id: &str) -> Result<(), ConsulError> {
+        let path = format!("/v1/agent/service/deregister/{id}");
+        self.send("PUT", &path, Some(b"")).await?;
+        Ok(())
+    }
+
+    /// Set the TTL check `check_id` to `status` (`passing`, `warning`, `critical`) with `output`.
+    pub async fn update_check(
+        &self,
+        check_id: &str,
+        status: &str,
+        output: &str,
+    ) -> Result<(), ConsulError> {
+        let body = serde_json::json!({ "Status": status, "Output": output });
+        let path = format!("/v1/agent/check/update/{check_id}");
+        self.send("PUT", &path, Some(body.to_string().as_bytes()))
+            .await?;
+        Ok(())
+    }
+
     /// IDs of the services registered on this agent.
     pub async fn services(&self) -> Result<Vec<String>, ConsulError> {
         let map: std::collections::BTreeMap<String, serde_json::Value> =
@@ -312,6 +351,7 @@ mod tests {
             address: None,
             port: None,
             tags: vec!["swarm-manager".into()],
+            ..Default::default()
         };
         assert_eq!(
             serde_json::to_string(&s).unwrap(),

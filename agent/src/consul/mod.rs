@@ -8,5 +8,5 @@ pub mod config;
 pub mod data_dir;
 pub mod http;
 
-pub use api::{ConsulClient, Member};
+pub use api::{ConsulClient, Member, Service, ServiceCheck};
 pub use config::{AgentConfig, BindAddr, ConsulParams};

@@ -305,6 +305,7 @@ fn services(master: Ipv4Addr) -> Vec<Service> {
         address: Some(master.to_string()),
         port: Some(port),
         tags: tags.iter().map(|t| t.to_string()).collect(),
+        ..Default::default()
     };
     vec![
         service("swarm-manager", swarm::MANAGER_PORT, &["cluster-lab"]),

@@ -306,6 +306,12 @@ impl Firstboot {
             ClusterRole::Master => master::run(self, claim_socket).await?,
             ClusterRole::Node => node::run(self).await?,
         };
+        // Consul and dockerd run: from now on the machine's Swarm tasks are kept in Consul's catalog.
+        self.env
+            .services
+            .enable_and_start(crate::catalog::UNIT, false)
+            .await
+            .with_context(|| format!("starting {}", crate::catalog::UNIT))?;
         let summary = Summary {
             role,
             vlan_address,

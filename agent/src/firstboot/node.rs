@@ -132,6 +132,7 @@ pub async fn run(fb: &Firstboot) -> anyhow::Result<Ipv4Addr> {
             address: Some(address.to_string()),
             port: None,
             tags: vec!["cluster-lab".into(), "worker".into()],
+            ..Default::default()
         })
         .await
         .context("registering service docker in consul")?;

@@ -10,6 +10,7 @@ mod browser;
 mod checks;
 mod home_lan;
 mod lab;
+mod laptop;
 mod power;
 mod power_cut;
 mod reboot;
@@ -172,6 +173,11 @@ impl Test {
         report.add(usecase::overlay_by_name(&lab, &image));
         report.add(usecase::routing_mesh(&lab, &image));
         report.add(usecase::registry(&lab));
+        step("from the laptop: docker context, push, stack deploy; the stack in Consul's catalog");
+        let laptop = laptop::Laptop::new(&lab);
+        report.add(laptop::context(&lab, &laptop));
+        report.add(laptop::push_and_stack(&lab, &laptop));
+        report.add(laptop::catalog_and_names(&lab, &laptop));
         step("first boot left behind");
         report.add(checks::firstboot_disabled(&lab));
         report.add(checks::secret_off_the_card(&lab));
@@ -182,6 +188,7 @@ impl Test {
         if !self.skip_master_reboot {
             step("rebooting the master while the nodes run");
             report.add(reboot::reboot_master(&lab));
+            report.add(laptop::registry_survives(&lab));
         }
         let mut power_times = power::PowerLossTimes::default();
         let mut master_later_times = power::PowerLossTimes::default();

@@ -208,13 +208,21 @@ fn registry_inner(lab: &Lab, name: &str) -> Result<Check> {
             Err(e) => format!("not all {n} running: {e:#}"),
         }
     ));
-    // Swarm pulls a task's image by digest (`name:tag@sha256:…`), which may leave it untagged: what shows that an
-    // engine pulled it from (or pushed it to) the registry is its repository digest under the registry's name.
-    let repo = image.trim_end_matches(":latest");
+    let (pulled, pulled_ev) = pulled_by_every_machine(lab, image.trim_end_matches(":latest"));
+    ev.push_str(&pulled_ev);
+    let ok = catalog.contains("\"cluster-lab/busybox\"") && running.is_ok() && pulled;
+    Ok(Check::verdict(name, ok, ev))
+}
+
+/// Whether every machine's engine holds an image of `repo` (`host:port/name`) by a repository digest under that
+/// name, with each machine's evidence. Swarm pulls a task's image by digest (`name:tag@sha256:…`), which may leave
+/// it untagged: what shows that an engine pulled it from (or pushed it to) the registry is its repository digest.
+pub fn pulled_by_every_machine(lab: &Lab, repo: &str) -> (bool, String) {
     let digests = format!(
         "docker image ls -q | sort -u | xargs -r docker image inspect \
          --format '{{{{range .RepoDigests}}}}{{{{println .}}}}{{{{end}}}}' | grep '^{repo}@sha256:' || true"
     );
+    let mut ev = String::new();
     let mut pulled = true;
     for m in &lab.st.machines {
         let has = lab.sh(m, &digests);
@@ -233,6 +241,5 @@ fn registry_inner(lab: &Lab, name: &str) -> Result<Check> {
             }
         ));
     }
-    let ok = catalog.contains("\"cluster-lab/busybox\"") && running.is_ok() && pulled;
-    Ok(Check::verdict(name, ok, ev))
+    (pulled, ev)
 }
