@@ -316,16 +316,21 @@ fn placed(laptop: &Laptop) -> Result<Vec<String>> {
     Ok(v)
 }
 
-/// Wait until the catalog lists exactly the machines Swarm runs the tasks on, each passing; the seconds it took
-/// from `since`.
+/// Wait until the catalog lists exactly the machines Swarm runs the tasks on, each passing. Returns the seconds from
+/// `since` until Swarm's own task list was in step (the containers started or stopped), until the catalog was, and
+/// the catalog's listing.
 fn catalog_follows(
     lab: &Lab,
     laptop: &Laptop,
     want: usize,
     since: Instant,
-) -> Result<(f64, String)> {
+) -> Result<(Option<f64>, f64, String)> {
+    let mut swarm_at = None;
     let in_step = lab.poll(Duration::from_secs(120), || {
         let nodes = placed(laptop)?;
+        if nodes.len() == want && swarm_at.is_none() {
+            swarm_at = Some(since.elapsed().as_secs_f64());
+        }
         let listed = catalog(lab)?;
         let listed_nodes: Vec<String> = listed
             .iter()
@@ -337,7 +342,17 @@ fn catalog_follows(
                 .then(|| listed.join("; ")),
         )
     })?;
-    Ok((since.elapsed().as_secs_f64(), in_step))
+    Ok((swarm_at, since.elapsed().as_secs_f64(), in_step))
+}
+
+fn followed(r: &Result<(Option<f64>, f64, String)>) -> String {
+    match r {
+        Ok((swarm, catalog, l)) => format!(
+            "Swarm's tasks in step {} s, the catalog {catalog:.1} s after the scale command (polled every 3 s): {l}",
+            swarm.map(|s| format!("{s:.1}")).unwrap_or_else(|| "?".into())
+        ),
+        Err(e) => format!("{e:#}"),
+    }
 }
 
 /// The stack's tasks in Consul's catalog, following a scale down and up; the name resolves on a node's host and in
@@ -345,7 +360,7 @@ fn catalog_follows(
 pub fn catalog_and_names(lab: &Lab, laptop: &Result<Laptop>) -> Check {
     const NAME: &str = "consul catalog: every task of the laptop's stack is an instance of `laptop-hello` on the \
                         machine running it, with a passing check; the catalog follows a scale down and up within \
-                        seconds; `laptop-hello.service.consul` resolves on a node and in a container there";
+                        seconds; `laptop-hello.service.consul` resolves on a node and inside one of the stack's tasks there";
     Check::from_result(NAME, catalog_inner(lab, laptop, NAME))
 }
 
@@ -353,7 +368,7 @@ fn catalog_inner(lab: &Lab, laptop: &Result<Laptop>, name: &str) -> Result<Check
     let laptop = laptop.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let n = lab.st.machines.len();
     let mut ev = String::new();
-    let (_, all) = catalog_follows(lab, laptop, n, Instant::now())?;
+    let (_, _, all) = catalog_follows(lab, laptop, n, Instant::now())?;
     ev.push_str(&format!("{n} tasks: {all}\n"));
     let scale = |k: usize| -> Result<Instant> {
         laptop.sh(
@@ -364,48 +379,36 @@ fn catalog_inner(lab: &Lab, laptop: &Result<Laptop>, name: &str) -> Result<Check
     };
     let t = scale(1)?;
     let down = catalog_follows(lab, laptop, 1, t);
-    ev.push_str(&format!(
-        "scaled to 1: {}\n",
-        match &down {
-            Ok((s, l)) => format!("in step {s:.1} s after the scale command: {l}"),
-            Err(e) => format!("{e:#}"),
-        }
-    ));
+    ev.push_str(&format!("scaled to 1: {}\n", followed(&down)));
     let t = scale(n)?;
     let up = catalog_follows(lab, laptop, n, t);
-    ev.push_str(&format!(
-        "scaled to {n}: {}\n",
-        match &up {
-            Ok((s, l)) => format!("in step {s:.1} s after the scale command: {l}"),
-            Err(e) => format!("{e:#}"),
-        }
-    ));
+    ev.push_str(&format!("scaled to {n}: {}\n", followed(&up)));
     let node = lab.nodes()[0];
     let host = lab.sh(
         node,
         &format!("getent ahostsv4 {CONSUL_SERVICE}.service.consul | awk '{{print $1}}' | sort -u"),
     );
-    let image = format!(
-        "{}:5000/{REPO}:1",
-        cluster_lab_config::Settings::default().network.master
-    );
-    let container = lab.sh(
-        node,
-        &format!(
-            "docker run --rm --network host {image} /bin/busybox nslookup {CONSUL_SERVICE}.service.consul 2>&1 || true"
-        ),
-    );
     // Consul answers up to three addresses per UDP answer (its `udp_answer_limit`).
     let host_ok = host
         .as_ref()
         .is_ok_and(|h| (1..=n).contains(&h.lines().count()));
+    // One of the stack's own tasks on that node: a Swarm task's container asks Docker's embedded DNS, which
+    // forwards `.consul` to the host's resolver.
+    let container = lab.sh(
+        node,
+        &format!(
+            "c=$(docker ps -q --filter label=com.docker.swarm.service.name={SERVICE} | head -n 1); \
+             test -n \"$c\" || {{ echo no task of {SERVICE} here; exit 1; }}; \
+             docker exec \"$c\" /bin/busybox nslookup {CONSUL_SERVICE}.service.consul 2>&1 || true"
+        ),
+    );
     // The container answers with the addresses the host resolved (the machines running the tasks).
     let container_ok = match (&host, &container) {
         (Ok(h), Ok(c)) => h.lines().next().is_some_and(|a| c.contains(a.trim())),
         _ => false,
     };
     ev.push_str(&format!(
-        "getent ahostsv4 {CONSUL_SERVICE}.service.consul on {}: {}\nnslookup in a container on its host network: {}\n",
+        "getent ahostsv4 {CONSUL_SERVICE}.service.consul on {}: {}\nnslookup in a task of {SERVICE} there: {}\n",
         node.hostname,
         match &host {
             Ok(h) => h.trim().replace('\n', " "),
