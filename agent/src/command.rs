@@ -39,9 +39,26 @@ where
     I: IntoIterator<Item = S> + Clone,
     S: AsRef<OsStr>,
 {
-    let command = display(program, args.clone());
+    output_with_env(program, args, &[]).await
+}
+
+/// [`output`], with `env` added to the program's environment.
+pub async fn output_with_env<I, S>(
+    program: &str,
+    args: I,
+    env: &[(&str, &str)],
+) -> Result<(String, Output), CommandError>
+where
+    I: IntoIterator<Item = S> + Clone,
+    S: AsRef<OsStr>,
+{
+    let mut command = display(program, args.clone());
+    for (k, v) in env.iter().rev() {
+        command = format!("{k}={v} {command}");
+    }
     let out = tokio::process::Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .output()
         .await
@@ -58,7 +75,20 @@ where
     I: IntoIterator<Item = S> + Clone,
     S: AsRef<OsStr>,
 {
-    let (command, out) = output(program, args).await?;
+    run_with_env(program, args, &[]).await
+}
+
+/// [`run`], with `env` added to the program's environment.
+pub async fn run_with_env<I, S>(
+    program: &str,
+    args: I,
+    env: &[(&str, &str)],
+) -> Result<String, CommandError>
+where
+    I: IntoIterator<Item = S> + Clone,
+    S: AsRef<OsStr>,
+{
+    let (command, out) = output_with_env(program, args, env).await?;
     if !out.status.success() {
         return Err(CommandError::Failed {
             command,

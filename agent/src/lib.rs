@@ -19,5 +19,6 @@ pub mod membership;
 pub mod net;
 pub mod plan;
 pub mod secret;
+pub mod stack;
 pub mod status;
 pub mod wait;

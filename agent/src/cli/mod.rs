@@ -12,6 +12,7 @@ pub mod elect;
 pub mod firstboot;
 pub mod node;
 pub mod probe;
+pub mod stack;
 pub mod status;
 
 /// cluster-lab turns Raspberry Pi-class machines into a Docker Swarm + Consul cluster on first boot.
@@ -47,6 +48,9 @@ pub enum Command {
     Node(node::NodeCommand),
     /// Look for DHCP servers on an interface and tell whether one is this cluster's master.
     Probe(probe::ProbeArgs),
+    /// Whole cluster scenarios in one command: `stack list`, `stack deploy NAME`, `stack rm NAME`.
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
     /// Show role, VLAN address, Consul members and Swarm nodes, and what is wrong.
     Status(status::StatusArgs),
 }
@@ -63,6 +67,7 @@ impl Command {
             Command::Firstboot(args) => args.run(),
             Command::Node(cmd) => cmd.run(),
             Command::Probe(args) => args.run(),
+            Command::Stack(cmd) => cmd.run(),
             Command::Status(args) => args.run(),
         }
     }

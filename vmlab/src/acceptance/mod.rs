@@ -16,6 +16,7 @@ mod power_cut;
 mod reboot;
 mod reflash;
 mod report;
+mod stacks;
 mod switch_port;
 mod timing;
 mod usecase;
@@ -178,6 +179,8 @@ impl Test {
         report.add(laptop::context(&lab, &laptop));
         report.add(laptop::push_and_stack(&lab, &laptop));
         report.add(laptop::catalog_and_names(&lab, &laptop));
+        step("stacks: cluster-lab stack list, deploy, rm");
+        report.add(stacks::web_demo_and_user_stacks(&lab));
         step("first boot left behind");
         report.add(checks::firstboot_disabled(&lab));
         report.add(checks::secret_off_the_card(&lab));
