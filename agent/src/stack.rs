@@ -371,7 +371,7 @@ async fn task_problems(service: &str) -> Vec<String> {
 }
 
 /// What `deploy` reports as it goes.
-pub trait Progress {
+pub trait Progress: Send + Sync {
     fn step(&self, what: &str);
 }
 

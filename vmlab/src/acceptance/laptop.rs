@@ -360,7 +360,7 @@ fn followed(r: &Result<(Option<f64>, f64, String)>) -> String {
 pub fn catalog_and_names(lab: &Lab, laptop: &Result<Laptop>) -> Check {
     const NAME: &str = "consul catalog: every task of the laptop's stack is an instance of `laptop-hello` on the \
                         machine running it, with a passing check; the catalog follows a scale down and up within \
-                        seconds; `laptop-hello.service.consul` resolves on a node and inside one of the stack's tasks there";
+                        seconds, and a node whose cable is pulled leaves the healthy instances; `laptop-hello.service.consul` resolves on a node and inside one of the stack's tasks there";
     Check::from_result(NAME, catalog_inner(lab, laptop, NAME))
 }
 
@@ -383,6 +383,8 @@ fn catalog_inner(lab: &Lab, laptop: &Result<Laptop>, name: &str) -> Result<Check
     let t = scale(n)?;
     let up = catalog_follows(lab, laptop, n, t);
     ev.push_str(&format!("scaled to {n}: {}\n", followed(&up)));
+    let (gone_ok, gone_ev) = cut_off_node_leaves(lab, laptop, n);
+    ev.push_str(&gone_ev);
     let node = lab.nodes()[0];
     let host = lab.sh(
         node,
@@ -421,9 +423,60 @@ fn catalog_inner(lab: &Lab, laptop: &Result<Laptop>, name: &str) -> Result<Check
     ));
     Ok(Check::verdict(
         name,
-        down.is_ok() && up.is_ok() && host_ok && container_ok,
+        down.is_ok() && up.is_ok() && gone_ok && host_ok && container_ok,
         ev,
     ))
+}
+
+/// Nodes of the instances of [`CONSUL_SERVICE`] Consul reports healthy (`/v1/health/service/…?passing`: the
+/// instance's check and its machine's Serf check passing), sorted.
+fn healthy_nodes(lab: &Lab) -> Result<Vec<String>> {
+    let out = lab.sh(
+        lab.master(),
+        &format!("curl -sS 'http://127.0.0.1:8500/v1/health/service/{CONSUL_SERVICE}?passing'"),
+    )?;
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_str(&out).with_context(|| format!("decoding {out:?}"))?;
+    let mut v: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e["Node"]["Node"].as_str().map(str::to_string))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// The last node's cable pulled: its instance leaves the healthy ones; plugged back in, the catalog follows Swarm
+/// again with every machine.
+fn cut_off_node_leaves(lab: &Lab, laptop: &Laptop, n: usize) -> (bool, String) {
+    let Some(victim) = lab.nodes().last().map(|m| m.index) else {
+        return (false, "no node".into());
+    };
+    let hostname = lab.machine(victim).hostname.clone();
+    let mut st = lab.st.clone();
+    let pulled = Instant::now();
+    if let Err(e) = crate::fault::set_cable(&mut st, victim, false) {
+        return (false, format!("pulling {hostname}'s cable: {e:#}\n"));
+    }
+    let left = lab.poll(Duration::from_secs(120), || {
+        let healthy = healthy_nodes(lab)?;
+        Ok((!healthy.contains(&hostname) && !healthy.is_empty()).then_some(healthy))
+    });
+    let left_after = pulled.elapsed().as_secs_f64();
+    let plugged = crate::fault::set_cable(&mut st, victim, true);
+    let back = Instant::now();
+    let again = plugged.and_then(|()| catalog_follows(lab, laptop, n, back));
+    let ev = format!(
+        "{hostname}'s cable pulled: {}\n{hostname}'s cable plugged back: {}\n",
+        match &left {
+            Ok(h) => format!(
+                "its instance left the healthy ones after {left_after:.1} s (healthy on {})",
+                h.join(", ")
+            ),
+            Err(e) => format!("its instance still healthy: {e:#}"),
+        },
+        followed(&again)
+    );
+    (left.is_ok() && again.is_ok(), ev)
 }
 
 /// The registry keeps what was pushed across a reboot of the master.
