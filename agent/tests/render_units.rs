@@ -218,4 +218,9 @@ fn every_machine_syncs_its_swarm_tasks_into_consul_once_first_boot_kept_the_sett
     // `.consul` names go to the local agent's DNS interface.
     let resolved = read("usr/lib/systemd/resolved.conf.d/20-cluster-lab-consul.conf");
     assert!(resolved.contains("DNS=127.0.0.1:8600\nDomains=~consul\n"));
+    // ... and containers reach the machine's resolver where daemon.json sends them.
+    assert!(resolved.contains(&format!(
+        "\nDNSStubListenerExtra={}\n",
+        cluster_lab::docker::daemon_json::CONTAINER_DNS
+    )));
 }

@@ -112,6 +112,23 @@ pub fn render_insecure_registry(
     Ok(file(obj))
 }
 
+/// The address of Docker's default bridge (`docker0`, Docker's default `bip`), where systemd-resolved also answers
+/// (`DNSStubListenerExtra=` in overlays/usr/lib/systemd/resolved.conf.d/): every container's DNS server, so a
+/// container on any network, a Swarm task included, resolves what the machine resolves, `.consul` names too.
+pub const CONTAINER_DNS: &str = "172.17.0.1";
+
+/// `current` with [`CONTAINER_DNS`] as the containers' DNS server (`dns`); other settings stay. Without it, a Swarm
+/// task's upstream servers are those systemd-resolved lists in /run/systemd/resolve/resolv.conf (none for `.consul`,
+/// whose server listens on a port that file cannot name), and Docker falls back to public servers.
+pub fn render_container_dns(current: &str) -> Result<RenderedFile, DaemonJsonError> {
+    let mut obj = parse(current)?;
+    obj.insert(
+        "dns".into(),
+        Value::Array(vec![Value::String(CONTAINER_DNS.into())]),
+    );
+    Ok(file(obj))
+}
+
 fn parse(current: &str) -> Result<Map<String, Value>, DaemonJsonError> {
     if current.trim().is_empty() {
         return Ok(Map::new());
@@ -214,6 +231,15 @@ mod tests {
             merged
         );
         assert!(render("[1]", &[]).is_err());
+    }
+
+    #[test]
+    fn containers_ask_the_machines_resolver_on_the_default_bridge() {
+        let f = render_container_dns(r#"{"dns":["8.8.8.8"],"labels":["a=b"]}"#).unwrap();
+        let v: Value = serde_json::from_str(&f.contents).unwrap();
+        assert_eq!(v["dns"], serde_json::json!(["172.17.0.1"]));
+        assert_eq!(v["labels"], serde_json::json!(["a=b"]));
+        assert!(render_container_dns("[1]").is_err());
     }
 
     #[test]

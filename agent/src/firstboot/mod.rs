@@ -401,18 +401,26 @@ impl Firstboot {
         Ok(())
     }
 
-    /// `default-network-opts` in daemon.json, so overlay networks users create fit the VLAN, and the cluster
-    /// registry on the master among `insecure-registries`, so every engine pulls from it. Only when the installed
+    /// `default-network-opts` in daemon.json, so overlay networks users create fit the VLAN, the cluster
+    /// registry on the master among `insecure-registries`, so every engine pulls from it, and the machine's resolver
+    /// as the containers' DNS server (`dns`), so containers resolve `.consul` names. Only when the installed
     /// dockerd accepts the file: known when dpkg has Docker 24 or later installed (the option needs 24), else asked
     /// with `dockerd --validate` (Docker 23 and later): a dockerd that rejected its configuration would not start at
     /// all. When it rejects both, the registry alone is tried.
     /// Returns whether daemon.json changed.
     async fn step_daemon_json(&self) -> anyhow::Result<bool> {
-        use crate::docker::daemon_json::{render_insecure_registry, render_overlay_default};
+        use crate::docker::daemon_json::{
+            render_container_dns, render_insecure_registry, render_overlay_default,
+        };
         let current = crate::docker::daemon_json::read(&self.root);
         let mtu = crate::docker::ingress::vlan_driver_mtu_option();
         let registry = crate::docker::registry::address(self.settings.network.master);
-        let trusting = |text: &str| render_insecure_registry(text, &registry);
+        // The cluster registry trusted, and containers asking the machine's resolver (`dns`, which every dockerd
+        // takes).
+        let trusting = |text: &str| {
+            render_insecure_registry(text, &registry)
+                .and_then(|f| render_container_dns(&f.contents))
+        };
         let engine = crate::docker::daemon_json::packaged_engine_major(&self.root);
         let known_good =
             engine.is_some_and(|v| v >= crate::docker::daemon_json::DEFAULT_NETWORK_OPTS_SINCE);

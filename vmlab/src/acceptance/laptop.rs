@@ -188,6 +188,7 @@ fn stack_file(replicas: usize, image: &str) -> String {
          version: \"3.8\"\n\
          services:\n  hello:\n    image: {image}\n    command: [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n\
          \x20   ports:\n      - \"{STACK_PORT}:80\"\n\
+         \x20   stop_grace_period: 2s\n\
          \x20   deploy:\n      replicas: {replicas}\n      placement:\n        max_replicas_per_node: 1\n"
     )
 }
@@ -394,8 +395,8 @@ fn catalog_inner(lab: &Lab, laptop: &Result<Laptop>, name: &str) -> Result<Check
     let host_ok = host
         .as_ref()
         .is_ok_and(|h| (1..=n).contains(&h.lines().count()));
-    // One of the stack's own tasks on that node: a Swarm task's container asks Docker's embedded DNS, which
-    // forwards `.consul` to the host's resolver.
+    // One of the stack's own tasks on that node: Docker's embedded DNS forwards `.consul` to the machine's resolver
+    // on the default bridge's address (`dns` in daemon.json).
     let container = lab.sh(
         node,
         &format!(
