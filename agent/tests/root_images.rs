@@ -121,13 +121,9 @@ fn busybox_archive_loads_runs_and_is_skipped_the_second_time() {
 /// writes; the master's push of the preloaded image, then a pull by the registry's name once the local copy is gone.
 #[test]
 fn the_preloaded_image_is_pushed_into_the_cluster_registry_and_pulled_back() {
-    use cluster_lab::docker::{daemon_json, registry};
+    use cluster_lab::docker::registry;
     let mut lab = Lab::new("registry");
     require_docker();
-    support::require_tool(
-        "docker-registry",
-        "install the Debian package docker-registry",
-    );
     let busybox =
         std::fs::read(HOST_BUSYBOX).expect("reading /bin/busybox: install busybox-static");
     let image = container::busybox_image(&busybox).unwrap();
@@ -139,27 +135,9 @@ fn the_preloaded_image_is_pushed_into_the_cluster_registry_and_pulled_back() {
     // The master's VLAN address stands in for the registry's.
     ns.veth_within("clreg0", "clreg1", "192.0.2.1/24");
     let master: std::net::Ipv4Addr = "192.0.2.1".parse().unwrap();
-    let at = registry::address(master);
-
-    let root = lab.subdir("root");
-    let config = registry::render_config(master);
-    config.install(&root).unwrap();
-    let data = lab.subdir("registry-data");
-    let mut serve = ns.nsenter("docker-registry", ["serve"]);
-    serve
-        .arg(config.target(&root))
-        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &data);
-    let served = support::Daemon::spawn("docker-registry", serve, &lab.dir().join("registry.log"));
-
-    let daemon_json = lab.dir().join("daemon.json");
-    std::fs::write(
-        &daemon_json,
-        daemon_json::render_insecure_registry("", &at)
-            .unwrap()
-            .contents,
-    )
-    .unwrap();
-    let engine = Dockerd::start_with(&ns, lab.dir(), "engine", Some(&daemon_json));
+    let served = support::registry::serve(&lab, &ns, master);
+    let (at, data) = (served.address.clone(), served.data.clone());
+    let engine = Dockerd::start_with(&ns, lab.dir(), "engine", Some(&served.daemon_json));
     let tags = load(&engine, &images_dir).tags;
     assert_eq!(tags, [container::REPO_TAG]);
 
@@ -167,7 +145,7 @@ fn the_preloaded_image_is_pushed_into_the_cluster_registry_and_pulled_back() {
         .block_on(&engine.connect(), move |docker| async move {
             registry::push(docker.docker(), &at, container::REPO_TAG).await
         })
-        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", served.report(), engine.report()));
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", served.daemon.report(), engine.report()));
     assert_eq!(pushed, format!("192.0.2.1:5000/{}", container::REPO_TAG));
     // Gone locally (both names), then pulled back by the registry's name, and it runs.
     engine.docker(&["image", "rm", &pushed, container::REPO_TAG]);
@@ -190,5 +168,5 @@ fn the_preloaded_image_is_pushed_into_the_cluster_registry_and_pulled_back() {
     assert!(data
         .join("docker/registry/v2/repositories/cluster-lab/busybox")
         .is_dir());
-    served.assert_running();
+    served.daemon.assert_running();
 }

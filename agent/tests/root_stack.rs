@@ -10,11 +10,10 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cluster_lab::docker::{daemon_json, registry};
 use cluster_lab::stack::{self, Origin, Progress, StackError};
 use cluster_lab_image::container;
 use support::dockerd::{require_docker, Dockerd};
-use support::{require_tool, Lab};
+use support::Lab;
 
 #[derive(Default)]
 struct Steps(Mutex<Vec<String>>);
@@ -42,10 +41,6 @@ fn write_stack(root: &Path, name: &str, compose: &str, with_busybox: Option<&[u8
 fn stacks_are_checked_before_anything_changes_then_pushed_deployed_and_waited_for() {
     let mut lab = Lab::new("stack");
     require_docker();
-    require_tool(
-        "docker-registry",
-        "install the Debian package docker-registry",
-    );
     let busybox =
         std::fs::read("/bin/busybox").expect("reading /bin/busybox: install busybox-static");
     let archive = container::busybox_image(&busybox).unwrap().archive;
@@ -53,25 +48,9 @@ fn stacks_are_checked_before_anything_changes_then_pushed_deployed_and_waited_fo
     let ns = lab.netns("master");
     ns.veth_within("clstk0", "clstk1", "192.0.2.1/24");
     let master: std::net::Ipv4Addr = "192.0.2.1".parse().unwrap();
-    let at = registry::address(master);
-    let root = lab.subdir("root");
-    let config = registry::render_config(master);
-    config.install(&root).unwrap();
-    let mut serve = ns.nsenter("docker-registry", ["serve"]);
-    serve.arg(config.target(&root)).env(
-        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
-        lab.subdir("registry-data"),
-    );
-    let served = support::Daemon::spawn("docker-registry", serve, &lab.dir().join("registry.log"));
-    let daemon_json = lab.dir().join("daemon.json");
-    std::fs::write(
-        &daemon_json,
-        daemon_json::render_insecure_registry("", &at)
-            .unwrap()
-            .contents,
-    )
-    .unwrap();
-    let engine = Dockerd::start_with(&ns, lab.dir(), "engine", Some(&daemon_json));
+    let served = support::registry::serve(&lab, &ns, master);
+    let at = served.address.clone();
+    let engine = Dockerd::start_with(&ns, lab.dir(), "engine", Some(&served.daemon_json));
     let swarm = engine.connect();
     engine.docker(&["swarm", "init", "--advertise-addr", "192.0.2.1"]);
     // The docker CLI that `stack` runs talks to this engine (each test is its own process under nextest).
@@ -156,7 +135,7 @@ fn stacks_are_checked_before_anything_changes_then_pushed_deployed_and_waited_fo
 
     // A good stack: pushed, deployed, every task running when deploy returns.
     let (services, steps) = deploy("solo", 180)
-        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", served.report(), engine.report()));
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", served.daemon.report(), engine.report()));
     assert_eq!(services, [("solo_app".to_string(), "2/2".to_string())]);
     assert!(
         steps

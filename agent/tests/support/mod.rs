@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod dockerd;
 pub mod lab;
 pub mod netns;
+pub mod registry;
 pub mod servers;
 
 use std::fmt::Write as _;

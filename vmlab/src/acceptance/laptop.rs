@@ -254,22 +254,9 @@ fn push_inner(lab: &Lab, laptop: &Result<Laptop>, name: &str) -> Result<Check> {
     let (pulled, pulled_ev) =
         super::usecase::pulled_by_every_machine(lab, &format!("{registry}/{REPO}"));
     ev.push_str(&pulled_ev);
-    let mut answered = true;
-    for m in &lab.st.machines {
-        let url = format!("http://{}:{STACK_PORT}/", m.lan_ip);
-        let r = lab.poll(Duration::from_secs(120), || {
-            Ok(lab.get(&url).ok().filter(|r| r.body.contains(BODY)))
-        });
-        answered &= r.is_ok();
-        ev.push_str(&format!(
-            "GET {url} ({}): {}\n",
-            m.hostname,
-            match r {
-                Ok(r) => format!("HTTP {} {}", r.status, r.body.trim()),
-                Err(e) => format!("{e:#}"),
-            }
-        ));
-    }
+    let (answered, answered_ev) =
+        super::usecase::answers_on_every_machine(lab, STACK_PORT, BODY, Duration::from_secs(120));
+    ev.push_str(&answered_ev);
     Ok(Check::verdict(
         name,
         running.is_ok() && pulled && answered,

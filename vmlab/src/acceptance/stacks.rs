@@ -95,24 +95,14 @@ fn inner(lab: &Lab, name: &str) -> Result<Check> {
         start.elapsed().as_secs_f64(),
         out.replace('\n', " | ")
     ));
-    for m in &lab.st.machines {
-        let url = format!("http://{}:{WEB_DEMO_PORT}/", m.lan_ip);
-        let r = lab.poll(Duration::from_secs(120), || {
-            Ok(lab
-                .get(&url)
-                .ok()
-                .filter(|r| r.body.contains("hello from web-demo_mesh")))
-        });
-        ok &= r.is_ok();
-        ev.push_str(&format!(
-            "GET {url} ({}): {}\n",
-            m.hostname,
-            match r {
-                Ok(r) => format!("HTTP {} {}", r.status, r.body.trim()),
-                Err(e) => format!("{e:#}"),
-            }
-        ));
-    }
+    let (answered, answered_ev) = super::usecase::answers_on_every_machine(
+        lab,
+        WEB_DEMO_PORT,
+        "hello from web-demo_mesh",
+        Duration::from_secs(120),
+    );
+    ok &= answered;
+    ev.push_str(&answered_ev);
     let fetched = lab.poll(Duration::from_secs(60), || {
         let logs = lab.sh(
             master,

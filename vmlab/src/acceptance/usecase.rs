@@ -131,26 +131,12 @@ fn mesh_inner(lab: &Lab, image: &Result<String>, name: &str) -> Result<Check> {
             httpd_args(&image, "cluster-lab-mesh-ok")
         ),
     )?;
-    let mut ev = String::new();
-    let mut ok = true;
-    for m in &lab.st.machines {
-        let url = format!("http://{}:{MESH_PORT}/", m.lan_ip);
-        let r = lab.poll(Duration::from_secs(180), || {
-            Ok(lab
-                .get(&url)
-                .ok()
-                .filter(|r| r.body.contains("cluster-lab-mesh-ok")))
-        });
-        ok &= r.is_ok();
-        ev.push_str(&format!(
-            "GET {url} ({}): {}\n",
-            m.hostname,
-            match r {
-                Ok(r) => format!("HTTP {} {}", r.status, r.body.trim()),
-                Err(e) => format!("{e:#}"),
-            }
-        ));
-    }
+    let (ok, mut ev) = answers_on_every_machine(
+        lab,
+        MESH_PORT,
+        "cluster-lab-mesh-ok",
+        Duration::from_secs(180),
+    );
     if let Ok(ps) = lab.sh(
         master,
         &format!("docker service ps {MESH} --format '{{{{.Node}}}} {{{{.CurrentState}}}}'"),
@@ -242,4 +228,32 @@ pub fn pulled_by_every_machine(lab: &Lab, repo: &str) -> (bool, String) {
         ));
     }
     (pulled, ev)
+}
+
+/// Whether `http://<machine's home-LAN address>:port/` answers with a body holding `needle` on every machine (each
+/// polled up to `limit`, from the home LAN), with each machine's evidence.
+pub fn answers_on_every_machine(
+    lab: &Lab,
+    port: u16,
+    needle: &str,
+    limit: Duration,
+) -> (bool, String) {
+    let mut ev = String::new();
+    let mut ok = true;
+    for m in &lab.st.machines {
+        let url = format!("http://{}:{port}/", m.lan_ip);
+        let r = lab.poll(limit, || {
+            Ok(lab.get(&url).ok().filter(|r| r.body.contains(needle)))
+        });
+        ok &= r.is_ok();
+        ev.push_str(&format!(
+            "GET {url} ({}): {}\n",
+            m.hostname,
+            match r {
+                Ok(r) => format!("HTTP {} {}", r.status, r.body.trim()),
+                Err(e) => format!("{e:#}"),
+            }
+        ));
+    }
+    (ok, ev)
 }
