@@ -333,10 +333,11 @@ fn catalog_follows(
     Ok((swarm_at, since.elapsed().as_secs_f64(), in_step))
 }
 
-fn followed(r: &Result<(Option<f64>, f64, String)>) -> String {
+/// The evidence of [`catalog_follows`], its times counted from `since` (what happened then).
+fn followed(r: &Result<(Option<f64>, f64, String)>, since: &str) -> String {
     match r {
         Ok((swarm, catalog, l)) => format!(
-            "Swarm's tasks in step {} s, the catalog {catalog:.1} s after the scale command (polled every 3 s): {l}",
+            "Swarm's tasks in step {} s, the catalog {catalog:.1} s after {since} (polled every 3 s): {l}",
             swarm.map(|s| format!("{s:.1}")).unwrap_or_else(|| "?".into())
         ),
         Err(e) => format!("{e:#}"),
@@ -367,10 +368,16 @@ fn catalog_inner(lab: &Lab, laptop: &Result<Laptop>, name: &str) -> Result<Check
     };
     let t = scale(1)?;
     let down = catalog_follows(lab, laptop, 1, t);
-    ev.push_str(&format!("scaled to 1: {}\n", followed(&down)));
+    ev.push_str(&format!(
+        "scaled to 1: {}\n",
+        followed(&down, "the scale command")
+    ));
     let t = scale(n)?;
     let up = catalog_follows(lab, laptop, n, t);
-    ev.push_str(&format!("scaled to {n}: {}\n", followed(&up)));
+    ev.push_str(&format!(
+        "scaled to {n}: {}\n",
+        followed(&up, "the scale command")
+    ));
     let (gone_ok, gone_ev) = cut_off_node_leaves(lab, laptop, n);
     ev.push_str(&gone_ev);
     let node = lab.nodes()[0];
@@ -462,7 +469,7 @@ fn cut_off_node_leaves(lab: &Lab, laptop: &Laptop, n: usize) -> (bool, String) {
             ),
             Err(e) => format!("its instance still healthy: {e:#}"),
         },
-        followed(&again)
+        followed(&again, "the cable was plugged back in")
     );
     (left.is_ok() && again.is_ok(), ev)
 }
