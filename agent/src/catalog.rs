@@ -10,9 +10,11 @@
 //!
 //! An entry is the task: Consul name the Swarm service's name with `_` and `.` made `-` (a stack's `demo_web` is
 //! `demo-web`, a DNS label), ID `swarm-task-<task id>`, the machine's address (Consul's default: the node's VLAN
-//! address), the task's overlay addresses and its container in the metadata. Its check is a TTL check the sync
-//! passes while the container runs (critical when Docker's own health check says unhealthy); if the sync itself
-//! stops, the check turns critical after [`TTL`] and Consul drops the entry [`DEREGISTER_AFTER`] later.
+//! address), the task's overlay addresses and its container in the metadata. It has two TTL checks the sync
+//! updates: `…:running` passes while the container runs, and if the sync itself stops it turns critical after
+//! [`TTL`] and Consul drops the entry [`DEREGISTER_AFTER`] later; `…:health` is Docker's own health check (critical
+//! when Docker says unhealthy), which never removes the entry, so an unhealthy task stays listed, as critical.
+//! A failure on one task (Consul refusing its registration) is reported and the pass goes on with the others.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -79,9 +81,14 @@ impl Task {
         format!("{ID_PREFIX}{}", self.id)
     }
 
-    /// The Consul check of its entry (Consul names a service's check `service:<service id>`).
-    pub fn check_id(&self) -> String {
-        format!("service:{}", self.service_id())
+    /// The check that passes while its container runs (and removes the entry once the sync is gone).
+    pub fn running_check_id(&self) -> String {
+        format!("{}:running", self.service_id())
+    }
+
+    /// The check that carries Docker's health of its container.
+    pub fn health_check_id(&self) -> String {
+        format!("{}:health", self.service_id())
     }
 
     /// Its entry in Consul's catalog.
@@ -106,16 +113,29 @@ impl Task {
             port: None,
             tags: vec![TAG.into()],
             meta,
-            check: Some(ServiceCheck {
-                name: format!("task {} running", self.name),
-                ttl: format!("{}s", TTL.as_secs()),
-                status: self.status().into(),
-                deregister_critical_service_after: format!("{}s", DEREGISTER_AFTER.as_secs()),
-            }),
+            checks: vec![
+                ServiceCheck {
+                    check_id: self.running_check_id(),
+                    name: format!("task {} running", self.name),
+                    ttl: format!("{}s", TTL.as_secs()),
+                    status: "passing".into(),
+                    deregister_critical_service_after: Some(format!(
+                        "{}s",
+                        DEREGISTER_AFTER.as_secs()
+                    )),
+                },
+                ServiceCheck {
+                    check_id: self.health_check_id(),
+                    name: format!("task {} healthy (Docker's health check)", self.name),
+                    ttl: format!("{}s", TTL.as_secs()),
+                    status: self.status().into(),
+                    deregister_critical_service_after: None,
+                },
+            ],
         }
     }
 
-    /// The check's status for Consul.
+    /// Its health check's status for Consul.
     pub fn status(&self) -> &'static str {
         match self.health {
             Health::Running => "passing",
@@ -231,11 +251,12 @@ pub struct Sync {
     passed: HashMap<String, Instant>,
 }
 
-/// What one pass changed.
+/// What one pass changed, and what it could not do (one line per task, the pass went on).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub registered: Vec<String>,
     pub deregistered: Vec<String>,
+    pub failed: Vec<String>,
 }
 
 impl Sync {
@@ -271,46 +292,67 @@ impl Sync {
         let plan = plan(&running, &registered);
         let mut changes = Changes::default();
         for id in &plan.deregister {
-            self.consul
-                .deregister_service(id)
-                .await
-                .map_err(Self::consul_error(format!("deregistering {id} in consul")))?;
-            registered.remove(id);
-            self.passed.remove(id);
-            changes.deregistered.push(id.clone());
+            match self.consul.deregister_service(id).await {
+                Ok(()) => {
+                    registered.remove(id);
+                    self.passed.remove(id);
+                    changes.deregistered.push(id.clone());
+                }
+                Err(e) => changes
+                    .failed
+                    .push(format!("deregistering {id} in consul: {e}")),
+            }
         }
         let now = Instant::now();
         for task in &plan.register {
             let entry = task.entry();
-            self.consul
-                .register_service(&entry)
-                .await
-                .map_err(Self::consul_error(format!(
-                    "registering task {} in consul",
-                    task.name
-                )))?;
-            self.passed.insert(task.service_id(), now);
-            registered.insert(task.service_id(), Some(entry));
-            changes.registered.push(task.service_id());
+            match self.consul.register_service(&entry).await {
+                Ok(()) => {
+                    self.passed.insert(task.service_id(), now);
+                    registered.insert(task.service_id(), Some(entry));
+                    changes.registered.push(task.service_id());
+                }
+                Err(e) => changes
+                    .failed
+                    .push(format!("registering task {} in consul: {e}", task.name)),
+            }
         }
         for task in &running {
+            if !registered.contains_key(&task.service_id()) {
+                continue;
+            }
             let due = self
                 .passed
                 .get(&task.service_id())
                 .is_none_or(|t| now.duration_since(*t) >= PASS_EVERY);
-            if due {
+            if !due {
+                continue;
+            }
+            let updated = async {
+                self.consul
+                    .update_check(&task.running_check_id(), "passing", "container running")
+                    .await?;
                 self.consul
                     .update_check(
-                        &task.check_id(),
+                        &task.health_check_id(),
                         task.status(),
-                        &format!("container {}", task.status()),
+                        &format!("docker: {}", task.status()),
                     )
                     .await
-                    .map_err(Self::consul_error(format!(
-                        "passing the check of task {} in consul",
+            };
+            match updated.await {
+                Ok(()) => {
+                    self.passed.insert(task.service_id(), now);
+                }
+                Err(e) => {
+                    // Consul may have dropped the entry meanwhile: registered afresh on the next pass.
+                    registered.insert(task.service_id(), None);
+                    self.passed.remove(&task.service_id());
+                    changes.failed.push(format!(
+                        "updating the checks of task {} in consul: {e}",
                         task.name
-                    )))?;
-                self.passed.insert(task.service_id(), now);
+                    ));
+                }
             }
         }
         self.registered = registered;
@@ -320,9 +362,10 @@ impl Sync {
     /// Pass every [`INTERVAL`] for ever; a failed pass is logged and the next one tries again.
     pub async fn run(mut self) {
         let mut failing = false;
+        let mut last_failed: Vec<String> = Vec::new();
         loop {
             match self.pass().await {
-                Ok(changes) => {
+                Ok(mut changes) => {
                     if failing {
                         tracing::info!("catalog sync working again");
                         failing = false;
@@ -332,6 +375,12 @@ impl Sync {
                     }
                     for id in &changes.deregistered {
                         tracing::info!(%id, "task deregistered from consul");
+                    }
+                    if changes.failed != last_failed {
+                        for f in &changes.failed {
+                            tracing::warn!(error = %f, "catalog sync");
+                        }
+                        last_failed = std::mem::take(&mut changes.failed);
                     }
                 }
                 Err(e) => {
@@ -378,14 +427,27 @@ mod tests {
         assert_eq!(e.meta["swarm-service"], "demo_web");
         assert_eq!(e.meta["container"], "0123456789ab");
         assert_eq!(e.meta["addr-demo-net"], "10.0.1.5");
-        let check = e.check.unwrap();
-        assert_eq!(
-            (check.ttl.as_str(), check.status.as_str()),
-            ("30s", "passing")
-        );
+        let ids: Vec<&str> = e.checks.iter().map(|c| c.check_id.as_str()).collect();
+        assert_eq!(ids, ["swarm-task-t1:running", "swarm-task-t1:health"]);
         let json = serde_json::to_value(task("t1", "web").entry()).unwrap();
-        assert_eq!(json["Check"]["TTL"], "30s");
-        assert_eq!(json["Check"]["DeregisterCriticalServiceAfter"], "60s");
+        assert_eq!(json["Checks"][0]["TTL"], "30s");
+        assert_eq!(json["Checks"][0]["DeregisterCriticalServiceAfter"], "60s");
+        let mut sick = task("t2", "web");
+        sick.health = Health::Unhealthy;
+        let statuses: Vec<String> = sick
+            .entry()
+            .checks
+            .iter()
+            .map(|c| c.status.clone())
+            .collect();
+        assert_eq!(statuses, ["passing", "critical"]);
+        // Docker's health never removes the entry.
+        assert!(
+            json["Checks"][1]
+                .get("DeregisterCriticalServiceAfter")
+                .is_none(),
+            "{json}"
+        );
         assert_eq!(json["Meta"]["swarm-task"], "web.1.t1");
         assert!(json.get("Address").is_none(), "{json}");
     }

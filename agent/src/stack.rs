@@ -20,9 +20,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bollard::Docker;
-
 use crate::command::{self, CommandError};
+use crate::docker::swarm::{Swarm, SwarmError};
 use crate::docker::{images, registry};
 
 /// cluster-lab's own stacks, from the image.
@@ -56,8 +55,12 @@ pub enum StackError {
         images_dir: PathBuf,
         missing: Vec<(String, String)>,
     },
-    #[error("this machine is not a Swarm manager: run `cluster-lab stack` on the master (or through the laptop's docker context)")]
+    #[error("this machine is not a Swarm manager: run `sudo cluster-lab stack deploy NAME` on the master (from the laptop: `ssh cluster@<master-lan-ip> sudo cluster-lab stack deploy NAME`)")]
     NotManager,
+    #[error("{path}: docker stack config lists services but this reader found no image for them; nothing was deployed")]
+    NoImages { path: PathBuf },
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
     #[error(transparent)]
     Images(#[from] images::ImagesError),
     #[error(transparent)]
@@ -276,6 +279,11 @@ pub async fn check(stack: &Stack, registry: &str) -> Result<Checked, StackError>
     }
     let config = String::from_utf8_lossy(&out.stdout);
     let images = service_images(&config);
+    // Every service has an image (Docker's loader insists): none read means this reader missed them, and the check
+    // below would pass for nothing.
+    if images.is_empty() && config.lines().any(|l| l.trim_end() == "services:") {
+        return Err(StackError::NoImages { path: file });
+    }
     let archive_tags = archive_tags(&stack.images_dir())?;
     let missing = missing_images(&images, &archive_tags, registry);
     if !missing.is_empty() {
@@ -289,16 +297,6 @@ pub async fn check(stack: &Stack, registry: &str) -> Result<Checked, StackError>
         images,
         archive_tags,
     })
-}
-
-/// Whether this machine's engine manages the Swarm.
-async fn is_manager() -> Result<bool, StackError> {
-    let out = command::run(
-        "docker",
-        ["info", "--format", "{{.Swarm.ControlAvailable}}"],
-    )
-    .await?;
-    Ok(out.trim() == "true")
 }
 
 /// One line per service of a deployed stack: `name replicas` (`web-demo_web 1/1`).
@@ -319,6 +317,37 @@ async fn services(stack: &str) -> Result<Vec<(String, String)>, StackError> {
         .filter_map(|l| l.split_once(' '))
         .map(|(n, r)| (n.to_string(), r.trim().to_string()))
         .collect())
+}
+
+/// The state of each service's rolling update (`updating`, `completed`, `paused`, …; empty when it never had one),
+/// by service name.
+async fn update_states(
+    services: &[(String, String)],
+) -> Result<BTreeMap<String, String>, StackError> {
+    if services.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut args = vec![
+        "service".to_string(),
+        "inspect".into(),
+        "--format".into(),
+        "{{.Spec.Name}} {{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}".into(),
+    ];
+    args.extend(services.iter().map(|(n, _)| n.clone()));
+    let out = command::run("docker", &args).await?;
+    Ok(out
+        .lines()
+        .map(|l| match l.split_once(' ') {
+            Some((n, st)) => (n.to_string(), st.trim().to_string()),
+            None => (l.trim().to_string(), String::new()),
+        })
+        .collect())
+}
+
+/// A service is in step when all its tasks run and no rolling update is under way (right after a redeploy the old
+/// tasks still count as running).
+pub fn in_step(replicas: &str, update_state: &str) -> bool {
+    replicas_running(replicas) && matches!(update_state, "" | "completed")
 }
 
 /// `k/k` with k > 0 (a replicated or global service with every task running); Docker may append `(max n per node)`.
@@ -378,23 +407,25 @@ pub trait Progress: Send + Sync {
 /// Deploy `stack` through this machine's engine (a Swarm manager): check, load and push its images, `docker stack
 /// deploy`, and wait up to `timeout` until every service has all its tasks running.
 pub async fn deploy(
-    docker: &Docker,
+    swarm: &Swarm,
     stack: &Stack,
     registry: &str,
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<Vec<(String, String)>, StackError> {
     let checked = check(stack, registry).await?;
-    if !is_manager().await? {
+    if !swarm.local_state().await?.manager {
         return Err(StackError::NotManager);
     }
+    let docker = swarm.docker();
     progress.step(&format!(
         "{}: compose file accepted, {} service(s), {} image(s) in its archives",
         stack.compose_file().display(),
         checked.images.len(),
         checked.archive_tags.len()
     ));
-    let loaded = images::load_preloaded(docker, &stack.images_dir()).await?;
+    // Always loaded: an archive may hold a rebuilt image under a tag the engine already has.
+    let loaded = images::load_dir(docker, &stack.images_dir(), images::Reload::Always).await?;
     for tag in &loaded.tags {
         let name = registry::push(docker, registry, tag).await?;
         progress.step(&format!("pushed {name}"));
@@ -414,7 +445,9 @@ pub async fn deploy(
     let mut last = String::new();
     loop {
         let listed = services(&stack.name).await?;
-        let ready = listed.iter().filter(|(_, r)| replicas_running(r)).count();
+        let updates = update_states(&listed).await?;
+        let update = |name: &str| updates.get(name).map(String::as_str).unwrap_or("");
+        let ready = listed.iter().filter(|(n, r)| in_step(r, update(n))).count();
         let now = format!("{ready}/{} services running", listed.len());
         if now != last {
             progress.step(&now);
@@ -425,8 +458,16 @@ pub async fn deploy(
         }
         if tokio::time::Instant::now() >= deadline {
             let mut problems = Vec::new();
-            for (service, replicas) in listed.iter().filter(|(_, r)| !replicas_running(r)) {
-                problems.push(format!("  service {service}: {replicas} tasks running"));
+            for (service, replicas) in listed.iter().filter(|(n, r)| !in_step(r, update(n))) {
+                let state = update(service);
+                problems.push(format!(
+                    "  service {service}: {replicas} tasks running{}",
+                    if state.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", update {state}")
+                    }
+                ));
                 problems.extend(task_problems(service).await);
             }
             return Err(StackError::NotRunning {
@@ -445,12 +486,21 @@ pub async fn deployed() -> Result<Vec<String>, StackError> {
     Ok(out.lines().map(str::to_string).collect())
 }
 
-/// Remove a deployed stack (`docker stack rm`); a stack not deployed is not an error.
+/// Remove a deployed stack (`docker stack rm`) and wait (up to a minute) until its networks are gone too, so it can
+/// be deployed again at once; a stack not deployed is not an error.
 pub async fn remove(stack: &Stack) -> Result<bool, StackError> {
     if !deployed().await?.contains(&stack.name) {
         return Ok(false);
     }
     command::run("docker", ["stack", "rm", &stack.name]).await?;
+    let label = format!("label=com.docker.stack.namespace={}", stack.name);
+    for _ in 0..60 {
+        let left = command::run("docker", ["network", "ls", "-q", "--filter", &label]).await?;
+        if left.trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     Ok(true)
 }
 
@@ -547,6 +597,15 @@ mod tests {
             err,
             "no stack named \"nosuch\"; there are: mine, monitoring, web-demo"
         );
+    }
+
+    #[test]
+    fn a_service_is_in_step_only_once_its_update_completed() {
+        assert!(in_step("2/2", ""));
+        assert!(in_step("2/2", "completed"));
+        assert!(!in_step("2/2", "updating"));
+        assert!(!in_step("2/2", "paused"));
+        assert!(!in_step("1/2", "completed"));
     }
 
     #[test]

@@ -100,11 +100,11 @@ fn stacks_are_checked_before_anything_changes_then_pushed_deployed_and_waited_fo
 
     let deploy = |name: &str, timeout: u64| {
         let found = stack::find(&stacks, name)?;
-        let docker = swarm.docker().clone();
+        let swarm = swarm.clone();
         let at = at.clone();
         ns.block_on(async move {
             let steps = Steps::default();
-            let r = stack::deploy(&docker, &found, &at, Duration::from_secs(timeout), &steps).await;
+            let r = stack::deploy(&swarm, &found, &at, Duration::from_secs(timeout), &steps).await;
             r.map(|services| (services, steps.0.into_inner().unwrap()))
         })
     };
@@ -132,6 +132,10 @@ fn stacks_are_checked_before_anything_changes_then_pushed_deployed_and_waited_fo
         "{missing}"
     );
     assert!(deployed().is_empty(), "{:?}", deployed());
+    // ... and nothing was pushed either.
+    let catalog =
+        support::run(&mut ns.nsenter("curl", ["-sS", &format!("http://{at}/v2/_catalog")]));
+    assert_eq!(catalog.trim(), r#"{"repositories":[]}"#);
 
     // A good stack: pushed, deployed, every task running when deploy returns.
     let (services, steps) = deploy("solo", 180)
@@ -158,6 +162,23 @@ fn stacks_are_checked_before_anything_changes_then_pushed_deployed_and_waited_fo
         "{running}"
     );
     assert_eq!(deployed(), ["solo"]);
+
+    // Deployed again with a change: deploy returns once the rolling update completed, not while the old tasks run.
+    let compose = user.join("solo").join(stack::COMPOSE_FILE);
+    let changed = std::fs::read_to_string(&compose)
+        .unwrap()
+        .replace("\"3600\"", "\"3601\"");
+    std::fs::write(&compose, changed).unwrap();
+    let (services, _) = deploy("solo", 180).unwrap();
+    assert_eq!(services, [("solo_app".to_string(), "2/2".to_string())]);
+    let update = engine.docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.UpdateStatus.State}} {{index .Spec.TaskTemplate.ContainerSpec.Args 2}}",
+        "solo_app",
+    ]);
+    assert_eq!(update.trim(), "completed 3601");
 
     // A service Swarm cannot place: deploy gives up naming it.
     let stuck = deploy("unplaceable", 8).unwrap_err().to_string();

@@ -79,7 +79,11 @@ impl StackCommand {
         let stacks = stack::installed();
         match self {
             StackCommand::List => {
-                let deployed = runtime()?.block_on(stack::deployed()).unwrap_or_default();
+                // On a node, or with dockerd down, whether a stack runs is not known here: say so, not "no".
+                let deployed = runtime()?.block_on(stack::deployed());
+                if let Err(e) = &deployed {
+                    println!("(whether a stack is deployed is unknown here: {e})");
+                }
                 if stacks.is_empty() {
                     println!(
                         "no stacks: add one in {}/NAME/{}",
@@ -88,15 +92,16 @@ impl StackCommand {
                     );
                 }
                 for s in stacks.values() {
+                    let state = match &deployed {
+                        Ok(d) if d.contains(&s.name) => "deployed",
+                        Ok(_) => "not deployed",
+                        Err(_) => "?",
+                    };
                     println!(
                         "{:<16} {:<9} {:<12} {}",
                         s.name,
                         s.origin.to_string(),
-                        if deployed.contains(&s.name) {
-                            "deployed"
-                        } else {
-                            "not deployed"
-                        },
+                        state,
                         s.description()
                     );
                 }
@@ -113,7 +118,7 @@ impl StackCommand {
                     .await
                     .context("connecting to dockerd")?;
                     let services = stack::deploy(
-                        swarm.docker(),
+                        &swarm,
                         &found,
                         &registry,
                         Duration::from_secs(args.timeout),

@@ -77,22 +77,25 @@ pub struct Service {
     pub tags: Vec<String>,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub meta: std::collections::BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub check: Option<ServiceCheck>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<ServiceCheck>,
 }
 
-/// A TTL check registered with a service: critical unless passed within `ttl` (`/v1/agent/check/update/…`).
+/// A TTL check registered with a service: critical unless updated within `ttl` (`/v1/agent/check/update/…`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct ServiceCheck {
+    #[serde(rename = "CheckID")]
+    pub check_id: String,
     pub name: String,
     /// `30s`.
     #[serde(rename = "TTL")]
     pub ttl: String,
     /// `passing`, `warning` or `critical`: the status until the first update.
     pub status: String,
-    /// Consul removes the service once its check has been critical this long (`1m` at least).
-    pub deregister_critical_service_after: String,
+    /// Consul removes the service once this check has been critical this long (`1m` at least).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deregister_critical_service_after: Option<String>,
 }
 
 /// A node as the catalog knows it, with its Serf health (whether the machine behind the name is alive).

@@ -107,9 +107,28 @@ async fn has_image(docker: &Docker, path: &Path, tag: &str) -> Result<bool, Imag
     }
 }
 
+/// Whether an archive whose tags dockerd already has is loaded again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// Skip it: the card's archives never change under a tag (first boot).
+    IfMissing,
+    /// Load it anyway: a user's archive may hold a rebuilt image under the same tag (stacks).
+    Always,
+}
+
 /// Load every `*.tar` in `dir` (in name order) into dockerd, skipping archives whose tags it already has, and check
 /// the tags exist afterwards. A missing directory holds nothing to load.
 pub async fn load_preloaded(docker: &Docker, dir: &Path) -> Result<LoadReport, ImagesError> {
+    load_dir(docker, dir, Reload::IfMissing).await
+}
+
+/// Load every `*.tar` in `dir` (in name order) into dockerd as `reload` says, and check the tags exist afterwards.
+/// A missing directory holds nothing to load.
+pub async fn load_dir(
+    docker: &Docker,
+    dir: &Path,
+    reload: Reload,
+) -> Result<LoadReport, ImagesError> {
     let list_err = |source| ImagesError::List {
         path: dir.into(),
         source,
@@ -139,7 +158,7 @@ pub async fn load_preloaded(docker: &Docker, dir: &Path) -> Result<LoadReport, I
             all_present &= has_image(docker, &path, tag).await?;
         }
         report.tags.extend(tags.iter().cloned());
-        if all_present {
+        if all_present && reload == Reload::IfMissing {
             tracing::info!(archive = %path.display(), ?tags, "image already loaded");
             report.skipped.push(path);
             continue;

@@ -425,13 +425,17 @@ impl Firstboot {
         let known_good =
             engine.is_some_and(|v| v >= crate::docker::daemon_json::DEFAULT_NETWORK_OPTS_SINCE);
         tracing::debug!(?engine, known_good, "docker engine package");
-        // Both; or, from a dockerd that rejects default-network-opts (older than 24), the registry alone.
+        // All; or, from a dockerd that rejects default-network-opts (older than 24), the registry and the
+        // containers' DNS alone.
         let candidates = [
             (
-                "the overlay MTU default and the cluster registry",
+                "the overlay MTU default, the cluster registry and the containers' DNS",
                 render_overlay_default(&current, mtu).and_then(|f| trusting(&f.contents)),
             ),
-            ("the cluster registry", trusting(&current)),
+            (
+                "the cluster registry and the containers' DNS",
+                trusting(&current),
+            ),
         ];
         for (what, rendered) in candidates {
             let file = match rendered {
@@ -457,7 +461,7 @@ impl Firstboot {
             return Ok(changed);
         }
         tracing::warn!(
-            "daemon.json left as it is: overlay networks keep Docker's default MTU and the cluster registry is not trusted"
+            "daemon.json left as it is: overlay networks keep Docker's default MTU, the cluster registry is not trusted and containers do not resolve .consul names"
         );
         Ok(false)
     }

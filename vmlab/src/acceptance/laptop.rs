@@ -207,10 +207,7 @@ pub fn push_and_stack(lab: &Lab, laptop: &Result<Laptop>) -> Check {
 
 fn push_inner(lab: &Lab, laptop: &Result<Laptop>, name: &str) -> Result<Check> {
     let laptop = laptop.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let registry = format!(
-        "{}:5000",
-        cluster_lab_config::Settings::default().network.master
-    );
+    let registry = super::usecase::registry_address();
     let image = format!("{registry}/{REPO}:1");
     let tar = rootfs_tarball(lab, laptop)?;
     let mut ev = String::new();
@@ -264,7 +261,8 @@ fn push_inner(lab: &Lab, laptop: &Result<Laptop>, name: &str) -> Result<Check> {
     ))
 }
 
-/// `node service-id status` of every instance of [`CONSUL_SERVICE`] in the catalog, read on the master.
+/// `node service-id status` of every instance of [`CONSUL_SERVICE`] in the catalog, read on the master; an instance
+/// is `passing` when its checks (running, Docker's health) both pass, else the status of one that does not.
 fn catalog(lab: &Lab) -> Result<Vec<String>> {
     let out = lab.sh(
         lab.master(),
@@ -272,19 +270,22 @@ fn catalog(lab: &Lab) -> Result<Vec<String>> {
     )?;
     let checks: Vec<serde_json::Value> =
         serde_json::from_str(&out).with_context(|| format!("decoding {out:?}"))?;
-    let mut v: Vec<String> = checks
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {} {}",
-                c["Node"].as_str().unwrap_or(""),
-                c["ServiceID"].as_str().unwrap_or(""),
-                c["Status"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
-    v.sort();
-    Ok(v)
+    let mut by_instance: std::collections::BTreeMap<(String, String), String> = Default::default();
+    for c in &checks {
+        let key = (
+            c["Node"].as_str().unwrap_or("").to_string(),
+            c["ServiceID"].as_str().unwrap_or("").to_string(),
+        );
+        let status = c["Status"].as_str().unwrap_or("").to_string();
+        let entry = by_instance.entry(key).or_insert_with(|| "passing".into());
+        if status != "passing" {
+            *entry = status;
+        }
+    }
+    Ok(by_instance
+        .into_iter()
+        .map(|((node, id), status)| format!("{node} {id} {status}"))
+        .collect())
 }
 
 /// `node` of every running task of [`SERVICE`], sorted, as Swarm places them.
@@ -401,7 +402,10 @@ fn catalog_inner(lab: &Lab, laptop: &Result<Laptop>, name: &str) -> Result<Check
     );
     // The container answers with the addresses the host resolved (the machines running the tasks).
     let container_ok = match (&host, &container) {
-        (Ok(h), Ok(c)) => h.lines().next().is_some_and(|a| c.contains(a.trim())),
+        (Ok(h), Ok(c)) => h.lines().next().is_some_and(|a| {
+            c.lines()
+                .any(|l| l.trim() == format!("Address: {}", a.trim()))
+        }),
         _ => false,
     };
     ev.push_str(&format!(
@@ -478,10 +482,7 @@ fn cut_off_node_leaves(lab: &Lab, laptop: &Laptop, n: usize) -> (bool, String) {
 pub fn registry_survives(lab: &Lab) -> Check {
     const NAME: &str =
         "registry data survives the master's reboot: the card's image and the laptop's are listed";
-    let at = format!(
-        "{}:5000",
-        cluster_lab_config::Settings::default().network.master
-    );
+    let at = super::usecase::registry_address();
     let r = lab.poll(Duration::from_secs(120), || {
         let c = lab.sh(lab.master(), &format!("curl -sS http://{at}/v2/_catalog"))?;
         Ok(

@@ -158,8 +158,7 @@ pub fn registry(lab: &Lab) -> Check {
 }
 
 fn registry_inner(lab: &Lab, name: &str) -> Result<Check> {
-    let net = cluster_lab_config::Settings::default().network;
-    let at = format!("{}:5000", net.master);
+    let at = registry_address();
     let image = format!("{at}/cluster-lab/busybox:latest");
     let master = lab.master();
     let n = lab.st.machines.len();
@@ -256,4 +255,10 @@ pub fn answers_on_every_machine(
         ));
     }
     (ok, ev)
+}
+
+/// The cluster registry's `host:port`: the master's VLAN address with the default settings the harness flashes.
+pub fn registry_address() -> String {
+    let master = cluster_lab_config::Settings::default().network.master;
+    format!("{master}:5000")
 }
