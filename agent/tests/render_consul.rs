@@ -73,6 +73,7 @@ fn only_consul_1_8_keys_are_used() {
         "performance",
         "leave_on_terminate",
         "disable_update_check",
+        "dns_config",
     ];
     for cfg in [
         AgentConfig::server(&params(

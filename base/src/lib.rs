@@ -176,16 +176,22 @@ impl Base {
             None => "debian-bullseye".to_string(),
             Some(c) => format!("hashicorp-sha256:{}", c.sha256),
         };
+        let unpack = cluster_lab_image::package_images::packages();
         let hash = recipe.hash(&[
             ("arch", arch.debian()),
             ("consul", &consul_key),
             ("mirror", &self.mirror),
+            ("unpack", &unpack.join(" ")),
         ])?;
         let stem = format!("{arch}-{hash}");
         let paths = Paths::new(&out_dir, &stem);
         eprintln!("base: {arch}, recipe hash {hash}, consul from {consul_key}");
 
-        if !self.rebuild && paths.manifest.exists() && paths.image.exists() {
+        if !self.rebuild
+            && paths.manifest.exists()
+            && paths.image.exists()
+            && paths.packages.is_dir()
+        {
             let manifest = Manifest::load(&paths.manifest)?;
             link_latest(&out_dir, arch, &paths)?;
             eprintln!(
@@ -218,6 +224,8 @@ impl Base {
             packages,
             consul_bin: consul.as_ref().map(|c| c.binary.clone()),
             root_label: cluster_lab_image::assemble::ROOT_LABEL,
+            unpack,
+            unpack_dir: work.join("packages"),
             log: paths.log.clone(),
         }
         .run(&tree, &work)?;
@@ -346,6 +354,16 @@ fn publish(work: &Path, disk: &Path, paths: &Paths, manifest: &Manifest) -> Resu
     std::fs::rename(disk, &paths.image)?;
     std::fs::rename(work.join("vmlinuz"), &paths.kernel)?;
     std::fs::rename(work.join("initrd.img"), &paths.initrd)?;
+    if paths.packages.exists() {
+        std::fs::remove_dir_all(&paths.packages)
+            .with_context(|| format!("removing the old {}", paths.packages.display()))?;
+    }
+    std::fs::rename(work.join("packages"), &paths.packages).with_context(|| {
+        format!(
+            "moving the unpacked packages to {}",
+            paths.packages.display()
+        )
+    })?;
     manifest.save(&paths.manifest)
 }
 

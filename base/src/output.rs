@@ -14,6 +14,8 @@ pub struct Paths {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub log: PathBuf,
+    /// Debian packages unpacked for the built-in stacks' container images (one directory per package).
+    pub packages: PathBuf,
 }
 
 impl Paths {
@@ -24,6 +26,7 @@ impl Paths {
             kernel: dir.join(format!("{stem}.vmlinuz")),
             initrd: dir.join(format!("{stem}.initrd.img")),
             log: dir.join(format!("{stem}.log")),
+            packages: dir.join(format!("{stem}.packages")),
         }
     }
 
@@ -39,13 +42,14 @@ impl Paths {
     }
 }
 
-/// `build/base/<arch>.img` (and .json, .vmlinuz, .initrd.img) point at the newest build for that arch.
+/// `build/base/<arch>.img` (and .json, .vmlinuz, .initrd.img, .packages) point at the newest build for that arch.
 pub fn link_latest(dir: &Path, arch: Arch, paths: &Paths) -> Result<()> {
     for (target, ext) in [
         (&paths.image, "img"),
         (&paths.manifest, "json"),
         (&paths.kernel, "vmlinuz"),
         (&paths.initrd, "initrd.img"),
+        (&paths.packages, "packages"),
     ] {
         let link = dir.join(format!("{arch}.{ext}"));
         let tmp = dir.join(format!(".{arch}.{ext}.link"));

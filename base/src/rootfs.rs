@@ -20,6 +20,9 @@ pub struct Bootstrap<'a> {
     /// A verified Consul binary to install instead of Debian's package.
     pub consul_bin: Option<PathBuf>,
     pub root_label: &'a str,
+    /// Debian packages the customize hook unpacks (`dpkg-deb -x`), each into `<unpack_dir>/<package>/`.
+    pub unpack: Vec<&'static str>,
+    pub unpack_dir: PathBuf,
     /// mmdebstrap's full output goes here.
     pub log: PathBuf,
 }
@@ -54,6 +57,8 @@ impl Bootstrap<'_> {
             .env("CLUSTER_LAB_RECIPE", &self.recipe.dir)
             .env("CLUSTER_LAB_ARCH", self.arch.debian())
             .env("CLUSTER_LAB_ROOT_LABEL", self.root_label)
+            .env("CLUSTER_LAB_UNPACK", self.unpack.join(" "))
+            .env("CLUSTER_LAB_UNPACK_DIR", &self.unpack_dir)
             .env(
                 "CLUSTER_LAB_CONSUL_BIN",
                 self.consul_bin.as_deref().unwrap_or(Path::new("")),

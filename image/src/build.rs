@@ -18,6 +18,7 @@ use crate::disk;
 use crate::error::{ImageError, IoContext, Result};
 use crate::inject;
 use crate::output::{self, Compression, Published};
+use crate::package_images::{self, PackageImage};
 
 /// What to build from what.
 #[derive(Debug, Clone)]
@@ -32,6 +33,9 @@ pub struct Recipe {
     /// Directory mirrored into the root filesystem.
     pub overlays: PathBuf,
     pub compression: Compression,
+    /// Debian packages the base build unpacked for the built-in stacks' container images (`<base>.packages/`);
+    /// `None` or missing: the image carries no such images, and says so.
+    pub packages: Option<PathBuf>,
     /// The cluster secret for the image's cluster-lab.toml: an existing cluster's, so new cards join it; `None`
     /// makes a new cluster (a fresh random secret).
     pub secret: Option<cluster_lab_config::Secret>,
@@ -104,6 +108,14 @@ fn build_in(
     let busybox = preload_busybox(work, recipe.arch, report)?;
     if let Some(archive) = &busybox {
         payload.add_container_image(container::ARCHIVE_NAME, archive.path());
+    }
+    let stack_images = package_images(recipe, report)?;
+    for (image, archive) in &stack_images {
+        payload.add_archive_in(
+            package_images::IMAGES_DIR,
+            &image.archive_name(),
+            archive.path(),
+        );
     }
 
     let t = Instant::now();
@@ -181,6 +193,54 @@ fn preload_busybox(
     Ok(Some(file))
 }
 
+/// The built-in stacks' container images, made from the Debian packages the base unpacked, each in a temporary
+/// file (removed when dropped). Without the packages: a warning, and no such images.
+fn package_images(
+    recipe: &Recipe,
+    report: &mut dyn FnMut(String),
+) -> Result<Vec<(PackageImage, tempfile::NamedTempFile)>> {
+    report(format!(
+        "==> building the {} stack's container images from Debian packages",
+        package_images::STACK
+    ));
+    let Some(dir) = recipe.packages.as_deref().filter(|d| d.is_dir()) else {
+        report(format!(
+            "    warning: the base has no unpacked packages{}; the {} stack cannot be deployed from this image              (rebuild the base with `cargo xtask base`)",
+            recipe
+                .packages
+                .as_deref()
+                .map(|d| format!(" ({} missing)", d.display()))
+                .unwrap_or_default(),
+            package_images::STACK
+        ));
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for image in package_images::IMAGES {
+        let built = image.build(dir)?;
+        if recipe.arch.docker_platform() != built.platform {
+            return Err(ImageError::Invalid(format!(
+                "{}'s program is {}, but the image is for {}: were the packages unpacked for another board?",
+                image.package, built.platform, recipe.arch
+            )));
+        }
+        let tmp = std::env::temp_dir();
+        let mut file = tempfile::NamedTempFile::new().at(&tmp, "creating a temporary file in")?;
+        let path = file.path().to_path_buf();
+        std::io::Write::write_all(&mut file, &built.archive).at(&path, "writing")?;
+        report(format!(
+            "    {} ({}) from {}, {} MiB, image id {}",
+            image.repo_tag(),
+            built.platform,
+            image.package,
+            built.archive.len() >> 20,
+            built.image_id
+        ));
+        out.push((image, file));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +266,7 @@ mod tests {
             agent: std::env::current_exe().unwrap(),
             overlays: dir.path().to_path_buf(),
             compression: Compression::None,
+            packages: None,
             secret: None,
         };
         let mut lines = Vec::new();

@@ -95,61 +95,158 @@ fn add_dir(b: &mut Builder<Vec<u8>>, path: &str, mode: u32) -> Result<()> {
         .map_err(tar_error)
 }
 
-fn add_symlink(b: &mut Builder<Vec<u8>>, path: &str, target: &str) -> Result<()> {
-    let mut h = header(EntryType::Symlink, 0o777, 0);
-    b.append_link(&mut h, path, target).map_err(tar_error)
+/// One entry of an image layer. Paths are relative (`usr/bin/x`), owners numeric; every mtime is the same fixed
+/// date, so a layer made twice from the same entries is the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerEntry {
+    Dir {
+        path: String,
+        mode: u32,
+        owner: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        owner: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+}
+
+impl LayerEntry {
+    pub fn path(&self) -> &str {
+        match self {
+            LayerEntry::Dir { path, .. }
+            | LayerEntry::File { path, .. }
+            | LayerEntry::Symlink { path, .. } => path,
+        }
+    }
+}
+
+/// A layer tar of `entries`, written in the order given (a directory before what it holds).
+pub fn layer(entries: &[LayerEntry]) -> Result<Vec<u8>> {
+    let mut b = Builder::new(Vec::new());
+    for e in entries {
+        match e {
+            LayerEntry::Dir { path, mode, owner } => {
+                let mut h = header(EntryType::Directory, *mode, 0);
+                h.set_uid((*owner).into());
+                h.set_gid((*owner).into());
+                b.append_data(&mut h, path, std::io::empty())
+                    .map_err(tar_error)?;
+            }
+            LayerEntry::File {
+                path,
+                mode,
+                owner,
+                data,
+            } => {
+                let mut h = header(EntryType::Regular, *mode, data.len() as u64);
+                h.set_uid((*owner).into());
+                h.set_gid((*owner).into());
+                b.append_data(&mut h, path, data.as_slice())
+                    .map_err(tar_error)?;
+            }
+            LayerEntry::Symlink { path, target } => {
+                let mut h = header(EntryType::Symlink, 0o777, 0);
+                b.append_link(&mut h, path, target).map_err(tar_error)?;
+            }
+        }
+    }
+    b.into_inner().map_err(tar_error)
 }
 
 /// The layer: `bin/busybox` (0755), `bin/{httpd,sh,wget}` → busybox, empty `etc/`, `tmp/` (1777) and `www/`.
 fn layer_tar(busybox: &[u8]) -> Result<Vec<u8>> {
-    let mut b = Builder::new(Vec::new());
-    add_dir(&mut b, "bin", 0o755)?;
-    add_file(&mut b, "bin/busybox", 0o755, busybox)?;
+    let dir = |path: &str, mode| LayerEntry::Dir {
+        path: path.into(),
+        mode,
+        owner: 0,
+    };
+    let mut entries = vec![
+        dir("bin", 0o755),
+        LayerEntry::File {
+            path: "bin/busybox".into(),
+            mode: 0o755,
+            owner: 0,
+            data: busybox.to_vec(),
+        },
+    ];
     for applet in APPLETS {
-        add_symlink(&mut b, &format!("bin/{applet}"), "busybox")?;
+        entries.push(LayerEntry::Symlink {
+            path: format!("bin/{applet}"),
+            target: "busybox".into(),
+        });
     }
-    add_dir(&mut b, "etc", 0o755)?;
-    add_dir(&mut b, "tmp", 0o1777)?;
-    add_dir(&mut b, "www", 0o755)?;
-    b.into_inner().map_err(tar_error)
+    entries.extend([dir("etc", 0o755), dir("tmp", 0o1777), dir("www", 0o755)]);
+    layer(&entries)
 }
 
-/// Build the `docker save` archive of [`REPO_TAG`] around `busybox`, which must be a static binary (Debian's
-/// busybox-static); the platform is read from its ELF header.
-pub fn busybox_image(busybox: &[u8]) -> Result<ContainerImage> {
-    let elf =
-        crate::elf::parse(busybox).map_err(|e| ImageError::Invalid(format!("busybox: {e}")))?;
-    if elf.is_dynamic() {
-        return Err(ImageError::Invalid(
-            "busybox is dynamically linked and cannot run alone in a container: use Debian's busybox-static"
-                .into(),
-        ));
-    }
-    let platform = Arch::from_elf_machine(elf.machine)
+/// How a container of the image runs: what its config says besides the layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `uid[:gid]`; none: root.
+    pub user: Option<String>,
+    /// `9090/tcp`, …
+    pub exposed_ports: Vec<String>,
+}
+
+/// The platform of the program `binary` runs as, from its ELF header.
+pub fn platform_of(binary: &[u8], what: &str) -> Result<Platform> {
+    let elf = crate::elf::parse(binary).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
+    Arch::from_elf_machine(elf.machine)
         .map(Arch::docker_platform)
         .ok_or_else(|| {
             ImageError::Invalid(format!(
-                "busybox is built for ELF machine {}, which has no Docker platform here",
+                "{what} is built for ELF machine {}, which has no Docker platform here",
                 elf.machine
             ))
-        })?;
+        })
+}
 
-    let layer = layer_tar(busybox)?;
+/// A one-layer `docker save` archive: the layer, its config (sorted keys) and the manifest naming `repo_tag`.
+pub fn save_archive(
+    repo_tag: &str,
+    platform: Platform,
+    layer: Vec<u8>,
+    run: &RunConfig,
+    created_by: &str,
+) -> Result<ContainerImage> {
     let layer_hex = sha256_hex(&layer);
     let diff_id = format!("sha256:{layer_hex}");
+    let mut exec = serde_json::json!({
+        "Cmd": run.cmd,
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "WorkingDir": "/",
+    });
+    if !run.entrypoint.is_empty() {
+        exec["Entrypoint"] = run.entrypoint.clone().into();
+    }
+    if let Some(user) = &run.user {
+        exec["User"] = user.clone().into();
+    }
+    if !run.exposed_ports.is_empty() {
+        exec["ExposedPorts"] = run
+            .exposed_ports
+            .iter()
+            .map(|p| (p.clone(), serde_json::json!({})))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     let mut config = serde_json::json!({
         "architecture": platform.architecture,
         "os": "linux",
         "created": CREATED,
-        "config": {
-            "Cmd": ["sh"],
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "WorkingDir": "/",
-        },
+        "config": exec,
         "rootfs": { "type": "layers", "diff_ids": [diff_id] },
         "history": [{
             "created": CREATED,
-            "created_by": "cluster-lab image builder: busybox-static from the base image, links sh httpd wget",
+            "created_by": created_by,
         }],
     });
     if let Some(v) = platform.variant {
@@ -161,7 +258,7 @@ pub fn busybox_image(busybox: &[u8]) -> Result<ContainerImage> {
     let layer_name = format!("{layer_hex}/layer.tar");
     let manifest = serde_json::to_vec(&serde_json::json!([{
         "Config": config_name,
-        "RepoTags": [REPO_TAG],
+        "RepoTags": [repo_tag],
         "Layers": [layer_name],
     }]))
     .expect("JSON values serialise");
@@ -177,6 +274,30 @@ pub fn busybox_image(busybox: &[u8]) -> Result<ContainerImage> {
         image_id: format!("sha256:{config_hex}"),
         diff_id,
     })
+}
+
+/// Build the `docker save` archive of [`REPO_TAG`] around `busybox`, which must be a static binary (Debian's
+/// busybox-static); the platform is read from its ELF header.
+pub fn busybox_image(busybox: &[u8]) -> Result<ContainerImage> {
+    let elf =
+        crate::elf::parse(busybox).map_err(|e| ImageError::Invalid(format!("busybox: {e}")))?;
+    if elf.is_dynamic() {
+        return Err(ImageError::Invalid(
+            "busybox is dynamically linked and cannot run alone in a container: use Debian's busybox-static"
+                .into(),
+        ));
+    }
+    let platform = platform_of(busybox, "busybox")?;
+    save_archive(
+        REPO_TAG,
+        platform,
+        layer_tar(busybox)?,
+        &RunConfig {
+            cmd: vec!["sh".into()],
+            ..RunConfig::default()
+        },
+        "cluster-lab image builder: busybox-static from the base image, links sh httpd wget",
+    )
 }
 
 /// What the root filesystem of a disk image holds at [`BUSYBOX_PATHS`].

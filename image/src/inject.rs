@@ -121,8 +121,13 @@ impl Payload {
 
     /// Add a `docker save` archive at [`container::IMAGES_DIR`]`/name` (0644, root), for first boot to load.
     pub fn add_container_image(&mut self, name: &str, archive: &Path) {
+        self.add_archive_in(container::IMAGES_DIR, name, archive);
+    }
+
+    /// Add a `docker save` archive at `dir/name` (0644, root): a stack's `images/`.
+    pub fn add_archive_in(&mut self, dir: &str, name: &str, archive: &Path) {
         self.add(entry(
-            format!("{}/{name}", container::IMAGES_DIR),
+            format!("{dir}/{name}"),
             Content::File(archive.into()),
             0o644,
         ));

@@ -31,6 +31,7 @@ pub mod imager;
 pub mod inject;
 pub mod mbr;
 pub mod output;
+pub mod package_images;
 pub mod progress;
 
 pub use error::{ImageError, Result};

@@ -101,7 +101,10 @@ impl Image {
         };
 
         let secret = self.secret_file.as_deref().map(secret_from).transpose()?;
+        // The base build leaves the Debian packages it unpacked for the stacks' images beside the base.
+        let packages = Some(base.with_extension("packages"));
         let recipe = build::Recipe {
+            packages,
             secret,
             arch: self.arch,
             base,

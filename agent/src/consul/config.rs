@@ -98,6 +98,16 @@ pub struct AgentConfig {
     pub performance: Option<Performance>,
     pub leave_on_terminate: bool,
     pub disable_update_check: bool,
+    pub dns_config: DnsConfig,
+}
+
+/// Consul's DNS interface (`.consul` names, asked through systemd-resolved).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// An answer too long for UDP says so (the TC bit), and the resolver asks again over TCP for all of it. Without
+    /// it Consul silently drops the instances that do not fit: a service on many machines (Prometheus finding
+    /// node-exporter on every one) would see only some of them.
+    pub enable_truncate: bool,
 }
 
 /// Consul's ACLs: deny what no token allows. Anonymous requests (the home LAN opening the UI) get only the
@@ -179,6 +189,9 @@ impl AgentConfig {
             performance: None,
             leave_on_terminate: false,
             disable_update_check: true,
+            dns_config: DnsConfig {
+                enable_truncate: true,
+            },
         }
     }
 

@@ -108,5 +108,23 @@ arm64 | armhf)
     ;;
 esac
 
+# Debian packages for the built-in stacks' container images (Prometheus, node-exporter and the C library they
+# link): downloaded for the base's architecture and unpacked beside the root tree, not installed in it.
+# `cargo xtask image` makes the images from them; the base keeps them as build/base/<arch>.packages/.
+unpack_dir="${CLUSTER_LAB_UNPACK_DIR:?}"
+debs="$unpack_dir/.debs"
+rm -rf "$unpack_dir"
+mkdir -p "$debs"
+# apt from outside the chroot, with mmdebstrap's configuration (the chroot's sources, lists and architecture).
+# shellcheck disable=SC2086 # one word per package
+(cd "$debs" && APT_CONFIG="${MMDEBSTRAP_APT_CONFIG:?}" apt-get download -q -o APT::Sandbox::User=root ${CLUSTER_LAB_UNPACK:?})
+for pkg in $CLUSTER_LAB_UNPACK; do
+    deb=$(ls "$debs/${pkg}"_*.deb 2>/dev/null | head -n 1)
+    [ -n "$deb" ] || { echo "customize: apt-get download left no $pkg package" >&2; exit 1; }
+    dpkg-deb -x "$deb" "$unpack_dir/$pkg"
+    echo "customize: unpacked $(basename "$deb") for the stacks' container images"
+done
+rm -rf "$debs"
+
 # Caches that only make the image bigger.
 rm -rf "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/*_Packages* "$root"/var/log/*.log

@@ -54,6 +54,13 @@ impl Lab {
             .run_as_root(&m.lan_ip.to_string(), cmd, Duration::from_secs(120))
     }
 
+    /// [`Lab::sh`] for a command that may take longer than two minutes.
+    pub fn sh_within(&self, m: &Machine, cmd: &str, limit: Duration) -> Result<String> {
+        self.st
+            .ssh_for(m)
+            .run_as_root(&m.lan_ip.to_string(), cmd, limit)
+    }
+
     pub fn get(&self, url: &str) -> Result<http::Response> {
         http::get(&self.st.netns, url, Duration::from_secs(10))
     }

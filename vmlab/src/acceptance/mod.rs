@@ -11,6 +11,7 @@ mod checks;
 mod home_lan;
 mod lab;
 mod laptop;
+mod monitoring;
 mod power;
 mod power_cut;
 mod reboot;
@@ -62,6 +63,10 @@ pub struct Test {
     /// cut during `swarm init`).
     #[arg(long)]
     pub skip_power_cut: bool,
+    /// Skip what a user does once the cluster is up: the laptop's Docker context and stack, the Consul catalog
+    /// sync, `cluster-lab stack`. They do not depend on the architecture; the arm64 tier skips them for time.
+    #[arg(long)]
+    pub skip_workloads: bool,
     /// Leave the cluster running afterwards (for `cluster ssh`, `cluster status`).
     #[arg(long)]
     pub keep: bool,
@@ -174,13 +179,17 @@ impl Test {
         report.add(usecase::overlay_by_name(&lab, &image));
         report.add(usecase::routing_mesh(&lab, &image));
         report.add(usecase::registry(&lab));
-        step("from the laptop: docker context, push, stack deploy; the stack in Consul's catalog");
-        let laptop = laptop::Laptop::new(&lab);
-        report.add(laptop::context(&lab, &laptop));
-        report.add(laptop::push_and_stack(&lab, &laptop));
-        report.add(laptop::catalog_and_names(&lab, &laptop));
-        step("stacks: cluster-lab stack list, deploy, rm");
-        report.add(stacks::web_demo_and_user_stacks(&lab));
+        if !self.skip_workloads {
+            step("from the laptop: docker context, push, stack deploy; the stack in Consul's catalog");
+            let laptop = laptop::Laptop::new(&lab);
+            report.add(laptop::context(&lab, &laptop));
+            report.add(laptop::push_and_stack(&lab, &laptop));
+            report.add(laptop::catalog_and_names(&lab, &laptop));
+            step("stacks: cluster-lab stack list, deploy, rm");
+            report.add(stacks::web_demo_and_user_stacks(&lab));
+            step("the monitoring stack: Prometheus and node-exporter");
+            report.add(monitoring::monitoring_stack(&lab));
+        }
         step("first boot left behind");
         report.add(checks::firstboot_disabled(&lab));
         report.add(checks::secret_off_the_card(&lab));
@@ -191,7 +200,10 @@ impl Test {
         if !self.skip_master_reboot {
             step("rebooting the master while the nodes run");
             report.add(reboot::reboot_master(&lab));
-            report.add(laptop::registry_survives(&lab));
+            if !self.skip_workloads {
+                // What the laptop pushed is among what must survive.
+                report.add(laptop::registry_survives(&lab));
+            }
         }
         let mut power_times = power::PowerLossTimes::default();
         let mut master_later_times = power::PowerLossTimes::default();
@@ -400,6 +412,12 @@ fn formation_evidence(f: &Formation) -> String {
     s
 }
 
+/// Prints a step's heading with the time since the test started, so that a run's log shows where its time went.
 fn step(what: &str) {
-    eprintln!("\n==> cluster test: {what}");
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let t = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs();
+    eprintln!("\n==> cluster test: {what} (at {}m{:02}s)", t / 60, t % 60);
 }
