@@ -179,10 +179,7 @@ fn preload_busybox(
             image.platform
         )));
     }
-    let tmp = std::env::temp_dir();
-    let mut file = tempfile::NamedTempFile::new().at(&tmp, "creating a temporary file in")?;
-    let path = file.path().to_path_buf();
-    std::io::Write::write_all(&mut file, &image.archive).at(&path, "writing")?;
+    let file = temp_archive(&image.archive)?;
     report(format!(
         "    {} ({}), {} KiB, image id {}",
         container::REPO_TAG,
@@ -191,6 +188,15 @@ fn preload_busybox(
         image.image_id
     ));
     Ok(Some(file))
+}
+
+/// `archive` in a temporary file, removed when dropped: what the payload copies into the image.
+fn temp_archive(archive: &[u8]) -> Result<tempfile::NamedTempFile> {
+    let tmp = std::env::temp_dir();
+    let mut file = tempfile::NamedTempFile::new().at(&tmp, "creating a temporary file in")?;
+    let path = file.path().to_path_buf();
+    std::io::Write::write_all(&mut file, archive).at(&path, "writing")?;
+    Ok(file)
 }
 
 /// The built-in stacks' container images, made from the Debian packages the base unpacked, each in a temporary
@@ -224,10 +230,7 @@ fn package_images(
                 image.package, built.platform, recipe.arch
             )));
         }
-        let tmp = std::env::temp_dir();
-        let mut file = tempfile::NamedTempFile::new().at(&tmp, "creating a temporary file in")?;
-        let path = file.path().to_path_buf();
-        std::io::Write::write_all(&mut file, &built.archive).at(&path, "writing")?;
+        let file = temp_archive(&built.archive)?;
         report(format!(
             "    {} ({}) from {}, {} MiB, image id {}",
             image.repo_tag(),

@@ -248,37 +248,31 @@ mod tests {
     fn unpacked() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
-        write(
-            &p.join("prometheus/usr/bin/prometheus"),
-            &fake_program(),
-            0o755,
-        );
-        write(
-            &p.join("prometheus/usr/share/prometheus/web/no-ui/index.html"),
-            b"<p>",
-            0o644,
-        );
-        write(
-            &p.join("prometheus/etc/default/prometheus"),
-            b"ARGS=",
-            0o644,
-        );
-        write(
-            &p.join("libc6/usr/lib/x86_64-linux-gnu/libc.so.6"),
-            b"libc",
-            0o755,
-        );
-        write(
-            &p.join("libc6/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
-            b"ld",
-            0o755,
-        );
-        write(
-            &p.join("libc6/usr/lib/x86_64-linux-gnu/gconv/UTF-16.so"),
-            b"gconv",
-            0o644,
-        );
-        write(&p.join("libc6/usr/share/doc/libc6/copyright"), b"c", 0o644);
+        let program = fake_program();
+        let files: [(&str, &[u8], u32); 7] = [
+            ("prometheus/usr/bin/prometheus", &program, 0o755),
+            (
+                "prometheus/usr/share/prometheus/web/no-ui/index.html",
+                b"<p>",
+                0o644,
+            ),
+            ("prometheus/etc/default/prometheus", b"ARGS=", 0o644),
+            ("libc6/usr/lib/x86_64-linux-gnu/libc.so.6", b"libc", 0o755),
+            (
+                "libc6/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+                b"ld",
+                0o755,
+            ),
+            (
+                "libc6/usr/lib/x86_64-linux-gnu/gconv/UTF-16.so",
+                b"gconv",
+                0o644,
+            ),
+            ("libc6/usr/share/doc/libc6/copyright", b"c", 0o644),
+        ];
+        for (path, data, mode) in files {
+            write(&p.join(path), data, mode);
+        }
         std::fs::create_dir_all(p.join("libc6/usr/lib64")).unwrap();
         std::os::unix::fs::symlink(
             "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",

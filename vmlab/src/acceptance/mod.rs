@@ -180,15 +180,18 @@ impl Test {
         report.add(usecase::routing_mesh(&lab, &image));
         report.add(usecase::registry(&lab));
         if !self.skip_workloads {
+            // The stacks first: the catalog check pulls a node's cable, and after that Swarm's gossip may take
+            // minutes to tell that node about a new service's name (seen once: web-demo's client there could not
+            // resolve `web` for 60 s).
+            step("stacks: cluster-lab stack list, deploy, rm");
+            report.add(stacks::web_demo_and_user_stacks(&lab));
+            step("the monitoring stack: Prometheus and node-exporter");
+            report.add(monitoring::monitoring_stack(&lab));
             step("from the laptop: docker context, push, stack deploy; the stack in Consul's catalog");
             let laptop = laptop::Laptop::new(&lab);
             report.add(laptop::context(&lab, &laptop));
             report.add(laptop::push_and_stack(&lab, &laptop));
             report.add(laptop::catalog_and_names(&lab, &laptop));
-            step("stacks: cluster-lab stack list, deploy, rm");
-            report.add(stacks::web_demo_and_user_stacks(&lab));
-            step("the monitoring stack: Prometheus and node-exporter");
-            report.add(monitoring::monitoring_stack(&lab));
         }
         step("first boot left behind");
         report.add(checks::firstboot_disabled(&lab));

@@ -168,6 +168,15 @@ fn inner(lab: &Lab, name: &str) -> Result<Check> {
             s.trim().replace('\n', "; ")
         ));
     }
+    // The peers on the same machine at the same moment: what the cluster itself runs.
+    let peers = lab.sh(
+        master,
+        "ps -o rss=,comm= -C prometheus,prometheus-node,consul,dockerd,containerd,docker-registry | awk '{m[$2]+=$1} END {for (c in m) printf \"%s %.1f MiB, \", c, m[c]/1024}'",
+    )?;
+    ev.push_str(&format!(
+        "master, resident memory of the stack's programs and, for comparison, of the cluster's own: {}\n",
+        peers.trim().trim_end_matches(',')
+    ));
     let after = mem_available_mib(lab)?;
     let fits = after >= MASTER_AVAILABLE_FLOOR_MIB;
     ok &= fits;

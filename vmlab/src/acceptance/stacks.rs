@@ -103,12 +103,15 @@ fn inner(lab: &Lab, name: &str) -> Result<Check> {
     );
     ok &= answered;
     ev.push_str(&answered_ev);
-    let fetched = lab.poll(Duration::from_secs(60), || {
+    // The last logs seen, for the evidence when the client never got the page.
+    let mut last = String::new();
+    let fetched = lab.poll(Duration::from_secs(90), || {
         let logs = lab.sh(
             master,
             "docker service logs --raw --tail 5 web-demo_client 2>&1; \
              docker service ps web-demo_client web-demo_web --filter desired-state=running --format '{{.Name}} on {{.Node}}'",
         )?;
+        last = logs.clone();
         Ok(logs.contains("hello from web-demo_web").then_some(logs))
     });
     ok &= fetched.is_ok();
@@ -116,7 +119,7 @@ fn inner(lab: &Lab, name: &str) -> Result<Check> {
         "the client's log: {}\n",
         match fetched {
             Ok(l) => l.trim().replace('\n', " | "),
-            Err(e) => format!("{e:#}"),
+            Err(e) => format!("{e:#}; last seen: {}", last.trim().replace('\n', " | ")),
         }
     ));
     let (removed, out) = cluster_lab(lab, "stack rm web-demo")?;
