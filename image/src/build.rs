@@ -211,7 +211,7 @@ fn package_images(
     ));
     let Some(dir) = recipe.packages.as_deref().filter(|d| d.is_dir()) else {
         report(format!(
-            "    warning: the base has no unpacked packages{}; the {} stack cannot be deployed from this image              (rebuild the base with `cargo xtask base`)",
+            "    warning: the base has no unpacked packages{}; the {} stack cannot be deployed from this image (rebuild the base with `cargo xtask base`)",
             recipe
                 .packages
                 .as_deref()

@@ -158,31 +158,32 @@ fn glibc_floor(d: &[u8]) -> Option<(u32, u32)> {
     best
 }
 #[cfg(test)]
+/// A minimal 64-bit ELF header with one PT_INTERP program header.
+pub(crate) fn elf64(machine: u16, interp: Option<&str>) -> Vec<u8> {
+    let mut d = vec![0u8; 64 + 56];
+    d[..4].copy_from_slice(b"\x7fELF");
+    d[4] = 2;
+    d[5] = 1;
+    d[6] = 1; // EI_VERSION: EV_CURRENT
+    d[18..20].copy_from_slice(&machine.to_le_bytes());
+    d[32..40].copy_from_slice(&64u64.to_le_bytes());
+    d[54..56].copy_from_slice(&56u16.to_le_bytes());
+    if let Some(i) = interp {
+        d[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let off = d.len() as u64;
+        d[64..68].copy_from_slice(&PT_INTERP.to_le_bytes());
+        d[64 + 8..64 + 16].copy_from_slice(&off.to_le_bytes());
+        d[64 + 32..64 + 40].copy_from_slice(&(i.len() as u64 + 1).to_le_bytes());
+        d.extend_from_slice(i.as_bytes());
+        d.push(0);
+        d.extend_from_slice(b"GLIBC_2.17\0GLIBC_2.34\0GLIBC_2.4\0");
+    }
+    d
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A minimal 64-bit ELF header with one PT_INTERP program header.
-    fn elf64(machine: u16, interp: Option<&str>) -> Vec<u8> {
-        let mut d = vec![0u8; 64 + 56];
-        d[..4].copy_from_slice(b"\x7fELF");
-        d[4] = 2;
-        d[5] = 1;
-        d[6] = 1; // EI_VERSION: EV_CURRENT
-        d[18..20].copy_from_slice(&machine.to_le_bytes());
-        d[32..40].copy_from_slice(&64u64.to_le_bytes());
-        d[54..56].copy_from_slice(&56u16.to_le_bytes());
-        if let Some(i) = interp {
-            d[56..58].copy_from_slice(&1u16.to_le_bytes());
-            let off = d.len() as u64;
-            d[64..68].copy_from_slice(&PT_INTERP.to_le_bytes());
-            d[64 + 8..64 + 16].copy_from_slice(&off.to_le_bytes());
-            d[64 + 32..64 + 40].copy_from_slice(&(i.len() as u64 + 1).to_le_bytes());
-            d.extend_from_slice(i.as_bytes());
-            d.push(0);
-            d.extend_from_slice(b"GLIBC_2.17\0GLIBC_2.34\0GLIBC_2.4\0");
-        }
-        d
-    }
 
     #[test]
     fn static_aarch64() {

@@ -106,6 +106,13 @@ impl PackageImage {
             })?;
         let platform = container::platform_of(&program, self.take[0])?;
         let libc = unpacked.join(LIBC);
+        if !libc.join(LIBC_TAKE[0]).is_dir() {
+            return Err(ImageError::Invalid(format!(
+                "{}: the C library is not unpacked at {} (rebuild the base with `cargo xtask base`)",
+                self.name,
+                libc.join(LIBC_TAKE[0]).display()
+            )));
+        }
         for take in LIBC_TAKE {
             if libc.join(take).exists() {
                 collect(&libc, Path::new(take), &mut entries)?;
@@ -143,6 +150,17 @@ impl PackageImage {
             },
         );
         add_parents(&mut entries);
+        // The program must find its loader in the layer, or the container dies with "no such file or directory".
+        let elf = crate::elf::parse(&program)
+            .map_err(|e| ImageError::Invalid(format!("{}: {e}", self.take[0])))?;
+        if let Some(interp) = &elf.interpreter {
+            if !resolves_to_file(&entries, interp) {
+                return Err(ImageError::Invalid(format!(
+                    "{}: {}'s loader {interp} is not in the image (does {LIBC} hold it?)",
+                    self.name, self.take[0]
+                )));
+            }
+        }
         let layer = container::layer(&entries.into_values().collect::<Vec<_>>())?;
         container::save_archive(
             &self.repo_tag(),
@@ -206,6 +224,57 @@ fn collect(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, LayerEntry>) -> 
     Ok(())
 }
 
+/// Whether the absolute `path` leads to a regular file among `entries`, following their symlinks (relative or
+/// absolute, in any component) as the kernel would inside the container.
+fn resolves_to_file(entries: &BTreeMap<PathBuf, LayerEntry>, path: &str) -> bool {
+    let mut pending: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(String::from)
+        .collect();
+    let mut at: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                at.pop();
+                continue;
+            }
+            _ => at.push(c),
+        }
+        match entries.get(&at.iter().collect::<PathBuf>()) {
+            Some(LayerEntry::Symlink { target, .. }) => {
+                hops += 1;
+                if hops > 40 {
+                    return false;
+                }
+                at.pop();
+                if target.starts_with('/') {
+                    at.clear();
+                }
+                pending.extend(
+                    target
+                        .split('/')
+                        .filter(|c| !c.is_empty())
+                        .rev()
+                        .map(String::from),
+                );
+            }
+            Some(LayerEntry::File { .. }) => {
+                if pending.is_empty() {
+                    return true;
+                }
+                return false;
+            }
+            Some(LayerEntry::Dir { .. }) => {}
+            None => return false,
+        }
+    }
+    false
+}
+
 /// Every entry's missing parent directories (0755, root).
 fn add_parents(entries: &mut BTreeMap<PathBuf, LayerEntry>) {
     let parents: Vec<PathBuf> = entries
@@ -228,15 +297,9 @@ mod tests {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
 
-    /// A minimal dynamic-looking ELF64 header for x86-64.
+    /// An x86-64 program that asks for Debian's loader.
     fn fake_program() -> Vec<u8> {
-        let mut b = vec![0u8; 128];
-        b[..4].copy_from_slice(b"\x7fELF");
-        b[4] = 2;
-        b[5] = 1;
-        b[6] = 1;
-        b[18..20].copy_from_slice(&crate::elf::EM_X86_64.to_le_bytes());
-        b
+        crate::elf::elf64(crate::elf::EM_X86_64, Some("/lib64/ld-linux-x86-64.so.2"))
     }
 
     fn write(path: &Path, data: &[u8], mode: u32) {
@@ -368,6 +431,44 @@ mod tests {
             config["config"]["Cmd"][0],
             "--config.file=/etc/prometheus/prometheus.yml"
         );
+    }
+
+    #[test]
+    fn an_arm64_program_finds_its_loader_through_the_merged_usr_links() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        let program = crate::elf::elf64(crate::elf::EM_AARCH64, Some("/lib/ld-linux-aarch64.so.1"));
+        write(
+            &p.join("prometheus-node-exporter/usr/bin/prometheus-node-exporter"),
+            &program,
+            0o755,
+        );
+        write(
+            &p.join("libc6/usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1"),
+            b"ld",
+            0o755,
+        );
+        write(
+            &p.join("libc6/usr/lib/aarch64-linux-gnu/libc.so.6"),
+            b"libc",
+            0o755,
+        );
+        std::os::unix::fs::symlink(
+            "aarch64-linux-gnu/ld-linux-aarch64.so.1",
+            p.join("libc6/usr/lib/ld-linux-aarch64.so.1"),
+        )
+        .unwrap();
+        let img = IMAGES[1].build(p).unwrap();
+        assert_eq!(img.platform.architecture, "arm64");
+        // Without the loader the image is refused, naming it.
+        std::fs::remove_file(p.join("libc6/usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1"))
+            .unwrap();
+        let e = IMAGES[1].build(p).unwrap_err().to_string();
+        assert!(e.contains("/lib/ld-linux-aarch64.so.1"), "{e}");
+        // Without the C library at all, too.
+        std::fs::remove_dir_all(p.join("libc6")).unwrap();
+        let e = IMAGES[1].build(p).unwrap_err().to_string();
+        assert!(e.contains("C library"), "{e}");
     }
 
     #[test]

@@ -102,7 +102,12 @@ impl Image {
 
         let secret = self.secret_file.as_deref().map(secret_from).transpose()?;
         // The base build leaves the Debian packages it unpacked for the stacks' images beside the base.
-        let packages = Some(base.with_extension("packages"));
+        // `<arch>.img` is a link: the packages are those of the base it points at, `<arch>-<hash>.packages`.
+        let packages = Some(
+            std::fs::canonicalize(&base)
+                .unwrap_or_else(|_| base.clone())
+                .with_extension("packages"),
+        );
         let recipe = build::Recipe {
             packages,
             secret,

@@ -23,7 +23,15 @@ pub fn monitoring_stack(lab: &Lab) -> Check {
          found through Consul; :{NODE_EXPORTER_PORT} is closed to the home LAN; the master keeps at least \
          {MASTER_AVAILABLE_FLOOR_MIB} MiB available (memory measured); `stack rm` removes it"
     );
-    Check::from_result(&name, inner(lab, &name))
+    let result = inner(lab, &name);
+    if result.is_err() {
+        // Whatever went wrong, the checks after this one must not run beside the stack.
+        let _ = lab.sh(
+            lab.master(),
+            "cluster-lab stack rm monitoring >/dev/null 2>&1 || true",
+        );
+    }
+    Check::from_result(&name, result)
 }
 
 fn mem_available_mib(lab: &Lab) -> Result<u64> {
@@ -144,11 +152,25 @@ fn inner(lab: &Lab, name: &str) -> Result<Check> {
     }
 
     // node-exporter is on the host's network, but the home LAN cannot reach it.
+    // First that it listens on that address (asked from the machine itself), then that the home LAN gets nothing.
     let exporter = format!("http://{}:{NODE_EXPORTER_PORT}/metrics", via.lan_ip);
+    let listening = lab
+        .sh(
+            via,
+            &format!("curl -sS -m 10 -o /dev/null -w '%{{http_code}}' {exporter}"),
+        )
+        .map(|code| code.trim() == "200")
+        .unwrap_or(false);
     let closed = lab.get(&exporter).is_err();
-    ok &= closed;
+    ok &= listening && closed;
     ev.push_str(&format!(
-        "GET {exporter} from the home LAN: {}\n",
+        "GET {exporter}: from {} itself {}; from the home LAN {}\n",
+        via.hostname,
+        if listening {
+            "HTTP 200"
+        } else {
+            "NO ANSWER (nothing to keep out?)"
+        },
         if closed {
             "no answer (firewall)"
         } else {
