@@ -46,6 +46,10 @@ pub struct Test {
     /// Skip the simultaneous power-on election test (three more VMs).
     #[arg(long)]
     pub skip_election: bool,
+    /// Skip rebooting node 1 (its Consul keyring emptied first). The arm64 tier does, for time: on arm64 under TCG
+    /// it takes about 4 minutes, and the amd64 tier runs it.
+    #[arg(long)]
+    pub skip_node_reboot: bool,
     /// Skip rebooting the master. The arm64 tier does: on arm64 under TCG, one of two runs had a node's Consul
     /// agent not alive again within 10 minutes after the master came back (Swarm was Ready); not yet explained.
     #[arg(long)]
@@ -197,9 +201,13 @@ impl Test {
         report.add(checks::firstboot_disabled(&lab));
         report.add(checks::secret_off_the_card(&lab));
         let times = timing::measure(&lab, formation.as_ref(), self.machines.arch);
-        step("rebooting node 1");
-        let (c, reboot_times) = reboot::reboot_node(&lab);
-        report.add(c);
+        let mut reboot_times = reboot::RebootTimes::default();
+        if !self.skip_node_reboot {
+            step("rebooting node 1");
+            let (c, t) = reboot::reboot_node(&lab);
+            reboot_times = t;
+            report.add(c);
+        }
         if !self.skip_master_reboot {
             step("rebooting the master while the nodes run");
             report.add(reboot::reboot_master(&lab));
