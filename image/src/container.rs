@@ -116,14 +116,11 @@ pub enum LayerEntry {
     },
 }
 
-impl LayerEntry {
-    pub fn path(&self) -> &str {
-        match self {
-            LayerEntry::Dir { path, .. }
-            | LayerEntry::File { path, .. }
-            | LayerEntry::Symlink { path, .. } => path,
-        }
-    }
+/// `h` owned by `owner` (user and group).
+fn owned(mut h: Header, owner: u32) -> Header {
+    h.set_uid(owner.into());
+    h.set_gid(owner.into());
+    h
 }
 
 /// A layer tar of `entries`, written in the order given (a directory before what it holds).
@@ -132,9 +129,7 @@ pub fn layer(entries: &[LayerEntry]) -> Result<Vec<u8>> {
     for e in entries {
         match e {
             LayerEntry::Dir { path, mode, owner } => {
-                let mut h = header(EntryType::Directory, *mode, 0);
-                h.set_uid((*owner).into());
-                h.set_gid((*owner).into());
+                let mut h = owned(header(EntryType::Directory, *mode, 0), *owner);
                 b.append_data(&mut h, path, std::io::empty())
                     .map_err(tar_error)?;
             }
@@ -144,9 +139,7 @@ pub fn layer(entries: &[LayerEntry]) -> Result<Vec<u8>> {
                 owner,
                 data,
             } => {
-                let mut h = header(EntryType::Regular, *mode, data.len() as u64);
-                h.set_uid((*owner).into());
-                h.set_gid((*owner).into());
+                let mut h = owned(header(EntryType::Regular, *mode, data.len() as u64), *owner);
                 b.append_data(&mut h, path, data.as_slice())
                     .map_err(tar_error)?;
             }
@@ -196,9 +189,8 @@ pub struct RunConfig {
     pub exposed_ports: Vec<String>,
 }
 
-/// The platform of the program `binary` runs as, from its ELF header.
-pub fn platform_of(binary: &[u8], what: &str) -> Result<Platform> {
-    let elf = crate::elf::parse(binary).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
+/// The platform the program `what`, whose parsed ELF header is `elf`, runs as.
+pub fn platform_of(elf: &crate::elf::ElfInfo, what: &str) -> Result<Platform> {
     Arch::from_elf_machine(elf.machine)
         .map(Arch::docker_platform)
         .ok_or_else(|| {
@@ -287,7 +279,7 @@ pub fn busybox_image(busybox: &[u8]) -> Result<ContainerImage> {
                 .into(),
         ));
     }
-    let platform = platform_of(busybox, "busybox")?;
+    let platform = platform_of(&elf, "busybox")?;
     save_archive(
         REPO_TAG,
         platform,

@@ -90,21 +90,20 @@ impl PackageImage {
         for take in self.take {
             collect(&pkg, Path::new(take), &mut entries)?;
         }
-        let program = entries
-            .get(Path::new(self.take[0]))
-            .and_then(|e| match e {
-                LayerEntry::File { data, .. } => Some(data.clone()),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                ImageError::Invalid(format!(
+        // The program's ELF header, read once: its platform, and the loader it needs.
+        let elf = match entries.get(Path::new(self.take[0])) {
+            Some(LayerEntry::File { data, .. }) => crate::elf::parse(data)
+                .map_err(|e| ImageError::Invalid(format!("{}: {e}", self.take[0])))?,
+            _ => {
+                return Err(ImageError::Invalid(format!(
                     "{}: {} is not a file in the unpacked package {}",
                     self.name,
                     self.take[0],
                     pkg.display()
-                ))
-            })?;
-        let platform = container::platform_of(&program, self.take[0])?;
+                )))
+            }
+        };
+        let platform = container::platform_of(&elf, self.take[0])?;
         let libc = unpacked.join(LIBC);
         if !libc.join(LIBC_TAKE[0]).is_dir() {
             return Err(ImageError::Invalid(format!(
@@ -151,8 +150,6 @@ impl PackageImage {
         );
         add_parents(&mut entries);
         // The program must find its loader in the layer, or the container dies with "no such file or directory".
-        let elf = crate::elf::parse(&program)
-            .map_err(|e| ImageError::Invalid(format!("{}: {e}", self.take[0])))?;
         if let Some(interp) = &elf.interpreter {
             if !resolves_to_file(&entries, interp) {
                 return Err(ImageError::Invalid(format!(
